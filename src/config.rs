@@ -1,0 +1,295 @@
+//! Configuration: `$CODEX_HOME/config.toml`, overridden by `-c key=value`, validated once
+//! at start-up so that nothing later has to second-guess it.
+//!
+//! The file is shared with Codex itself, so unknown keys are ignored and authbridge's own
+//! knobs live under an `[authbridge]` table.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub const DEFAULT_CHATGPT_BASE_URL: &str = "https://chatgpt.com/backend-api/";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid TOML in {path}: {message}")]
+    Toml { path: PathBuf, message: String },
+    #[error("invalid override `{0}`: expected key=value")]
+    Override(String),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Who may sign in, as the Codex config spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForcedLoginMethod {
+    Chatgpt,
+    Api,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum WorkspaceIds {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawConfig {
+    chatgpt_base_url: Option<String>,
+    forced_chatgpt_workspace_id: Option<WorkspaceIds>,
+    forced_login_method: Option<ForcedLoginMethod>,
+    #[serde(default)]
+    authbridge: RawOwn,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOwn {
+    max_message_bytes: Option<usize>,
+    refresh_timeout_ms: Option<u64>,
+    backend_connect_timeout_ms: Option<u64>,
+    backend_timeout_ms: Option<u64>,
+    shutdown_grace_ms: Option<u64>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub codex_home: PathBuf,
+    /// Base URL of the ChatGPT backend, without a trailing slash.
+    pub chatgpt_base_url: String,
+    /// Workspaces external and managed ChatGPT sign-in must belong to, when set.
+    pub forced_workspace_ids: Option<Vec<String>>,
+    pub forced_login_method: Option<ForcedLoginMethod>,
+    /// Longest accepted message (a stdio line or a WebSocket message).
+    pub max_message_bytes: usize,
+    /// How long the parent has to answer `account/chatgptAuthTokens/refresh`.
+    pub refresh_timeout: Duration,
+    pub backend_connect_timeout: Duration,
+    pub backend_timeout: Duration,
+    /// How long in-flight requests may finish after the input ends or a signal arrives.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Loads `codex_home/config.toml` (when present) and applies `overrides` in order.
+    pub fn load(codex_home: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+        let path = codex_home.join("config.toml");
+        let mut table = match std::fs::read_to_string(&path) {
+            Ok(text) => text.parse::<toml::Table>().map_err(|e| ConfigError::Toml {
+                path: path.clone(),
+                message: e.message().to_owned(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        for o in overrides {
+            apply_override(&mut table, o)?;
+        }
+        Self::from_table(codex_home.to_path_buf(), table)
+    }
+
+    pub fn from_table(codex_home: PathBuf, table: toml::Table) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_owned()))?;
+        let forced_workspace_ids = match raw.forced_chatgpt_workspace_id {
+            None => None,
+            Some(WorkspaceIds::One(s)) if s.contains(',') => {
+                return Err(ConfigError::Invalid(format!(
+                    "forced_chatgpt_workspace_id = {s:?} looks like several ids in one string; \
+                     write a TOML list instead, e.g. forced_chatgpt_workspace_id = [\"ws-1\", \"ws-2\"]"
+                )));
+            }
+            Some(WorkspaceIds::One(s)) => Some(vec![s.trim().to_owned()]),
+            Some(WorkspaceIds::Many(v)) => {
+                Some(v.into_iter().map(|s| s.trim().to_owned()).collect())
+            }
+        };
+        if forced_workspace_ids
+            .as_ref()
+            .is_some_and(|v| v.is_empty() || v.iter().any(String::is_empty))
+        {
+            return Err(ConfigError::Invalid(
+                "forced_chatgpt_workspace_id must not be empty".into(),
+            ));
+        }
+        let base = raw
+            .chatgpt_base_url
+            .unwrap_or_else(|| DEFAULT_CHATGPT_BASE_URL.to_owned());
+        let chatgpt_base_url = validate_base_url(&base)?;
+        let own = raw.authbridge;
+        let ms = |v: Option<u64>, default: u64| Duration::from_millis(v.unwrap_or(default));
+        let max_message_bytes = own.max_message_bytes.unwrap_or(8 * 1024 * 1024);
+        if max_message_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "authbridge.max_message_bytes must be at least 1024".into(),
+            ));
+        }
+        Ok(Self {
+            codex_home,
+            chatgpt_base_url,
+            forced_workspace_ids,
+            forced_login_method: raw.forced_login_method,
+            max_message_bytes,
+            refresh_timeout: ms(own.refresh_timeout_ms, 10_000),
+            backend_connect_timeout: ms(own.backend_connect_timeout_ms, 10_000),
+            backend_timeout: ms(own.backend_timeout_ms, 60_000),
+            shutdown_grace: ms(own.shutdown_grace_ms, 5_000),
+        })
+    }
+}
+
+/// `-c a.b=value`: the value is TOML; a bare word that is not TOML is taken as a string,
+/// as Codex does (`-c forced_login_method=api`).
+fn apply_override(table: &mut toml::Table, o: &str) -> Result<(), ConfigError> {
+    let (key, value) = o
+        .split_once('=')
+        .ok_or_else(|| ConfigError::Override(o.to_owned()))?;
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(ConfigError::Override(o.to_owned()));
+    }
+    let value = value.trim();
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    let mut parts: Vec<&str> = key.split('.').map(str::trim).collect();
+    let last = parts.pop().expect("split yields at least one part");
+    let mut current = table;
+    for part in parts {
+        let entry = current
+            .entry(part.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        current = entry.as_table_mut().expect("just made a table");
+    }
+    current.insert(last.to_owned(), parsed);
+    Ok(())
+}
+
+/// Tokens must never travel in clear text: `http://` is accepted only for loopback hosts.
+fn validate_base_url(base: &str) -> Result<String, ConfigError> {
+    let url = reqwest::Url::parse(base).map_err(|e| {
+        ConfigError::Invalid(format!("chatgpt_base_url {base:?} is not a URL: {e}"))
+    })?;
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(&url) => {}
+        "http" => {
+            return Err(ConfigError::Invalid(format!(
+                "chatgpt_base_url {base:?} uses plain http to a non-loopback host; tokens would travel \
+                 in clear text. Use https, or http only for 127.0.0.1, ::1 or localhost"
+            )));
+        }
+        other => {
+            return Err(ConfigError::Invalid(format!(
+                "chatgpt_base_url scheme {other:?} is not http(s)"
+            )));
+        }
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError::Invalid(
+            "chatgpt_base_url must not carry credentials".into(),
+        ));
+    }
+    Ok(base.trim_end_matches('/').to_owned())
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// `$CODEX_HOME`, else `~/.codex`.
+pub fn default_codex_home() -> PathBuf {
+    if let Some(home) = std::env::var_os("CODEX_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(home);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".codex")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(overrides: &[&str]) -> Result<Config, ConfigError> {
+        let mut t = toml::Table::new();
+        for o in overrides {
+            apply_override(&mut t, o)?;
+        }
+        Config::from_table(PathBuf::from("home"), t)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.chatgpt_base_url, "https://chatgpt.com/backend-api");
+        assert_eq!(c.refresh_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_message_bytes, 8 * 1024 * 1024);
+        assert!(c.forced_workspace_ids.is_none());
+    }
+
+    #[test]
+    fn overrides_are_toml_with_bare_word_fallback_and_dotted_keys() {
+        let c = load(&[
+            r#"chatgpt_base_url="http://127.0.0.1:9/backend-api/""#,
+            "forced_login_method=api",
+            r#"forced_chatgpt_workspace_id=["a","b"]"#,
+            "authbridge.refresh_timeout_ms=250",
+        ])
+        .unwrap();
+        assert_eq!(c.chatgpt_base_url, "http://127.0.0.1:9/backend-api");
+        assert_eq!(c.forced_login_method, Some(ForcedLoginMethod::Api));
+        assert_eq!(
+            c.forced_workspace_ids,
+            Some(vec!["a".to_owned(), "b".to_owned()])
+        );
+        assert_eq!(c.refresh_timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn comma_separated_workspaces_ask_for_a_list() {
+        let e = load(&[r#"forced_chatgpt_workspace_id="a,b""#])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("TOML list"), "{e}");
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        assert!(load(&[r#"chatgpt_base_url="http://localhost:1/backend-api/""#]).is_ok());
+        assert!(load(&[r#"chatgpt_base_url="http://[::1]:1/""#]).is_ok());
+        let e = load(&[r#"chatgpt_base_url="http://example.com/backend-api/""#])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("clear text"), "{e}");
+        assert!(load(&[r#"chatgpt_base_url="https://user:pw@example.com/""#]).is_err());
+    }
+
+    #[test]
+    fn unknown_own_keys_are_refused_but_foreign_keys_pass() {
+        assert!(load(&["model=\"o3\""]).is_ok());
+        assert!(load(&["authbridge.nope=1"]).is_err());
+    }
+}

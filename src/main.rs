@@ -1,0 +1,198 @@
+//! The `authbridge` command line. Parses flags, builds the server, runs it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use authbridge::Server;
+use authbridge::config::{Config, default_codex_home};
+use authbridge::transport::ws;
+
+#[derive(Parser)]
+#[command(
+    name = "authbridge",
+    version,
+    about = "Account and auth app-server speaking the Codex app-server protocol"
+)]
+struct Cli {
+    /// Override a config key, as TOML: -c key=value (repeatable; before or after the subcommand).
+    #[arg(short = 'c', long = "config", value_name = "KEY=VALUE", global = true)]
+    overrides: Vec<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the app-server protocol.
+    AppServer(AppServerArgs),
+    /// Write the JSON Schema of the protocol types into a directory.
+    GenerateJsonSchema {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum WsAuth {
+    CapabilityToken,
+}
+
+#[derive(clap::Args)]
+struct AppServerArgs {
+    /// stdio:// (default) or ws://IP:PORT.
+    #[arg(long, default_value = "stdio://", value_name = "URL")]
+    listen: String,
+    /// Accepted for compatibility; the token flags below select capability-token auth.
+    #[arg(long, value_enum)]
+    ws_auth: Option<WsAuth>,
+    /// File holding the WebSocket bearer token (trimmed).
+    #[arg(long, value_name = "PATH", conflicts_with = "ws_token_sha256")]
+    ws_token_file: Option<PathBuf>,
+    /// SHA-256 (hex) of the WebSocket bearer token.
+    #[arg(long, value_name = "HEX")]
+    ws_token_sha256: Option<String>,
+}
+
+enum Listen {
+    Stdio,
+    Ws(SocketAddr),
+}
+
+fn parse_listen(url: &str) -> Result<Listen, String> {
+    if url == "stdio://" || url == "stdio" {
+        return Ok(Listen::Stdio);
+    }
+    if let Some(addr) = url.strip_prefix("ws://") {
+        let addr = addr.trim_end_matches('/');
+        return addr
+            .parse()
+            .map(Listen::Ws)
+            .map_err(|_| format!("invalid --listen {url:?}: expected ws://IP:PORT"));
+    }
+    Err(format!(
+        "unsupported --listen {url:?}: use stdio:// or ws://IP:PORT"
+    ))
+}
+
+fn token_digest(args: &AppServerArgs) -> Result<Option<[u8; 32]>, String> {
+    if let Some(path) = &args.ws_token_file {
+        let token = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read --ws-token-file {}: {e}", path.display()))?;
+        let token = zeroize::Zeroizing::new(token);
+        if token.trim().is_empty() {
+            return Err(format!("--ws-token-file {} is empty", path.display()));
+        }
+        return Ok(Some(ws::token_digest(&token)));
+    }
+    if let Some(hex) = &args.ws_token_sha256 {
+        return ws::parse_hex_digest(hex)
+            .map(Some)
+            .ok_or_else(|| "--ws-token-sha256 must be 64 hex characters".to_owned());
+    }
+    Ok(None)
+}
+
+fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let fire = token.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("signal received; finishing in-flight work");
+        fire.cancel();
+    });
+    token
+}
+
+async fn app_server(overrides: &[String], args: AppServerArgs) -> Result<(), String> {
+    let listen = parse_listen(&args.listen)?;
+    let digest = token_digest(&args)?;
+    let config = Config::load(&default_codex_home(), overrides).map_err(|e| e.to_string())?;
+    let server = Arc::new(Server::new(config).map_err(|e| e.to_string())?);
+    let shutdown = shutdown_on_signals();
+    match listen {
+        Listen::Stdio => {
+            if digest.is_some() {
+                return Err(
+                    "--ws-token-file/--ws-token-sha256 apply only to a ws:// listener".into(),
+                );
+            }
+            server.serve_stdio(shutdown).await;
+        }
+        Listen::Ws(addr) => {
+            if !addr.ip().is_loopback() && digest.is_none() {
+                return Err(format!(
+                    "refusing to start a WebSocket listener on non-loopback {addr} without auth; \
+                     pass --ws-token-file PATH or --ws-token-sha256 HEX"
+                ));
+            }
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let bound = listener.local_addr().map_err(|e| e.to_string())?;
+            tracing::info!("listening on {}", ws::describe(bound));
+            // One line on stderr that tools can wait for (the port may have been 0).
+            eprintln!("authbridge listening on {}", ws::describe(bound));
+            server
+                .serve_ws(listener, digest, shutdown)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::GenerateJsonSchema { out } => authbridge::schema::write(&out)
+            .map_err(|e| format!("cannot write the schema to {}: {e}", out.display())),
+        Command::AppServer(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            runtime.block_on(app_server(&cli.overrides, args))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("authbridge: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Account methods, notifications and the refresh request.
+
+use schemars::JsonSchema;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+/// How the server is signed in. Only the values of the reference's list are ever sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum AuthMode {
+    /// An API key stored by the server.
+    #[serde(rename = "apikey")]
+    ApiKey,
+    /// ChatGPT sign-in managed by the server.
+    #[serde(rename = "chatgpt")]
+    Chatgpt,
+    /// ChatGPT tokens supplied by the parent application, held in memory only.
+    #[serde(rename = "chatgptAuthTokens")]
+    ChatgptAuthTokens,
+}
+
+/// ChatGPT plan, normalized. Strings outside this list read as `unknown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanType {
+    Free,
+    Go,
+    Plus,
+    Pro,
+    Prolite,
+    Promax,
+    Team,
+    SelfServeBusinessProlite,
+    SelfServeBusinessUsageBased,
+    Business,
+    Ent26,
+    EnterpriseCbpAutomation,
+    EnterpriseCbpUsageBased,
+    Enterprise,
+    Edu,
+    EduPlus,
+    EduPro,
+    Sci,
+    SciPlus,
+    Unknown,
+}
+
+impl PlanType {
+    /// Reads a plan as tokens and backends spell it: case-insensitive, with the aliases
+    /// `hc` (enterprise) and `education` (edu); anything else is `Unknown`.
+    pub fn from_claim(raw: &str) -> Self {
+        let lower = raw.trim().to_ascii_lowercase();
+        match lower.as_str() {
+            "hc" => return Self::Enterprise,
+            "education" => return Self::Edu,
+            _ => {}
+        }
+        serde_json::from_value(serde_json::Value::String(lower)).unwrap_or(Self::Unknown)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum LoginAppBrand {
+    Codex,
+    Chatgpt,
+}
+
+/// External ChatGPT tokens, as sent with `account/login/start` and as the answer to
+/// `account/chatgptAuthTokens/refresh`. Two shapes are accepted: the current one
+/// (`accessToken` + `chatgptAccountId` [+ `chatgptPlanType`]) and the original one
+/// (`idToken` + `accessToken`, identity read from the ID token's claims).
+#[derive(Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalTokens {
+    /// Access token (a JWT) used for backend calls. Held in memory only.
+    #[schemars(with = "String")]
+    pub access_token: SecretString,
+    /// Workspace/account id. Required unless `idToken` is given.
+    #[serde(default)]
+    pub chatgpt_account_id: Option<String>,
+    /// Plan; when absent or null, read from the token's claims, else `unknown`.
+    #[serde(default)]
+    pub chatgpt_plan_type: Option<String>,
+    /// ID token (a JWT) of the original shape; identity claims are read from it.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub id_token: Option<SecretString>,
+}
+
+impl std::fmt::Debug for ExternalTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalTokens")
+            .field("chatgpt_account_id", &self.chatgpt_account_id)
+            .field("chatgpt_plan_type", &self.chatgpt_plan_type)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum LoginAccountParams {
+    #[serde(rename_all = "camelCase")]
+    ApiKey {
+        #[schemars(with = "String")]
+        api_key: SecretString,
+    },
+    #[serde(rename_all = "camelCase")]
+    Chatgpt {
+        #[serde(default)]
+        codex_streamlined_login: Option<bool>,
+        #[serde(default)]
+        use_hosted_login_success_page: Option<bool>,
+        #[serde(default)]
+        app_brand: Option<LoginAppBrand>,
+    },
+    ChatgptDeviceCode,
+    /// Requires the `experimentalApi` capability.
+    ChatgptAuthTokens(ExternalTokens),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum LoginAccountResponse {
+    ApiKey,
+    #[serde(rename_all = "camelCase")]
+    Chatgpt {
+        login_id: String,
+        auth_url: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    ChatgptDeviceCode {
+        login_id: String,
+        verification_url: String,
+        user_code: String,
+    },
+    ChatgptAuthTokens,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelLoginAccountParams {
+    pub login_id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum CancelLoginAccountStatus {
+    Canceled,
+    NotFound,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct CancelLoginAccountResponse {
+    pub status: CancelLoginAccountStatus,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GetAccountParams {
+    /// Managed mode: refresh the tokens before answering. Ignored in external mode.
+    #[serde(default)]
+    pub refresh_token: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Account {
+    ApiKey,
+    #[serde(rename_all = "camelCase")]
+    Chatgpt {
+        /// Always present; null when the token carries no email.
+        email: Option<String>,
+        plan_type: PlanType,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GetAccountResponse {
+    pub account: Option<Account>,
+    pub user_id: Option<String>,
+    pub requires_openai_auth: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct LogoutAccountResponse {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnboardingEntrypoint {
+    LifeSciences,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountLoginCompletedNotification {
+    pub login_id: Option<String>,
+    pub success: bool,
+    pub error: Option<String>,
+    pub onboarding_entrypoint: Option<OnboardingEntrypoint>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountUpdatedNotification {
+    pub auth_mode: Option<AuthMode>,
+    pub plan_type: Option<PlanType>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ChatgptAuthTokensRefreshReason {
+    /// A backend call answered 401.
+    Unauthorized,
+}
+
+/// Server-to-client request `account/chatgptAuthTokens/refresh`. The answer is an
+/// [`ExternalTokens`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatgptAuthTokensRefreshParams {
+    pub reason: ChatgptAuthTokensRefreshReason,
+    /// The account id in use, so a parent with several workspaces refreshes the right one.
+    pub previous_account_id: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_normalize() {
+        assert_eq!(PlanType::from_claim("PRO"), PlanType::Pro);
+        assert_eq!(PlanType::from_claim("hc"), PlanType::Enterprise);
+        assert_eq!(PlanType::from_claim("education"), PlanType::Edu);
+        assert_eq!(
+            PlanType::from_claim("self_serve_business_prolite"),
+            PlanType::SelfServeBusinessProlite
+        );
+        assert_eq!(PlanType::from_claim("platinum"), PlanType::Unknown);
+    }
+
+    #[test]
+    fn tokens_never_show_in_debug() {
+        let p: LoginAccountParams = serde_json::from_str(
+            r#"{"type":"chatgptAuthTokens","accessToken":"SECRET-A","chatgptAccountId":"ws","idToken":"SECRET-I"}"#,
+        )
+        .unwrap();
+        let shown = format!("{p:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        let k: LoginAccountParams =
+            serde_json::from_str(r#"{"type":"apiKey","apiKey":"sk-SECRET"}"#).unwrap();
+        assert!(!format!("{k:?}").contains("SECRET"));
+    }
+}

@@ -1,0 +1,126 @@
+//! JSON-RPC error values as the server sends them. Typed errors from the inner layers are
+//! mapped into this shape at the `api` edge; nothing below `api` builds one by hand.
+
+use jsonrpsee::types::ErrorObjectOwned;
+use serde_json::Value;
+
+use super::envelope::ErrorObject;
+
+pub const PARSE_ERROR: i32 = -32700;
+pub const INVALID_REQUEST: i32 = -32600;
+pub const METHOD_NOT_FOUND: i32 = -32601;
+pub const INVALID_PARAMS: i32 = -32602;
+pub const INTERNAL_ERROR: i32 = -32603;
+
+/// Several client libraries give up on lines over 64 KiB; an error message never needs
+/// more than this.
+const MAX_MESSAGE_CHARS: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcError {
+    pub code: i32,
+    pub message: String,
+    pub data: Option<Value>,
+}
+
+impl RpcError {
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        let mut message: String = message.into();
+        if message.len() > MAX_MESSAGE_CHARS {
+            let mut cut = MAX_MESSAGE_CHARS;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        Self {
+            code,
+            message,
+            data: None,
+        }
+    }
+
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
+    }
+
+    pub fn parse_error(e: &serde_json::Error) -> Self {
+        Self::new(
+            PARSE_ERROR,
+            format!("Parse error: {}", strip_position(&e.to_string())),
+        )
+    }
+
+    pub fn invalid_request(message: impl AsRef<str>) -> Self {
+        Self::new(
+            INVALID_REQUEST,
+            format!("Invalid request: {}", message.as_ref()),
+        )
+    }
+
+    /// An invalid-request error whose message stands alone ("Not initialized").
+    pub fn invalid_request_plain(message: impl Into<String>) -> Self {
+        Self::new(INVALID_REQUEST, message)
+    }
+
+    pub fn method_not_found(method: &str) -> Self {
+        let shown: String = method.chars().take(128).collect();
+        Self::new(METHOD_NOT_FOUND, format!("Method not found: {shown}"))
+    }
+
+    pub fn invalid_params(message: impl AsRef<str>) -> Self {
+        Self::new(
+            INVALID_PARAMS,
+            format!("Invalid params: {}", message.as_ref()),
+        )
+    }
+
+    pub fn internal(message: impl AsRef<str>) -> Self {
+        Self::new(INTERNAL_ERROR, message.as_ref())
+    }
+
+    pub fn to_object(&self) -> ErrorObject {
+        ErrorObject {
+            code: self.code.into(),
+            message: self.message.clone(),
+            data: self.data.clone(),
+        }
+    }
+}
+
+impl From<RpcError> for ErrorObjectOwned {
+    fn from(e: RpcError) -> Self {
+        ErrorObjectOwned::owned(e.code, e.message, e.data)
+    }
+}
+
+/// serde_json appends " at line L column C"; on a one-line message it is noise.
+pub fn strip_position(message: &str) -> &str {
+    match message.rfind(" at line ") {
+        Some(i) if message[i..].contains(" column ") => &message[..i],
+        _ => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_on_a_char_boundary() {
+        let e = RpcError::internal("é".repeat(2000));
+        assert!(e.message.len() <= MAX_MESSAGE_CHARS + '…'.len_utf8());
+        assert!(e.message.ends_with('…'));
+    }
+
+    #[test]
+    fn positions_are_stripped() {
+        assert_eq!(
+            strip_position("missing field `a` at line 1 column 9"),
+            "missing field `a`"
+        );
+        assert_eq!(strip_position("plain"), "plain");
+    }
+}

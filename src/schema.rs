@@ -1,0 +1,55 @@
+//! `generate-json-schema`: the JSON Schema of every type on the wire, from the Rust types.
+//! `schema/` in the repository is this output; a test keeps the two in step.
+
+use std::path::Path;
+
+use schemars::{JsonSchema, Schema, schema_for};
+
+use crate::protocol::account::*;
+use crate::protocol::initialize::*;
+use crate::protocol::rate_limits::*;
+
+fn entry<T: JsonSchema>(name: &'static str) -> (&'static str, Schema) {
+    (name, schema_for!(T))
+}
+
+/// Every file, by name, in a stable order.
+pub fn all() -> Vec<(&'static str, Schema)> {
+    vec![
+        entry::<InitializeParams>("InitializeParams"),
+        entry::<InitializeResponse>("InitializeResponse"),
+        entry::<LoginAccountParams>("LoginAccountParams"),
+        entry::<LoginAccountResponse>("LoginAccountResponse"),
+        entry::<CancelLoginAccountParams>("CancelLoginAccountParams"),
+        entry::<CancelLoginAccountResponse>("CancelLoginAccountResponse"),
+        entry::<LogoutAccountResponse>("LogoutAccountResponse"),
+        entry::<GetAccountParams>("GetAccountParams"),
+        entry::<GetAccountResponse>("GetAccountResponse"),
+        entry::<GetAccountRateLimitsParams>("GetAccountRateLimitsParams"),
+        entry::<GetAccountRateLimitsResponse>("GetAccountRateLimitsResponse"),
+        entry::<AccountLoginCompletedNotification>("AccountLoginCompletedNotification"),
+        entry::<AccountUpdatedNotification>("AccountUpdatedNotification"),
+        entry::<ChatgptAuthTokensRefreshParams>("ChatgptAuthTokensRefreshParams"),
+        entry::<ExternalTokens>("ChatgptAuthTokensRefreshResponse"),
+    ]
+}
+
+/// Renders each schema as the text written to `<name>.json`.
+pub fn render() -> Vec<(String, String)> {
+    all()
+        .into_iter()
+        .map(|(name, schema)| {
+            let mut text = serde_json::to_string_pretty(&schema).expect("a schema serializes");
+            text.push('\n');
+            (format!("{name}.json"), text)
+        })
+        .collect()
+}
+
+pub fn write(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (file, text) in render() {
+        std::fs::write(dir.join(file), text)?;
+    }
+    Ok(())
+}
