@@ -185,7 +185,10 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .expect("a tokio runtime");
-            runtime.block_on(app_server(&cli.overrides, args))
+            let result = runtime.block_on(app_server(&cli.overrides, args));
+            // A read of stdin may still be parked on a blocking thread; do not wait for it.
+            runtime.shutdown_background();
+            result
         }
     };
     match result {

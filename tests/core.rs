@@ -1,0 +1,293 @@
+//! The JSON-RPC core over the real binary's stdio: envelope, handshake, errors, lifecycle.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Proc, WAIT};
+
+#[tokio::test]
+async fn requests_before_initialize_are_refused_then_served_after_it() {
+    let (_p, mut c) = Proc::stdio(&[]);
+    let e = c.err("account/read", json!({})).await;
+    assert_eq!(
+        (e["code"].as_i64(), e["message"].as_str()),
+        (Some(-32600), Some("Not initialized"))
+    );
+    let r = c
+        .ok(
+            "initialize",
+            json!({"clientInfo": {"name": "probe", "title": null, "version": "0.1"}, "extra": 1}),
+        )
+        .await;
+    assert!(
+        r["userAgent"].as_str().unwrap().starts_with("probe/"),
+        "{r}"
+    );
+    assert!(
+        r["userAgent"].as_str().unwrap().ends_with("(probe; 0.1)"),
+        "{r}"
+    );
+    assert!(std::path::Path::new(r["codexHome"].as_str().unwrap()).is_absolute());
+    assert_eq!(
+        r["platformFamily"],
+        if cfg!(windows) { "windows" } else { "unix" }
+    );
+    assert_eq!(r["platformOs"], std::env::consts::OS);
+    // Served without waiting for `initialized`.
+    let r = c.ok("account/read", json!({})).await;
+    assert_eq!(
+        r,
+        json!({"account": null, "userId": null, "requiresOpenaiAuth": true})
+    );
+    let e = c
+        .err(
+            "initialize",
+            json!({"clientInfo": {"name": "again", "version": "1"}}),
+        )
+        .await;
+    assert_eq!(
+        (e["code"].as_i64(), e["message"].as_str()),
+        (Some(-32600), Some("Already initialized"))
+    );
+}
+
+#[tokio::test]
+async fn a_request_pipelined_right_behind_initialize_sees_the_session() {
+    let (_p, mut c) = Proc::stdio(&[]);
+    c.send_raw(
+        r#"{"id":1,"method":"initialize","params":{"clientInfo":{"name":"a","version":"1"}}}"#,
+    );
+    c.send_raw(r#"{"method":"initialized","params":{}}"#);
+    c.send_raw(r#"{"id":2,"method":"account/read","params":{}}"#);
+    assert!(c.response(&json!(1)).await.get("result").is_some());
+    assert!(c.response(&json!(2)).await.get("result").is_some());
+}
+
+#[tokio::test]
+async fn output_mirrors_the_dialect_of_the_first_message() {
+    let (_p, mut plain) = Proc::stdio(&[]);
+    plain.initialize("plain", false).await;
+    plain.send_raw(r#"{"jsonrpc":"2.0","id":"s-1","method":"account/read","params":{}}"#);
+    let r = plain.response(&json!("s-1")).await;
+    assert!(r.get("jsonrpc").is_none(), "{r}");
+
+    let (_p2, mut strict) = Proc::stdio(&[]);
+    strict.send_raw(r#"{"jsonrpc":"2.0","id":-7,"method":"initialize","params":{"clientInfo":{"name":"s","version":"1"}}}"#);
+    let r = strict.response(&json!(-7)).await;
+    assert_eq!(r["jsonrpc"], "2.0");
+    strict.send_raw(r#"{"id":9223372036854775807,"method":"account/logout"}"#);
+    let r = strict.response(&json!(9223372036854775807i64)).await;
+    assert_eq!(r["jsonrpc"], "2.0");
+    let n = strict.notification("account/updated").await;
+    assert_eq!(n["jsonrpc"], "2.0");
+    assert_eq!(n["params"], json!({"authMode": null, "planType": null}));
+}
+
+#[tokio::test]
+async fn bad_input_gets_json_rpc_errors_and_the_connection_goes_on() {
+    let (_p, mut c) = Proc::stdio(&[]);
+    c.initialize("t", false).await;
+    let cases: &[(&str, i64)] = &[
+        ("{not json", -32700),
+        (r#"[{"id":1,"method":"account/read"}]"#, -32600),
+        ("42", -32600),
+        (r#"{"id":{"x":1},"method":"account/read"}"#, -32600),
+        (r#"{"id":1.5,"method":"account/read"}"#, -32600),
+        (r#"{"foo":1}"#, -32600),
+    ];
+    for (line, code) in cases {
+        c.send_raw(line);
+        let e = c.next().await;
+        assert_eq!(e["id"], Value::Null, "{line} -> {e}");
+        assert_eq!(e["error"]["code"].as_i64(), Some(*code), "{line} -> {e}");
+    }
+    let e = c.err("no/such/method", json!({})).await;
+    assert_eq!(e["code"], -32601);
+    assert!(e["message"].as_str().unwrap().contains("no/such/method"));
+    let e = c
+        .err("account/login/start", json!({"type": "apiKey"}))
+        .await;
+    assert_eq!(e["code"], -32602);
+    assert!(e["message"].as_str().unwrap().contains("`apiKey`"), "{e}");
+    let e = c.err("account/login/start", json!({"type": "bogus"})).await;
+    assert_eq!(e["code"], -32602);
+    assert!(e["message"].as_str().unwrap().contains("bogus"), "{e}");
+    // Unknown notifications and responses nobody waits for are dropped silently.
+    c.send_raw(r#"{"method":"something/else","params":{}}"#);
+    c.send_raw(r#"{"id":4242,"result":{}}"#);
+    c.send_raw(r#"{"id":"nobody","error":{"code":1,"message":"x"}}"#);
+    assert_eq!(
+        c.ok("account/read", json!({})).await["account"],
+        Value::Null
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_line_is_answered_and_skipped() {
+    let (_p, mut c) = Proc::stdio(&["-c", "authbridge.max_message_bytes=4096"]);
+    c.initialize("t", false).await;
+    let big = format!(
+        r#"{{"id":5,"method":"account/read","params":{{"pad":"{}"}}}}"#,
+        "x".repeat(10_000)
+    );
+    c.send_raw(&big);
+    let e = c.next().await;
+    assert_eq!(e["error"]["code"], -32600, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("4096"));
+    assert!(
+        c.ok("account/read", json!({}))
+            .await
+            .get("account")
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn eof_on_stdin_finishes_and_exits_zero() {
+    let (mut p, mut c) = Proc::stdio(&[]);
+    c.initialize("t", false).await;
+    c.send_raw(r#"{"id":77,"method":"account/read","params":{}}"#);
+    c.close();
+    // The request sent just before EOF is still answered.
+    let r = c.response(&json!(77)).await;
+    assert!(r.get("result").is_some());
+    assert_eq!(p.exit_code().await, 0);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sigterm_and_sigint_exit_zero() {
+    for signal in ["-TERM", "-INT"] {
+        let (mut p, mut c) = Proc::stdio(&[]);
+        c.initialize("t", false).await;
+        let pid = p.child.id().unwrap().to_string();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert_eq!(p.exit_code().await, 0, "after kill {signal}");
+    }
+}
+
+#[tokio::test]
+async fn stdout_carries_only_protocol_and_logs_go_to_stderr() {
+    let (p, mut c) = Proc::stdio_with(
+        &[],
+        support::Options {
+            rust_log: Some("trace".into()),
+            ..Default::default()
+        },
+    );
+    c.initialize("t", false).await;
+    c.ok("account/read", json!({})).await;
+    c.ok("account/logout", json!(null)).await;
+    c.notification("account/updated").await;
+    // Every line read so far parsed as JSON (the client asserts it); stderr has the logs.
+    tokio::time::timeout(WAIT, async {
+        while !p.stderr().contains("connection opened") {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("trace logs on stderr");
+}
+
+#[tokio::test]
+async fn opt_out_suppresses_notifications_on_that_connection() {
+    let (_p, mut c) = Proc::stdio(&[]);
+    c.ok(
+        "initialize",
+        json!({"clientInfo": {"name": "t", "version": "1"}, "capabilities": {"optOutNotificationMethods": ["account/updated"]}}),
+    )
+    .await;
+    c.ok(
+        "account/login/start",
+        json!({"type": "apiKey", "apiKey": "sk-opt-out"}),
+    )
+    .await;
+    c.notification("account/login/completed").await;
+    c.ok("account/logout", json!({})).await;
+    c.assert_no("account/updated", Duration::from_millis(300), |v| {
+        v["method"] == "account/updated"
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cli_rejects_bad_config_and_accepts_c_on_both_sides() {
+    let out = std::process::Command::new(support::bin())
+        .args(["-c", "forced_chatgpt_workspace_id=\"a,b\"", "app-server"])
+        .env("CODEX_HOME", tempfile::tempdir().unwrap().path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TOML list"));
+    assert!(out.stdout.is_empty());
+    let out = std::process::Command::new(support::bin())
+        .args([
+            "app-server",
+            "-c",
+            "chatgpt_base_url=\"http://example.com/backend-api/\"",
+        ])
+        .env("CODEX_HOME", tempfile::tempdir().unwrap().path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("clear text"));
+}
+
+#[tokio::test]
+async fn config_toml_in_codex_home_is_read_and_c_overrides_it() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(
+        home.path().join("config.toml"),
+        "forced_login_method = \"chatgpt\"\n",
+    )
+    .unwrap();
+    let (_p, mut c) = Proc::stdio_with(
+        &[],
+        support::Options {
+            home: Some(home),
+            ..Default::default()
+        },
+    );
+    c.initialize("t", false).await;
+    let e = c
+        .err(
+            "account/login/start",
+            json!({"type": "apiKey", "apiKey": "sk-x"}),
+        )
+        .await;
+    assert_eq!(
+        e["message"],
+        "API key login is disabled. Use ChatGPT login instead."
+    );
+
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(
+        home.path().join("config.toml"),
+        "forced_login_method = \"chatgpt\"\n",
+    )
+    .unwrap();
+    let (_p, mut c) = Proc::stdio_with(
+        &["-c", "forced_login_method=api"],
+        support::Options {
+            home: Some(home),
+            ..Default::default()
+        },
+    );
+    c.initialize("t", false).await;
+    assert_eq!(
+        c.ok(
+            "account/login/start",
+            json!({"type": "apiKey", "apiKey": "sk-x"})
+        )
+        .await["type"],
+        "apiKey"
+    );
+}

@@ -1,0 +1,152 @@
+//! A stand-in ChatGPT backend on 127.0.0.1: answers the usage path for allowed bearer
+//! tokens and 401 otherwise, and counts every call by path and token.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+#[derive(Default)]
+pub struct MockState {
+    allowed: Mutex<HashSet<String>>,
+    calls: Mutex<HashMap<(String, String), usize>>,
+    headers: Mutex<Vec<HeaderMap>>,
+    delay: Mutex<Duration>,
+    status: Mutex<Option<u16>>,
+}
+
+pub struct MockBackend {
+    pub addr: SocketAddr,
+    pub state: Arc<MockState>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+pub fn usage_body() -> Value {
+    json!({
+        "plan_type": "plus",
+        "rate_limit": {
+            "primary_window": {"used_percent": 42, "limit_window_seconds": 18000, "reset_at": 1_800_000_000},
+            "secondary_window": {"used_percent": 5, "limit_window_seconds": 604800, "reset_at": 1_800_100_000}
+        },
+        "credits": {"has_credits": true, "unlimited": false, "balance": "10"}
+    })
+}
+
+async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    let token = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .to_owned();
+    *state
+        .calls
+        .lock()
+        .unwrap()
+        .entry((path.clone(), token.clone()))
+        .or_default() += 1;
+    state
+        .headers
+        .lock()
+        .unwrap()
+        .push(request.headers().clone());
+    let delay = *state.delay.lock().unwrap();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if let Some(status) = *state.status.lock().unwrap() {
+        return (StatusCode::from_u16(status).unwrap(), "forced failure").into_response();
+    }
+    if !(path.ends_with("/wham/usage") || path.ends_with("/api/codex/usage")) {
+        return (StatusCode::NOT_FOUND, "no such path").into_response();
+    }
+    if !state.allowed.lock().unwrap().contains(&token) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"detail": "token expired"})),
+        )
+            .into_response();
+    }
+    axum::Json(usage_body()).into_response()
+}
+
+impl MockBackend {
+    pub async fn start() -> MockBackend {
+        let state = Arc::new(MockState::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().fallback(handle).with_state(state.clone());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        MockBackend {
+            addr,
+            state,
+            _server: server,
+        }
+    }
+
+    /// `-c chatgpt_base_url=...` pointing at this backend.
+    pub fn config_arg(&self) -> String {
+        format!("chatgpt_base_url=\"http://{}/backend-api/\"", self.addr)
+    }
+
+    pub fn allow(&self, token: &str) {
+        self.state.allowed.lock().unwrap().insert(token.to_owned());
+    }
+
+    pub fn revoke(&self, token: &str) {
+        self.state.allowed.lock().unwrap().remove(token);
+    }
+
+    pub fn set_delay(&self, delay: Duration) {
+        *self.state.delay.lock().unwrap() = delay;
+    }
+
+    pub fn force_status(&self, status: Option<u16>) {
+        *self.state.status.lock().unwrap() = status;
+    }
+
+    /// Calls to `path` with any token.
+    pub fn calls(&self, path: &str) -> usize {
+        self.state
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|((p, _), _)| p == path)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Calls to `path` with `token`.
+    pub fn calls_with(&self, path: &str, token: &str) -> usize {
+        *self
+            .state
+            .calls
+            .lock()
+            .unwrap()
+            .get(&(path.to_owned(), token.to_owned()))
+            .unwrap_or(&0)
+    }
+
+    pub fn last_headers(&self) -> HeaderMap {
+        self.state
+            .headers
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("no call yet")
+    }
+}
+
+pub const USAGE_PATH: &str = "/backend-api/wham/usage";
