@@ -38,7 +38,7 @@ pub fn reference_dir() -> Option<PathBuf> {
         .then_some(beside)
 }
 
-fn load(dir: &PathBuf, file: &str) -> jsonschema::Validator {
+fn load(dir: &std::path::Path, file: &str) -> jsonschema::Validator {
     let text = std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
     let schema: Value = serde_json::from_str(&text).unwrap();
     jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{file}: {e}"))

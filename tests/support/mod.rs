@@ -43,20 +43,11 @@ pub fn signature_of(token: &str) -> &str {
     token.rsplit('.').next().unwrap()
 }
 
+#[derive(Default)]
 pub struct Options {
     pub args: Vec<String>,
     pub rust_log: Option<String>,
     pub home: Option<tempfile::TempDir>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            args: vec![],
-            rust_log: None,
-            home: None,
-        }
-    }
 }
 
 /// The built binary, spawned with a fresh `CODEX_HOME`, stderr captured.
