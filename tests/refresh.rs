@@ -28,7 +28,9 @@ fn send_rate_limits(c: &mut Client, id: i64) {
 }
 
 fn auth_error(response: &Value) -> &str {
-    response["error"]["data"]["authError"].as_str().unwrap_or_else(|| panic!("no authError in {response}"))
+    response["error"]["data"]["authError"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no authError in {response}"))
 }
 
 #[tokio::test]
@@ -43,7 +45,10 @@ async fn a_valid_call_carries_the_tokens_and_the_client_headers() {
     assert_eq!(r["rateLimits"]["limitId"], "codex");
     assert_eq!(r["rateLimits"]["planType"], "plus");
     let h = backend.last_headers();
-    assert_eq!(h["authorization"].to_str().unwrap(), format!("Bearer {good}"));
+    assert_eq!(
+        h["authorization"].to_str().unwrap(),
+        format!("Bearer {good}")
+    );
     assert_eq!(h["chatgpt-account-id"], "ws-1");
     assert_eq!(h["originator"], "parent");
     assert!(h["user-agent"].to_str().unwrap().starts_with("parent/"));
@@ -59,14 +64,26 @@ async fn a_401_asks_the_owner_once_and_retries_with_the_fresh_tokens() {
     let (_p, mut c) = signed_in(&backend, &expired, &[]).await;
     send_rate_limits(&mut c, 1);
     let req = c.server_request(REFRESH).await;
-    assert_eq!(req["params"], json!({"reason": "unauthorized", "previousAccountId": "ws-1"}));
-    c.respond(&req["id"], json!({"accessToken": fresh, "chatgptAccountId": "ws-1", "chatgptPlanType": "plus"}));
+    assert_eq!(
+        req["params"],
+        json!({"reason": "unauthorized", "previousAccountId": "ws-1"})
+    );
+    c.respond(
+        &req["id"],
+        json!({"accessToken": fresh, "chatgptAccountId": "ws-1", "chatgptPlanType": "plus"}),
+    );
     let r = c.response(&json!(1)).await;
-    assert_eq!(r["result"]["rateLimits"]["primary"]["usedPercent"], 42, "{r}");
+    assert_eq!(
+        r["result"]["rateLimits"]["primary"]["usedPercent"], 42,
+        "{r}"
+    );
     assert_eq!(backend.calls_with(USAGE_PATH, &expired), 1);
     assert_eq!(backend.calls_with(USAGE_PATH, &fresh), 1);
     // Same account and plan: no account/updated.
-    c.assert_no("account/updated", Duration::from_millis(200), |v| v["method"] == "account/updated").await;
+    c.assert_no("account/updated", Duration::from_millis(200), |v| {
+        v["method"] == "account/updated"
+    })
+    .await;
     // The new tokens stay installed: the next call needs no refresh.
     c.ok("account/rateLimits/read", json!({})).await;
     assert_eq!(backend.calls_with(USAGE_PATH, &fresh), 2);
@@ -81,9 +98,15 @@ async fn a_refresh_that_changes_the_plan_or_account_sends_account_updated() {
     let (_p, mut c) = signed_in(&backend, &expired, &[]).await;
     send_rate_limits(&mut c, 1);
     let req = c.server_request(REFRESH).await;
-    c.respond(&req["id"], json!({"accessToken": fresh, "chatgptAccountId": "ws-2", "chatgptPlanType": "pro"}));
+    c.respond(
+        &req["id"],
+        json!({"accessToken": fresh, "chatgptAccountId": "ws-2", "chatgptPlanType": "pro"}),
+    );
     let updated = c.notification("account/updated").await;
-    assert_eq!(updated["params"], json!({"authMode": "chatgptAuthTokens", "planType": "pro"}));
+    assert_eq!(
+        updated["params"],
+        json!({"authMode": "chatgptAuthTokens", "planType": "pro"})
+    );
     assert!(c.response(&json!(1)).await.get("result").is_some());
     assert_eq!(backend.last_headers()["chatgpt-account-id"], "ws-2");
     let read = c.ok("account/read", json!({})).await;
@@ -100,7 +123,10 @@ async fn the_original_refresh_shape_is_accepted() {
     send_rate_limits(&mut c, 1);
     let req = c.server_request(REFRESH).await;
     let id_token = token("ws-1", "team", "id@example.com", "id");
-    c.respond(&req["id"], json!({"idToken": id_token, "accessToken": fresh}));
+    c.respond(
+        &req["id"],
+        json!({"idToken": id_token, "accessToken": fresh}),
+    );
     assert!(c.response(&json!(1)).await.get("result").is_some());
     assert_eq!(backend.last_headers()["chatgpt-account-id"], "ws-1");
 }
@@ -115,9 +141,21 @@ async fn a_parent_error_fails_the_call_at_once_keeping_its_code_and_message() {
     c.respond_error(&req["id"], -32042, "user signed out of the IDE");
     let r = c.response(&json!(1)).await;
     assert_eq!(auth_error(&r), "refreshRejected");
-    assert_eq!(r["error"]["data"]["parentError"], json!({"code": -32042, "message": "user signed out of the IDE"}));
-    assert!(r["error"]["message"].as_str().unwrap().contains("user signed out of the IDE"));
-    assert_eq!(backend.calls(USAGE_PATH), 1, "no retry after a refused refresh");
+    assert_eq!(
+        r["error"]["data"]["parentError"],
+        json!({"code": -32042, "message": "user signed out of the IDE"})
+    );
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("user signed out of the IDE")
+    );
+    assert_eq!(
+        backend.calls(USAGE_PATH),
+        1,
+        "no retry after a refused refresh"
+    );
 }
 
 #[tokio::test]
@@ -126,17 +164,28 @@ async fn no_answer_times_out_and_a_late_answer_is_ignored() {
     let expired = token("ws-1", "plus", "a@example.com", "old");
     let fresh = token("ws-1", "plus", "a@example.com", "new");
     backend.allow(&fresh);
-    let (_p, mut c) = signed_in(&backend, &expired, &["-c", "authbridge.refresh_timeout_ms=300"]).await;
+    let (_p, mut c) = signed_in(
+        &backend,
+        &expired,
+        &["-c", "authbridge.refresh_timeout_ms=300"],
+    )
+    .await;
     send_rate_limits(&mut c, 1);
     let req = c.server_request(REFRESH).await;
     let r = c.response(&json!(1)).await;
     assert_eq!(auth_error(&r), "refreshTimeout");
     // The late answer matches nothing and changes nothing; the server keeps serving.
-    c.respond(&req["id"], json!({"accessToken": fresh, "chatgptAccountId": "ws-1"}));
+    c.respond(
+        &req["id"],
+        json!({"accessToken": fresh, "chatgptAccountId": "ws-1"}),
+    );
     send_rate_limits(&mut c, 2);
     let again = c.server_request(REFRESH).await;
     assert_ne!(again["id"], req["id"], "ids are never reused");
-    c.respond(&again["id"], json!({"accessToken": fresh, "chatgptAccountId": "ws-1"}));
+    c.respond(
+        &again["id"],
+        json!({"accessToken": fresh, "chatgptAccountId": "ws-1"}),
+    );
     assert!(c.response(&json!(2)).await.get("result").is_some());
 }
 
@@ -145,9 +194,13 @@ async fn malformed_or_non_jwt_answers_fail_the_call_without_retry() {
     let backend = MockBackend::start().await;
     let expired = token("ws-1", "plus", "a@example.com", "old");
     let (_p, mut c) = signed_in(&backend, &expired, &[]).await;
-    for (i, answer) in [json!({"chatgptAccountId": "ws-1"}), json!({"accessToken": "not-a-jwt", "chatgptAccountId": "ws-1"}), json!("nope")]
-        .into_iter()
-        .enumerate()
+    for (i, answer) in [
+        json!({"chatgptAccountId": "ws-1"}),
+        json!({"accessToken": "not-a-jwt", "chatgptAccountId": "ws-1"}),
+        json!("nope"),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let id = 10 + i as i64;
         send_rate_limits(&mut c, id);
@@ -155,7 +208,10 @@ async fn malformed_or_non_jwt_answers_fail_the_call_without_retry() {
         c.respond(&req["id"], answer.clone());
         let r = c.response(&json!(id)).await;
         assert_eq!(auth_error(&r), "refreshInvalid", "{answer} -> {r}");
-        assert!(!r.to_string().contains("not-a-jwt"), "the answer's token is not echoed: {r}");
+        assert!(
+            !r.to_string().contains("not-a-jwt"),
+            "the answer's token is not echoed: {r}"
+        );
     }
     assert_eq!(backend.calls(USAGE_PATH), 3, "one call each, no retry");
 }
@@ -168,18 +224,33 @@ async fn a_refresh_outside_the_forced_workspace_installs_nothing_and_the_next_40
     let fresh = token("ws-1", "plus", "a@example.com", "new");
     backend.allow(&other);
     backend.allow(&fresh);
-    let (_p, mut c) = signed_in(&backend, &expired, &["-c", "forced_chatgpt_workspace_id=\"ws-1\""]).await;
+    let (_p, mut c) = signed_in(
+        &backend,
+        &expired,
+        &["-c", "forced_chatgpt_workspace_id=\"ws-1\""],
+    )
+    .await;
     send_rate_limits(&mut c, 1);
     let req = c.server_request(REFRESH).await;
-    c.respond(&req["id"], json!({"accessToken": other, "chatgptAccountId": "ws-2"}));
+    c.respond(
+        &req["id"],
+        json!({"accessToken": other, "chatgptAccountId": "ws-2"}),
+    );
     let r = c.response(&json!(1)).await;
     assert_eq!(auth_error(&r), "workspaceMismatch");
     assert!(r["error"]["message"].as_str().unwrap().contains("ws-2"));
-    assert_eq!(backend.calls_with(USAGE_PATH, &other), 0, "the refused token is never used");
+    assert_eq!(
+        backend.calls_with(USAGE_PATH, &other),
+        0,
+        "the refused token is never used"
+    );
     send_rate_limits(&mut c, 2);
     let req = c.server_request(REFRESH).await;
     assert_eq!(req["params"]["previousAccountId"], "ws-1");
-    c.respond(&req["id"], json!({"accessToken": fresh, "chatgptAccountId": "ws-1"}));
+    c.respond(
+        &req["id"],
+        json!({"accessToken": fresh, "chatgptAccountId": "ws-1"}),
+    );
     assert!(c.response(&json!(2)).await.get("result").is_some());
 }
 
@@ -191,11 +262,17 @@ async fn a_second_401_is_final_and_asks_only_once() {
     let (_p, mut c) = signed_in(&backend, &expired, &[]).await;
     send_rate_limits(&mut c, 1);
     let req = c.server_request(REFRESH).await;
-    c.respond(&req["id"], json!({"accessToken": still_bad, "chatgptAccountId": "ws-1"}));
+    c.respond(
+        &req["id"],
+        json!({"accessToken": still_bad, "chatgptAccountId": "ws-1"}),
+    );
     let r = c.response(&json!(1)).await;
     assert_eq!(auth_error(&r), "unauthorized");
     assert_eq!(backend.calls(USAGE_PATH), 2);
-    c.assert_no("a second refresh", Duration::from_millis(200), |v| v["method"] == REFRESH).await;
+    c.assert_no("a second refresh", Duration::from_millis(200), |v| {
+        v["method"] == REFRESH
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -212,17 +289,27 @@ async fn fifty_concurrent_401s_share_one_refresh() {
     // Let every call reach its 401 before answering, so all of them wait on this refresh.
     let deadline = Instant::now() + support::WAIT;
     while backend.calls_with(USAGE_PATH, &expired) < 50 {
-        assert!(Instant::now() < deadline, "only {} calls arrived", backend.calls_with(USAGE_PATH, &expired));
+        assert!(
+            Instant::now() < deadline,
+            "only {} calls arrived",
+            backend.calls_with(USAGE_PATH, &expired)
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    c.respond(&req["id"], json!({"accessToken": fresh, "chatgptAccountId": "ws-1"}));
+    c.respond(
+        &req["id"],
+        json!({"accessToken": fresh, "chatgptAccountId": "ws-1"}),
+    );
     for id in 0..50 {
         let r = c.response(&json!(id)).await;
         assert!(r.get("result").is_some(), "{r}");
     }
     assert_eq!(backend.calls_with(USAGE_PATH, &expired), 50);
     assert_eq!(backend.calls_with(USAGE_PATH, &fresh), 50);
-    c.assert_no("a second refresh", Duration::from_millis(200), |v| v["method"] == REFRESH).await;
+    c.assert_no("a second refresh", Duration::from_millis(200), |v| {
+        v["method"] == REFRESH
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -238,12 +325,20 @@ async fn the_refresh_goes_to_the_owner_only_and_an_owner_disconnect_fails_the_wa
     owner.login_tokens(&expired, "ws-1", None).await;
     send_rate_limits(&mut other, 1);
     owner.server_request(REFRESH).await;
-    other.assert_no("refresh request", Duration::from_millis(100), |v| v["method"] == REFRESH).await;
+    other
+        .assert_no("refresh request", Duration::from_millis(100), |v| {
+            v["method"] == REFRESH
+        })
+        .await;
     let started = Instant::now();
     owner.close();
     let r = other.response(&json!(1)).await;
     assert_eq!(auth_error(&r), "ownerDisconnected");
-    assert!(started.elapsed() < Duration::from_secs(1), "failed after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "failed after {:?}",
+        started.elapsed()
+    );
     // With the owner gone, the next 401 fails at once without asking anyone.
     let started = Instant::now();
     send_rate_limits(&mut other, 2);
@@ -276,10 +371,20 @@ async fn rate_limits_need_chatgpt_auth() {
     let (_p, mut c) = Proc::stdio(&["-c", &base]);
     c.initialize("t", true).await;
     let e = c.err("account/rateLimits/read", Value::Null).await;
-    assert_eq!(e["message"], "codex account authentication required to read rate limits");
-    c.ok("account/login/start", json!({"type": "apiKey", "apiKey": "sk-rl"})).await;
+    assert_eq!(
+        e["message"],
+        "codex account authentication required to read rate limits"
+    );
+    c.ok(
+        "account/login/start",
+        json!({"type": "apiKey", "apiKey": "sk-rl"}),
+    )
+    .await;
     let e = c.err("account/rateLimits/read", Value::Null).await;
-    assert_eq!(e["message"], "chatgpt authentication required to read rate limits");
+    assert_eq!(
+        e["message"],
+        "chatgpt authentication required to read rate limits"
+    );
     assert_eq!(backend.calls(USAGE_PATH), 0);
 }
 
@@ -293,6 +398,14 @@ async fn backend_failures_other_than_401_are_reported_without_recovery() {
     let e = c.err("account/rateLimits/read", json!({})).await;
     assert_eq!(e["code"], -32603);
     assert_eq!(e["data"]["httpStatus"], 503);
-    assert!(e["message"].as_str().unwrap().contains("failed to fetch codex rate limits"));
-    c.assert_no("refresh request", Duration::from_millis(100), |v| v["method"] == REFRESH).await;
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("failed to fetch codex rate limits")
+    );
+    c.assert_no("refresh request", Duration::from_millis(100), |v| {
+        v["method"] == REFRESH
+    })
+    .await;
 }

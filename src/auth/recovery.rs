@@ -156,3 +156,118 @@ impl AuthManager {
         Ok(credentials)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::auth::jwt::unsigned_token;
+    use crate::auth::policy::Policy;
+
+    /// A parent that answers every refresh with a new token after `delay`.
+    struct FakeParent {
+        asked: AtomicUsize,
+        delay: Duration,
+        closed: bool,
+    }
+
+    impl RefreshChannel for FakeParent {
+        fn id(&self) -> u64 {
+            1
+        }
+        fn is_closed(&self) -> bool {
+            self.closed
+        }
+        fn request_refresh(
+            &self,
+            _params: ChatgptAuthTokensRefreshParams,
+            _timeout: std::time::Duration,
+        ) -> BoxFuture<'static, Result<Box<serde_json::value::RawValue>, ChannelError>> {
+            let n = self.asked.fetch_add(1, Ordering::SeqCst);
+            let delay = self.delay;
+            async move {
+                tokio::time::sleep(delay).await;
+                let token = unsigned_token(&json!({"n": n}));
+                Ok(serde_json::value::to_raw_value(
+                    &json!({"accessToken": token, "chatgptAccountId": "ws-1"}),
+                )
+                .unwrap())
+            }
+            .boxed()
+        }
+    }
+
+    fn manager(parent: Arc<FakeParent>) -> Arc<AuthManager> {
+        let home = std::env::temp_dir().join(format!("authbridge-unit-{}", uuid::Uuid::new_v4()));
+        let m =
+            Arc::new(AuthManager::new(home, Policy::default(), Duration::from_secs(5)).unwrap());
+        let tokens: ExternalTokens = serde_json::from_value(json!({
+            "accessToken": unsigned_token(&json!({"first": true})), "chatgptAccountId": "ws-1"
+        }))
+        .unwrap();
+        m.login_external(tokens, parent).unwrap();
+        m
+    }
+
+    #[tokio::test]
+    async fn concurrent_recoveries_of_one_generation_share_one_request() {
+        let parent = Arc::new(FakeParent {
+            asked: AtomicUsize::new(0),
+            delay: Duration::from_millis(50),
+            closed: false,
+        });
+        let m = manager(parent.clone());
+        let failed = m.chatgpt_credentials().unwrap();
+        let all = futures::future::join_all((0..100).map(|_| m.recover(&failed))).await;
+        let generations: std::collections::HashSet<u64> =
+            all.into_iter().map(|r| r.unwrap().generation).collect();
+        assert_eq!(parent.asked.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            generations.len(),
+            1,
+            "everyone retries with the same new tokens"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_401_from_tokens_already_replaced_retries_without_asking() {
+        let parent = Arc::new(FakeParent {
+            asked: AtomicUsize::new(0),
+            delay: Duration::ZERO,
+            closed: false,
+        });
+        let m = manager(parent.clone());
+        let stale = m.chatgpt_credentials().unwrap();
+        let fresh = m.recover(&stale).await.unwrap();
+        assert_eq!(parent.asked.load(Ordering::SeqCst), 1);
+        // A call that used the old tokens and got its 401 late.
+        let again = m.recover(&stale).await.unwrap();
+        assert_eq!(again.generation, fresh.generation);
+        assert_eq!(parent.asked.load(Ordering::SeqCst), 1);
+        // The new tokens failing is a new generation: that asks again.
+        m.recover(&fresh).await.unwrap();
+        assert_eq!(parent.asked.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_closed_owner_fails_at_once_and_logout_ends_recovery() {
+        let parent = Arc::new(FakeParent {
+            asked: AtomicUsize::new(0),
+            delay: Duration::ZERO,
+            closed: true,
+        });
+        let m = manager(parent.clone());
+        let creds = m.chatgpt_credentials().unwrap();
+        assert_eq!(
+            m.recover(&creds).await.unwrap_err(),
+            AuthError::OwnerDisconnected
+        );
+        assert_eq!(parent.asked.load(Ordering::SeqCst), 0);
+        m.logout().unwrap();
+        assert_eq!(m.recover(&creds).await.unwrap_err(), AuthError::SignedOut);
+    }
+}
