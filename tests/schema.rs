@@ -12,14 +12,20 @@ fn committed_schema_matches_the_rust_types() {
     for (file, text) in &generated {
         let committed = std::fs::read_to_string(dir.join(file))
             .unwrap_or_else(|_| panic!("schema/{file} is missing; regenerate schema/"));
-        assert_eq!(&committed, text, "schema/{file} is stale; regenerate schema/");
+        assert_eq!(
+            &committed, text,
+            "schema/{file} is stale; regenerate schema/"
+        );
     }
     let expected: BTreeSet<String> = generated.into_iter().map(|(f, _)| f).collect();
     let present: BTreeSet<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(present, expected, "schema/ holds files the code does not generate");
+    assert_eq!(
+        present, expected,
+        "schema/ holds files the code does not generate"
+    );
 }
 
 #[test]
@@ -32,6 +38,10 @@ fn the_cli_writes_the_same_files() {
         .unwrap();
     assert!(status.success());
     for (file, text) in authbridge::schema::render() {
-        assert_eq!(std::fs::read_to_string(out.path().join(&file)).unwrap(), text, "{file}");
+        assert_eq!(
+            std::fs::read_to_string(out.path().join(&file)).unwrap(),
+            text,
+            "{file}"
+        );
     }
 }

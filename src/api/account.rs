@@ -69,6 +69,12 @@ pub async fn login_start(
             Err(RpcError::new(INVALID_REQUEST, MANAGED_UNAVAILABLE)
                 .with_data(serde_json::json!({"unavailable": "managedChatgptLogin"})))
         }
+        LoginAccountParams::AmazonBedrock {} | LoginAccountParams::AmazonBedrockAccessKeys {} => {
+            Err(RpcError::new(
+                INVALID_REQUEST,
+                "Amazon Bedrock login is not supported by authbridge; use chatgptAuthTokens or apiKey",
+            ))
+        }
     }
 }
 

@@ -116,6 +116,10 @@ pub enum LoginAccountParams {
     ChatgptDeviceCode,
     /// Requires the `experimentalApi` capability.
     ChatgptAuthTokens(ExternalTokens),
+    /// In the reference's list, outside authbridge's scope: answered with a clear refusal.
+    AmazonBedrock {},
+    /// In the reference's list, outside authbridge's scope: answered with a clear refusal.
+    AmazonBedrockAccessKeys {},
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
