@@ -163,13 +163,21 @@ async fn app_server(overrides: &[String], args: AppServerArgs) -> Result<(), Str
     Ok(())
 }
 
+/// Logs go to stderr, filtered by `RUST_LOG`. Dependencies never log below `info`,
+/// whatever `RUST_LOG` says: at `trace` the WebSocket stack prints every frame it receives,
+/// tokens included, and no setting may put a token in a log.
 fn init_logging() {
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let own_or_quiet = tracing_subscriber::filter::filter_fn(|meta| {
+        *meta.level() <= tracing::Level::INFO || meta.target().starts_with("authbridge")
+    });
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(false)
+        .with_ansi(false);
+    tracing_subscriber::registry()
+        .with(layer.with_filter(filter).with_filter(own_or_quiet))
         .init();
 }
 

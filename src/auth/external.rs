@@ -104,8 +104,8 @@ impl ExternalAuth {
             .chatgpt_plan_type
             .as_deref()
             .map(PlanType::from_claim)
-            .or(access.chatgpt_plan_type)
             .or(identity.chatgpt_plan_type)
+            .or(access.chatgpt_plan_type)
             .unwrap_or(PlanType::Unknown);
         Ok(Self {
             access_token: Arc::new(tokens.access_token),

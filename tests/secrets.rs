@@ -1,0 +1,360 @@
+//! No secret reaches the logs or the disk: the binary runs with `RUST_LOG=trace` through
+//! logins, refusals and malformed requests that carry tokens and keys, then its whole
+//! stderr and every file under `CODEX_HOME` are searched for them.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Client, Options, Proc, WAIT, signature_of, token};
+
+const API_KEY: &str = "sk-proj-SECRETapikey7f3a9c2e5b1d4086aa";
+const NON_JWT: &str = "sk-nonjwt-SECRET-93b1c0e7d2a84f65-not-a-token";
+const KEY_IN_WRONG_TYPE: &str = "sk-wrongtype-SECRET-5e2d71c04b9a";
+const INIT_SECRET: &str = "sk-init-SECRET-0c6a4d2f91e8b357";
+
+/// A token as [`token`] builds it, with a signature unique to it (the rig's is shared by
+/// every token, so searching for it would prove little).
+fn secret_token(account: &str, plan: &str, email: &str, tag: &str) -> String {
+    let t = token(account, plan, email, tag);
+    let (signed, _) = t.rsplit_once('.').unwrap();
+    format!("{signed}.SIG{tag}_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The texts to look for, with a name to report instead of the secret itself.
+struct Secrets(Vec<(String, String)>);
+
+impl Secrets {
+    fn new() -> Self {
+        Secrets(vec![])
+    }
+
+    fn token(&mut self, name: &str, token: &str) {
+        self.0
+            .push((format!("{name} (whole token)"), token.to_owned()));
+        self.0.push((
+            format!("{name} (signature)"),
+            signature_of(token).to_owned(),
+        ));
+    }
+
+    fn text(&mut self, name: &str, text: &str) {
+        self.0.push((name.to_owned(), text.to_owned()));
+    }
+
+    /// Names of the secrets found in `haystack`.
+    fn found_in(&self, haystack: &[u8]) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(_, s)| contains(haystack, s.as_bytes()))
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+
+    /// Asserts no secret is in the captured stderr, under `home` or in `received`.
+    fn assert_nowhere(&self, stderr: &str, home: &Path, received: &[Value]) {
+        self.assert_not_in_stderr(stderr);
+        self.assert_not_on_disk_or_echoed(home, received);
+    }
+
+    fn assert_not_in_stderr(&self, stderr: &str) {
+        let leaks: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !self.found_in(l.as_bytes()).is_empty())
+            .map(|l| &l[..l.len().min(120)])
+            .take(3)
+            .collect();
+        let found = self.found_in(stderr.as_bytes());
+        assert!(
+            found.is_empty(),
+            "stderr shows {found:?}, e.g. in lines starting {leaks:#?}"
+        );
+    }
+
+    fn assert_not_on_disk_or_echoed(&self, home: &Path, received: &[Value]) {
+        for (path, bytes) in files_under(home) {
+            let found = self.found_in(&bytes);
+            assert!(found.is_empty(), "{} holds {found:?}", path.display());
+        }
+        for message in received {
+            let found = self.found_in(message.to_string().as_bytes());
+            assert!(found.is_empty(), "the server sent {found:?} back");
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn files_under(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = vec![];
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                out.push((path, bytes));
+            }
+        }
+    }
+    out
+}
+
+fn code(r: &Value) -> i64 {
+    r["error"]["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("expected an error: {r}"))
+}
+
+async fn wait_for_stderr(p: &Proc, text: &str) {
+    tokio::time::timeout(WAIT, async {
+        while !p.stderr().contains(text) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("stderr never showed {text:?}"));
+}
+
+#[tokio::test]
+async fn no_secret_reaches_logs_or_disk_over_stdio() {
+    let (mut p, mut c) = Proc::stdio_with(
+        &[],
+        Options {
+            rust_log: Some("trace".into()),
+            ..Default::default()
+        },
+    );
+    let first = secret_token("ws-1", "plus", "first@example.com", "first");
+    let second = secret_token("ws-1", "pro", "second@example.com", "second");
+    let wrong_typed = secret_token("ws-1", "plus", "third@example.com", "wrongtyped");
+    let id_token = secret_token("ws-1", "team", "seed@example.com", "idtoken");
+    let mut secrets = Secrets::new();
+    secrets.token("first access token", &first);
+    secrets.token("replacement access token", &second);
+    secrets.token("wrongly typed login's access token", &wrong_typed);
+    secrets.token("ID token", &id_token);
+    secrets.text("API key", API_KEY);
+    secrets.text("non-JWT access token", NON_JWT);
+    secrets.text("API key in a wrong-typed field", KEY_IN_WRONG_TYPE);
+    secrets.text("secret in initialize", INIT_SECRET);
+
+    // An initialize whose capability carries a secret fails; the connection stays usable.
+    let r = c
+        .call(
+            "initialize",
+            Some(json!({"clientInfo": {"name": "host", "version": "1"}, "capabilities": {"experimentalApi": INIT_SECRET}})),
+        )
+        .await;
+    assert!(r.get("error").is_some(), "{r}");
+    c.initialize("host", true).await;
+
+    // External login, then a replacement.
+    c.login_tokens(&first, "ws-1", None).await;
+    c.login_tokens(&second, "ws-1", Some("pro")).await;
+    // The original shape, with an ID token.
+    c.ok(
+        "account/login/start",
+        json!({"type": "chatgptAuthTokens", "idToken": id_token, "accessToken": second}),
+    )
+    .await;
+    c.notification("account/updated").await;
+
+    // An API key refused while external auth is active.
+    let r = c
+        .call(
+            "account/login/start",
+            Some(json!({"type": "apiKey", "apiKey": API_KEY})),
+        )
+        .await;
+    assert_eq!(code(&r), -32600, "{r}");
+
+    // A secret-looking access token that is not a JWT.
+    let r = c
+        .call(
+            "account/login/start",
+            Some(json!({"type": "chatgptAuthTokens", "accessToken": NON_JWT, "chatgptAccountId": "ws-1"})),
+        )
+        .await;
+    assert_eq!(code(&r), -32602, "{r}");
+
+    // Errors around secrets: a wrong-typed field next to a good token, and a key where a
+    // string belongs but in the wrong type.
+    for params in [
+        json!({"type": "chatgptAuthTokens", "accessToken": wrong_typed, "chatgptAccountId": "ws-1", "chatgptPlanType": 5}),
+        json!({"type": "chatgptAuthTokens", "accessToken": wrong_typed, "chatgptAccountId": 7}),
+        json!({"type": "chatgptAuthTokens", "accessToken": [wrong_typed], "chatgptAccountId": "ws-1"}),
+        json!({"type": "chatgptAuthTokens", "accessToken": wrong_typed, "idToken": 1}),
+        json!({"type": "apiKey", "apiKey": [KEY_IN_WRONG_TYPE]}),
+        json!({"type": "apiKey", "apiKey": {"key": KEY_IN_WRONG_TYPE}}),
+        json!({"type": "bogus", "apiKey": KEY_IN_WRONG_TYPE, "accessToken": wrong_typed}),
+    ] {
+        let r = c.call("account/login/start", Some(params.clone())).await;
+        assert!(r.get("error").is_some(), "{params} -> {r}");
+    }
+    // An account/read with a secret in a wrong-typed field.
+    let r = c
+        .call(
+            "account/read",
+            Some(json!({"refreshToken": KEY_IN_WRONG_TYPE})),
+        )
+        .await;
+    assert!(r.get("error").is_some(), "{r}");
+
+    let r = c.ok("account/read", json!({})).await;
+    assert_eq!(r["account"]["email"], "seed@example.com", "{r}");
+    c.ok("account/logout", json!(null)).await;
+    c.notification("account/updated").await;
+
+    // API key login: the key is in auth.json (and only there) while signed in.
+    c.ok(
+        "account/login/start",
+        json!({"type": "apiKey", "apiKey": API_KEY}),
+    )
+    .await;
+    c.notification("account/updated").await;
+    let auth_json = std::fs::read(p.home.path().join("auth.json")).unwrap();
+    assert_eq!(
+        secrets.found_in(&auth_json),
+        ["API key"],
+        "the search finds the key where it belongs"
+    );
+    for (path, bytes) in files_under(p.home.path()) {
+        if path.file_name().is_some_and(|n| n == "auth.json") {
+            continue;
+        }
+        assert!(secrets.found_in(&bytes).is_empty(), "{}", path.display());
+    }
+    c.ok("account/logout", json!(null)).await;
+    c.notification("account/updated").await;
+    assert!(!p.home.path().join("auth.json").exists());
+
+    // Let the server finish and flush its logs.
+    wait_for_stderr(&p, "stored credential removed").await;
+    c.close();
+    assert_eq!(p.exit_code().await, 0);
+    let stderr = p.stderr();
+    assert!(!stderr.trim().is_empty(), "trace logging wrote nothing");
+    assert!(stderr.contains("external auth installed"), "{stderr}");
+    secrets.assert_nowhere(&stderr, p.home.path(), &c.received);
+}
+
+/// What a WebSocket run leaves behind: the exited process, everything both clients
+/// received, and the secrets that were sent.
+struct WsRun {
+    p: Proc,
+    received: Vec<Value>,
+    secrets: Secrets,
+}
+
+/// Two WebSocket connections: A logs in with external tokens; B initializes with a secret
+/// in a wrongly typed capability, then tries logins carrying secrets. Ends with SIGTERM.
+async fn ws_run() -> WsRun {
+    let (mut p, addr) = Proc::ws(
+        &[],
+        Options {
+            rust_log: Some("trace".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let owner_token = secret_token("ws-1", "plus", "owner@example.com", "owner");
+    let intruder_token = secret_token("ws-1", "pro", "other@example.com", "intruder");
+    let mut secrets = Secrets::new();
+    secrets.token("owner's access token", &owner_token);
+    secrets.token("second connection's access token", &intruder_token);
+    secrets.text("secret in initialize", INIT_SECRET);
+    secrets.text("non-JWT access token", NON_JWT);
+
+    let mut a = Client::ws(&addr, &[]).await.expect("connect A");
+    a.initialize("owner", true).await;
+    a.login_tokens(&owner_token, "ws-1", None).await;
+
+    let mut b = Client::ws(&addr, &[]).await.expect("connect B");
+    let r = b
+        .call(
+            "initialize",
+            Some(json!({"clientInfo": {"name": "second", "version": "1"}, "capabilities": {"experimentalApi": INIT_SECRET}})),
+        )
+        .await;
+    assert!(r.get("error").is_some(), "{r}");
+    b.initialize("second", false).await;
+    // Without experimentalApi, with a good token, then with wrong types around secrets.
+    let r = b
+        .call(
+            "account/login/start",
+            Some(json!({"type": "chatgptAuthTokens", "accessToken": intruder_token, "chatgptAccountId": "ws-1"})),
+        )
+        .await;
+    assert_eq!(code(&r), -32600, "{r}");
+    for params in [
+        json!({"type": "chatgptAuthTokens", "accessToken": intruder_token, "chatgptAccountId": "ws-1", "chatgptPlanType": 5}),
+        json!({"type": "chatgptAuthTokens", "accessToken": NON_JWT, "chatgptAccountId": "ws-1"}),
+    ] {
+        let r = b.call("account/login/start", Some(params.clone())).await;
+        assert!(r.get("error").is_some(), "{params} -> {r}");
+    }
+    let r = a
+        .call(
+            "account/login/start",
+            Some(json!({"type": "chatgptAuthTokens", "accessToken": NON_JWT, "chatgptAccountId": "ws-1"})),
+        )
+        .await;
+    assert_eq!(code(&r), -32602, "{r}");
+    assert_eq!(
+        b.ok("account/read", json!({})).await["account"]["email"],
+        "owner@example.com"
+    );
+    b.ok("account/logout", json!(null)).await;
+    a.notification("account/updated").await;
+
+    a.close();
+    b.close();
+    wait_for_stderr(&p, "external auth cleared").await;
+    #[cfg(unix)]
+    {
+        let pid = p.child.id().unwrap().to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert_eq!(p.exit_code().await, 0);
+    }
+    #[cfg(not(unix))]
+    {
+        p.child.kill().await.unwrap();
+    }
+    let mut received = a.received.clone();
+    received.extend(b.received.iter().cloned());
+    WsRun {
+        p,
+        received,
+        secrets,
+    }
+}
+
+#[tokio::test]
+async fn no_secret_reaches_disk_or_replies_with_a_second_websocket_connection() {
+    let run = ws_run().await;
+    assert!(
+        !run.p.stderr().trim().is_empty(),
+        "trace logging wrote nothing"
+    );
+    run.secrets
+        .assert_not_on_disk_or_echoed(run.p.home.path(), &run.received);
+}
+
+/// At `trace`, the WebSocket stack would log every received frame in full, tokens and all;
+/// the server keeps dependencies at `info` or above whatever `RUST_LOG` says.
+#[tokio::test]
+async fn no_secret_reaches_the_logs_with_a_second_websocket_connection() {
+    let run = ws_run().await;
+    run.secrets.assert_not_in_stderr(&run.p.stderr());
+}
