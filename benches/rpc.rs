@@ -1,0 +1,744 @@
+//! RPC overhead: round-trip latency, pipelined throughput, start-up time and resident
+//! memory, in process (`Server::serve_io` over an in-memory duplex pipe) and for the real
+//! binary over stdio. Prints a table; no bench framework.
+//!
+//! Run: `cargo bench --bench rpc` (add `-- --quick` for a smaller, faster run).
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use authbridge::{Config, Server};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// Upper bound for any single phase of the bench; nothing waits longer.
+const PHASE: Duration = Duration::from_secs(120);
+/// Upper bound for one process start or shutdown.
+const STEP: Duration = Duration::from_secs(10);
+/// Requests per write in the pipelined runs.
+const BATCH: usize = 256;
+/// Most unanswered requests in the windowed pipelined runs (the server's in-flight limit
+/// is 4096).
+const WINDOW: usize = 2048;
+
+const INITIALIZE: &str = r#"{"id":0,"method":"initialize","params":{"clientInfo":{"name":"bench","version":"1.0"},"capabilities":{"experimentalApi":false}}}
+{"method":"initialized"}
+"#;
+
+struct Sizes {
+    warmup: usize,
+    round_trips: usize,
+    pipelined: usize,
+    starts: usize,
+}
+
+/// What the bench needs from a response line.
+#[derive(Deserialize)]
+struct Reply {
+    id: Option<u64>,
+    error: Option<IgnoredAny>,
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; anything unknown is ignored.
+    let quick = std::env::args().skip(1).any(|a| a == "--quick");
+    let sizes = if quick {
+        Sizes {
+            warmup: 200,
+            round_trips: 2_000,
+            pipelined: 20_000,
+            starts: 10,
+        }
+    } else {
+        Sizes {
+            warmup: 2_000,
+            round_trips: 20_000,
+            pipelined: 200_000,
+            starts: 30,
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    // The client runs as a task on the runtime's workers, as an async parent would.
+    runtime
+        .block_on(async { tokio::spawn(run(sizes, quick)).await })
+        .expect("the bench panicked");
+    runtime.shutdown_timeout(Duration::from_secs(1));
+}
+
+async fn run(sizes: Sizes, quick: bool) {
+    println!(
+        "authbridge rpc bench{}: {} round trips after {} warm-up, {} pipelined, {} starts",
+        if quick { " (--quick)" } else { "" },
+        sizes.round_trips,
+        sizes.warmup,
+        sizes.pipelined,
+        sizes.starts
+    );
+    let mut table = Table::default();
+    in_memory(&sizes, &mut table).await;
+    stdio(&sizes, &mut table).await;
+    stdio_blocking(&sizes, &mut table).await;
+    echo_reference(&sizes, &mut table).await;
+    start_up(&sizes, &mut table).await;
+    table.print();
+}
+
+// ---------------------------------------------------------------------------------------
+// In process
+
+async fn in_memory(sizes: &Sizes, table: &mut Table) {
+    let home = tempfile::tempdir().expect("a temp dir");
+    let config = Config::load(home.path(), &[]).expect("config");
+    let server = Arc::new(Server::new(config).expect("server"));
+
+    // Round trips on one connection.
+    let (client, server_io) = tokio::io::duplex(1 << 16);
+    let shutdown = CancellationToken::new();
+    let served = serve(server.clone(), server_io, shutdown.clone());
+    let (r, mut w) = tokio::io::split(client);
+    let mut r = BufReader::new(r);
+    initialize(&mut r, &mut w).await;
+    round_trips(&mut r, &mut w, 1, sizes.warmup).await;
+    let samples = round_trips(&mut r, &mut w, 1 + sizes.warmup as u64, sizes.round_trips).await;
+    table.latency("in-memory round trip (account/read)", &samples, None);
+    drop((r, w));
+    finish(served, &shutdown).await;
+
+    // Pipelined, on a fresh connection.
+    let (client, server_io) = tokio::io::duplex(1 << 16);
+    let served = serve(server.clone(), server_io, shutdown.clone());
+    let (r, mut w) = tokio::io::split(client);
+    let mut r = BufReader::with_capacity(1 << 18, r);
+    initialize(&mut r, &mut w).await;
+    let p = pipelined(r, w, 1, sizes.pipelined, None).await;
+    table.throughput("in-memory pipelined, unbounded (account/read)", &p);
+    let first = 1 + sizes.pipelined as u64;
+    let p = pipelined(p.reader, p.writer, first, sizes.pipelined, Some(WINDOW)).await;
+    table.throughput(&windowed("in-memory"), &p);
+    drop(p);
+    finish(served, &shutdown).await;
+}
+
+fn serve(
+    server: Arc<Server>,
+    io: tokio::io::DuplexStream,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let (r, w) = tokio::io::split(io);
+        server.serve_io(r, w, shutdown).await
+    })
+}
+
+async fn finish(served: tokio::task::JoinHandle<()>, shutdown: &CancellationToken) {
+    // The client halves are gone, so the connection sees EOF; cancel in case it does not.
+    if tokio::time::timeout(STEP, served).await.is_err() {
+        shutdown.cancel();
+        eprintln!("warning: in-memory connection did not end within {STEP:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The binary over stdio
+
+struct Spawned {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    dir: tempfile::TempDir,
+}
+
+impl Spawned {
+    /// `authbridge app-server` with a fresh CODEX_HOME, stderr kept in a file.
+    fn start() -> Spawned {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).expect("CODEX_HOME");
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_authbridge"))
+            .arg("app-server")
+            .env("CODEX_HOME", &home)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn authbridge");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::with_capacity(1 << 18, child.stdout.take().expect("stdout"));
+        Spawned {
+            child,
+            stdin,
+            stdout,
+            dir,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    async fn stop(mut self) {
+        drop(self.stdin);
+        if tokio::time::timeout(STEP, self.child.wait()).await.is_err() {
+            let _ = self.child.start_kill();
+            let _ = tokio::time::timeout(STEP, self.child.wait()).await;
+        }
+    }
+}
+
+async fn stdio(sizes: &Sizes, table: &mut Table) {
+    let mut p = Spawned::start();
+    let pid = p.child.id().expect("a pid");
+    initialize(&mut p.stdout, &mut p.stdin).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let idle = proc_status_kib(pid, "VmRSS");
+    table.memory("stdio idle RSS after initialize", idle, Some(10.0));
+
+    round_trips(&mut p.stdout, &mut p.stdin, 1, sizes.warmup).await;
+    let samples = round_trips(
+        &mut p.stdout,
+        &mut p.stdin,
+        1 + sizes.warmup as u64,
+        sizes.round_trips,
+    )
+    .await;
+    table.latency(
+        "stdio round trip, async client (account/read)",
+        &samples,
+        Some(50.0),
+    );
+
+    let Spawned {
+        child,
+        stdin,
+        stdout,
+        dir,
+    } = p;
+    let first = 1 + (sizes.warmup + sizes.round_trips) as u64;
+    let result = pipelined(stdout, stdin, first, sizes.pipelined, None).await;
+    table.throughput("stdio pipelined, unbounded (account/read)", &result);
+    let first = first + sizes.pipelined as u64;
+    let result = pipelined(
+        result.reader,
+        result.writer,
+        first,
+        sizes.pipelined,
+        Some(WINDOW),
+    )
+    .await;
+    table.throughput(&windowed("stdio"), &result);
+    let after = proc_status_kib(pid, "VmRSS");
+    let peak = proc_status_kib(pid, "VmHWM");
+    table.memory("stdio RSS after the pipelined runs", after, None);
+    table.memory("stdio peak RSS (VmHWM)", peak, None);
+    let p = Spawned {
+        child,
+        stdin: result.writer,
+        stdout: result.reader,
+        dir,
+    };
+    let log = p.stderr();
+    if !log.trim().is_empty() {
+        eprintln!("server stderr:\n{log}");
+    }
+    p.stop().await;
+}
+
+/// The same client against `cat` over the same kind of pipes: the floor set by the pipes,
+/// the process hops and the client itself.
+async fn echo_reference(sizes: &Sizes, table: &mut Table) {
+    let cat = std::process::Command::new("cat");
+    match blocking_round_trips(cat, false, sizes).await {
+        Some(samples) => table.latency("reference: `cat` echo, blocking client", &samples, None),
+        None => table.row("reference: `cat` echo", "n/a".into(), None),
+    }
+    let Ok(mut child) = Command::new("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+    else {
+        return;
+    };
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    round_trips(&mut stdout, &mut stdin, 1, sizes.warmup).await;
+    let samples = round_trips(
+        &mut stdout,
+        &mut stdin,
+        1 + sizes.warmup as u64,
+        sizes.round_trips,
+    )
+    .await;
+    table.latency("reference: `cat` echo, async client", &samples, None);
+    drop(stdin);
+    if tokio::time::timeout(STEP, child.wait()).await.is_err() {
+        let _ = child.start_kill();
+    }
+}
+
+/// The stdio round trip from a plain blocking client thread (write, then a blocking read):
+/// no async runtime between the pipe and the clock on the client side.
+async fn stdio_blocking(sizes: &Sizes, table: &mut Table) {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_authbridge"));
+    command
+        .arg("app-server")
+        .env("CODEX_HOME", dir.path())
+        .env("RUST_LOG", "warn");
+    let samples = blocking_round_trips(command, true, sizes)
+        .await
+        .expect("spawn authbridge");
+    table.latency(
+        "stdio round trip, blocking client (account/read)",
+        &samples,
+        Some(50.0),
+    );
+}
+
+/// Spawns `command` with piped stdin and stdout and times request/response round trips
+/// from a blocking thread; sends `initialize` first when `init`. `None` if it cannot run.
+async fn blocking_round_trips(
+    mut command: std::process::Command,
+    init: bool,
+    sizes: &Sizes,
+) -> Option<Vec<u64>> {
+    use std::io::BufRead as _;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut w = child.stdin.take()?;
+    let mut r = std::io::BufReader::new(child.stdout.take()?);
+    let (warmup, n) = (sizes.warmup, sizes.round_trips);
+    let client = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u64>> {
+        let mut line = String::with_capacity(256);
+        if init {
+            w.write_all(INITIALIZE.as_bytes())?;
+            r.read_line(&mut line)?;
+            check_reply(&line, 0);
+        }
+        let mut buf = Vec::with_capacity(128);
+        let mut samples = Vec::with_capacity(n);
+        for (i, id) in (1..=(warmup + n) as u64).enumerate() {
+            buf.clear();
+            request_line(&mut buf, id);
+            line.clear();
+            let t = Instant::now();
+            w.write_all(&buf)?;
+            if r.read_line(&mut line)? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let elapsed = t.elapsed();
+            check_reply(&line, id);
+            if i >= warmup {
+                samples.push(elapsed.as_nanos() as u64);
+            }
+        }
+        samples.sort_unstable();
+        Ok(samples)
+        // Dropping stdin here is EOF for the child.
+    });
+    let joined = tokio::time::timeout(PHASE, client).await;
+    let samples = match joined {
+        Ok(done) => done.expect("client thread").expect("blocking round trips"),
+        Err(_) => {
+            // Killing the child ends the blocked read, and with it the thread.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("blocking round trips did not finish within {PHASE:?}");
+        }
+    };
+    let deadline = Instant::now() + STEP;
+    while matches!(child.try_wait(), Ok(None)) {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Some(samples)
+}
+
+/// Spawn to `initialize` result, each time a fresh process and CODEX_HOME.
+async fn start_up(sizes: &Sizes, table: &mut Table) {
+    let mut samples = Vec::with_capacity(sizes.starts);
+    for _ in 0..sizes.starts {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).expect("CODEX_HOME");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_authbridge"));
+        command
+            .arg("app-server")
+            .env("CODEX_HOME", &home)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        let started = Instant::now();
+        let mut child = command.spawn().expect("spawn authbridge");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        tokio::time::timeout(STEP, async {
+            stdin.write_all(INITIALIZE.as_bytes()).await?;
+            stdin.flush().await?;
+            stdout.read_line(&mut line).await
+        })
+        .await
+        .expect("no initialize result in time")
+        .expect("initialize over stdio");
+        let elapsed = started.elapsed();
+        check_reply(&line, 0);
+        samples.push(elapsed.as_nanos() as u64);
+        drop(stdin);
+        if tokio::time::timeout(STEP, child.wait()).await.is_err() {
+            let _ = child.start_kill();
+            let _ = tokio::time::timeout(STEP, child.wait()).await;
+        }
+    }
+    samples.sort_unstable();
+    table.row(
+        "process start to initialize result p50",
+        ms(pct(&samples, 0.50)),
+        Some(("< 10 ms", pct(&samples, 0.50) < 10_000_000)),
+    );
+    table.row(
+        "process start to initialize result max",
+        ms(*samples.last().expect("samples")),
+        None,
+    );
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status =
+        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status")).ok()?;
+    status.lines().find_map(|l| {
+        l.strip_prefix(field)?
+            .strip_prefix(':')?
+            .trim()
+            .strip_suffix("kB")?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Client side, shared by both transports
+
+async fn initialize<R, W>(r: &mut R, w: &mut W)
+where
+    R: AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut line = String::new();
+    tokio::time::timeout(STEP, async {
+        w.write_all(INITIALIZE.as_bytes()).await?;
+        w.flush().await?;
+        r.read_line(&mut line).await
+    })
+    .await
+    .expect("no initialize result in time")
+    .expect("initialize");
+    check_reply(&line, 0);
+}
+
+fn check_reply(line: &str, id: u64) {
+    let reply: Reply = serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("server wrote {line:?}, not a response: {e}"));
+    assert_eq!(reply.id, Some(id), "unexpected message {line:?}");
+    assert!(reply.error.is_none(), "request {id} failed: {line}");
+}
+
+fn request_line(buf: &mut Vec<u8>, id: u64) {
+    writeln!(
+        buf,
+        r#"{{"id":{id},"method":"account/read","params":{{}}}}"#
+    )
+    .expect("write to a Vec");
+}
+
+/// `n` requests one at a time; returns each round trip in nanoseconds, sorted.
+async fn round_trips<R, W>(r: &mut R, w: &mut W, first_id: u64, n: usize) -> Vec<u64>
+where
+    R: AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut samples = Vec::with_capacity(n);
+    let mut buf = Vec::with_capacity(128);
+    let mut line = String::with_capacity(256);
+    tokio::time::timeout(PHASE, async {
+        for id in first_id..first_id + n as u64 {
+            buf.clear();
+            request_line(&mut buf, id);
+            line.clear();
+            let t = Instant::now();
+            w.write_all(&buf).await?;
+            w.flush().await?;
+            r.read_line(&mut line).await?;
+            samples.push(t.elapsed().as_nanos() as u64);
+            check_reply(&line, id);
+        }
+        std::io::Result::Ok(())
+    })
+    .await
+    .expect("round trips did not finish in time")
+    .expect("round trips");
+    samples.sort_unstable();
+    samples
+}
+
+struct Pipelined<R, W> {
+    requests: usize,
+    responses: usize,
+    errors: usize,
+    /// The first error response, if any.
+    first_error: Option<String>,
+    elapsed: Duration,
+    reader: R,
+    writer: W,
+}
+
+fn windowed(transport: &str) -> String {
+    format!("{transport} pipelined, <= {WINDOW} outstanding (account/read)")
+}
+
+/// `n` requests written without waiting for answers (from their own task, in batches of
+/// [`BATCH`] lines) while another task counts response lines. With `window`, the writer
+/// keeps at most that many requests unanswered, as a well-behaved client does (the server
+/// answers "overloaded" beyond its in-flight limit). Times the first write to the last
+/// response.
+async fn pipelined<R, W>(
+    mut r: R,
+    mut w: W,
+    first_id: u64,
+    n: usize,
+    window: Option<usize>,
+) -> Pipelined<R, W>
+where
+    R: AsyncBufRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    // Encode everything up front so the client's formatting is not part of the figure.
+    let ids: Vec<u64> = (first_id..first_id + n as u64).collect();
+    let batches: Vec<(u32, Vec<u8>)> = ids
+        .chunks(BATCH)
+        .map(|chunk| {
+            let mut batch = Vec::with_capacity(chunk.len() * 64);
+            for &id in chunk {
+                request_line(&mut batch, id);
+            }
+            (chunk.len() as u32, batch)
+        })
+        .collect();
+    let window = window.map(|w| Arc::new(Semaphore::new(w.max(BATCH))));
+    let credit = window.clone();
+
+    let started = Instant::now();
+    let reader = tokio::spawn(async move {
+        let (mut responses, mut errors) = (0usize, 0usize);
+        let mut first_error = None;
+        let mut line = Vec::with_capacity(256);
+        while responses < n {
+            line.clear();
+            if r.read_until(b'\n', &mut line).await? == 0 {
+                break;
+            }
+            responses += 1;
+            if let Some(credit) = &credit {
+                credit.add_permits(1);
+            }
+            if contains(&line, br#""error""#) {
+                errors += 1;
+                if first_error.is_none() {
+                    first_error = Some(String::from_utf8_lossy(&line).trim_end().to_owned());
+                }
+            }
+        }
+        let elapsed = started.elapsed();
+        std::io::Result::Ok((responses, errors, first_error, elapsed, r))
+    });
+    let writer = tokio::spawn(async move {
+        for (lines, bytes) in &batches {
+            if let Some(window) = &window {
+                window
+                    .acquire_many(*lines)
+                    .await
+                    .expect("the window is never closed")
+                    .forget();
+            }
+            w.write_all(bytes).await?;
+        }
+        w.flush().await?;
+        std::io::Result::Ok(w)
+    });
+    let reader_abort = reader.abort_handle();
+    let writer_abort = writer.abort_handle();
+    let joined = tokio::time::timeout(PHASE, async { (reader.await, writer.await) }).await;
+    let Ok((read, written)) = joined else {
+        reader_abort.abort();
+        writer_abort.abort();
+        panic!("pipelined run of {n} requests did not finish within {PHASE:?}");
+    };
+    let (responses, errors, first_error, elapsed, reader) =
+        read.expect("reader task").expect("reading responses");
+    let writer = written.expect("writer task").expect("writing requests");
+    Pipelined {
+        requests: n,
+        responses,
+        errors,
+        first_error,
+        elapsed,
+        reader,
+        writer,
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+// ---------------------------------------------------------------------------------------
+// Figures
+
+fn pct(sorted: &[u64], q: f64) -> u64 {
+    let n = sorted.len();
+    assert!(n > 0, "no samples");
+    let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+    sorted[rank - 1]
+}
+
+fn us(ns: u64) -> String {
+    format!("{:.1} µs", ns as f64 / 1e3)
+}
+
+fn ms(ns: u64) -> String {
+    format!("{:.2} ms", ns as f64 / 1e6)
+}
+
+#[derive(Default)]
+struct Table {
+    rows: Vec<(String, String, String)>,
+}
+
+impl Table {
+    fn row(&mut self, what: &str, value: String, target: Option<(&str, bool)>) {
+        let target = match target {
+            Some((t, true)) => format!("target {t} (met)"),
+            Some((t, false)) => format!("target {t} (MISSED)"),
+            None => String::new(),
+        };
+        self.rows.push((what.to_owned(), value, target));
+    }
+
+    /// p50/p90/p99 of sorted samples; `target_p50_us` applies to the median.
+    fn latency(&mut self, what: &str, sorted: &[u64], target_p50_us: Option<f64>) {
+        for (name, q) in [("p50", 0.50), ("p90", 0.90), ("p99", 0.99)] {
+            let v = pct(sorted, q);
+            let label = format!("< {} µs", target_p50_us.unwrap_or_default());
+            let target = target_p50_us
+                .filter(|_| name == "p50")
+                .map(|t| (label.as_str(), (v as f64) / 1e3 < t));
+            self.row(&format!("{what} {name}"), us(v), target);
+        }
+    }
+
+    /// Rate of responses (any kind) over the wall time; error responses, normally the
+    /// server's "overloaded" refusals, are shown on their own row.
+    fn throughput<R, W>(&mut self, what: &str, p: &Pipelined<R, W>) {
+        let rate = p.responses as f64 / p.elapsed.as_secs_f64();
+        let complete = p.responses == p.requests;
+        self.row(
+            what,
+            format!("{} req/s", thousands(rate as u64)),
+            Some(("> 100,000 req/s", rate > 100_000.0 && complete)),
+        );
+        self.row(
+            &format!("{what} wall time"),
+            ms(p.elapsed.as_nanos() as u64),
+            None,
+        );
+        let kind = match &p.first_error {
+            Some(e) if e.contains("-32001") => " (-32001 overloaded)",
+            Some(_) => " (see stderr)",
+            None => "",
+        };
+        self.row(
+            &format!("{what} answered / errors"),
+            format!("{} / {}{kind}", p.responses, p.errors),
+            None,
+        );
+        if let Some(e) = &p.first_error {
+            eprintln!("{what}: {} error responses, the first: {e}", p.errors);
+        }
+    }
+
+    fn memory(&mut self, what: &str, kib: Option<u64>, target_mib: Option<f64>) {
+        let Some(kib) = kib else {
+            self.row(what, "n/a (no /proc)".into(), None);
+            return;
+        };
+        let mib = kib as f64 / 1024.0;
+        let label = format!("< {} MiB", target_mib.unwrap_or_default());
+        let target = target_mib.map(|t| (label.as_str(), mib < t));
+        self.row(what, format!("{mib:.2} MiB"), target);
+    }
+
+    fn print(&self) {
+        let w0 = self
+            .rows
+            .iter()
+            .map(|r| r.0.chars().count())
+            .max()
+            .unwrap_or(0);
+        let w1 = self
+            .rows
+            .iter()
+            .map(|r| r.1.chars().count())
+            .max()
+            .unwrap_or(0);
+        println!();
+        for (what, value, target) in &self.rows {
+            let pad0 = w0 - what.chars().count();
+            let pad1 = w1 - value.chars().count();
+            println!(
+                "{what}{:pad0$}  {:pad1$}{value}  {target}",
+                "",
+                "",
+                pad0 = pad0,
+                pad1 = pad1
+            );
+        }
+    }
+}
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
