@@ -20,14 +20,6 @@ impl Connections {
             .insert(peer.id(), peer);
     }
 
-    pub fn len(&self) -> usize {
-        self.peers.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Sends a notification to every initialized connection that did not opt out of it.
     /// Params are serialized once; connections are written to concurrently, so a slow one
     /// does not hold up the others.

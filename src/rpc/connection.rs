@@ -46,7 +46,6 @@ impl Default for ConnectionOptions {
 
 /// What the layer above wants to know about a connection's life.
 pub trait ConnectionHooks: Send + Sync + 'static {
-    fn opened(&self, _peer: &Peer) {}
     fn closed(&self, _id: ConnectionId) {}
 }
 
@@ -77,7 +76,6 @@ pub async fn serve_connection<I, O>(
     ));
     let abort_handlers = CancellationToken::new();
     let tracker = TaskTracker::new();
-    hooks.opened(&peer);
     let conn = Conn {
         dispatcher,
         peer: peer.clone(),

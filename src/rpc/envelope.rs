@@ -242,13 +242,12 @@ pub mod encode {
         out.push_str("\"id\":");
         match id {
             None => out.push_str("null"),
-            Some(RequestId::Int(n)) => out.push_str(itoa_buf(*n).as_str()),
+            Some(RequestId::Int(n)) => {
+                use std::fmt::Write;
+                let _ = write!(out, "{n}");
+            }
             Some(RequestId::Str(s)) => out.push_str(&serde_json::to_string(s).unwrap_or_default()),
         }
-    }
-
-    fn itoa_buf(n: i64) -> String {
-        n.to_string()
     }
 
     pub fn result(jsonrpc: bool, id: &RequestId, result: &RawValue) -> String {
