@@ -79,9 +79,24 @@ impl Server {
         &self.api.config
     }
 
-    /// Serves one connection made of a message stream and a line sink.
+    /// Serves one connection made of a message stream and a line sink, waiting for a slow
+    /// client (the stdio case).
     pub async fn serve<I, O>(&self, input: I, output: O, shutdown: CancellationToken)
     where
+        I: Stream<Item = std::io::Result<Frame>> + Unpin,
+        O: Sink<String, Error = std::io::Error> + Unpin + Send + 'static,
+    {
+        self.serve_with(input, output, shutdown, self.options.clone())
+            .await
+    }
+
+    async fn serve_with<I, O>(
+        &self,
+        input: I,
+        output: O,
+        shutdown: CancellationToken,
+        options: ConnectionOptions,
+    ) where
         I: Stream<Item = std::io::Result<Frame>> + Unpin,
         O: Sink<String, Error = std::io::Error> + Unpin + Send + 'static,
     {
@@ -89,7 +104,7 @@ impl Server {
             self.dispatcher.clone(),
             input,
             output,
-            self.options.clone(),
+            options,
             shutdown,
             self.api.connections.clone(),
         )

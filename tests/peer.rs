@@ -56,6 +56,17 @@ fn module() -> RpcModule<()> {
         Ok::<_, ErrorObjectOwned>(json!(ctx(&ext).peer.pending_requests()))
     })
     .unwrap();
+    // Fans `n` notifications out the way account broadcasts do.
+    m.register_async_method("flood", |params, _, ext| async move {
+        let n: usize = params.one().unwrap();
+        let peer = ctx(&ext).peer;
+        let raw = serde_json::value::to_raw_value(&json!({"pad": "x".repeat(100)})).unwrap();
+        for _ in 0..n {
+            peer.notify_broadcast("test/flood", &raw).await;
+        }
+        Ok::<_, ErrorObjectOwned>(json!(n))
+    })
+    .unwrap();
     m.register_async_method("sleep", |params, _, _| async move {
         let ms: u64 = params.one().unwrap();
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -80,13 +91,20 @@ struct TestClient {
 
 impl TestClient {
     async fn start(grace: Duration) -> TestClient {
-        let (client, server) = tokio::io::duplex(1 << 16);
+        Self::start_with(
+            ConnectionOptions {
+                shutdown_grace: grace,
+                ..Default::default()
+            },
+            1 << 16,
+        )
+        .await
+    }
+
+    async fn start_with(options: ConnectionOptions, pipe_bytes: usize) -> TestClient {
+        let (client, server) = tokio::io::duplex(pipe_bytes);
         let (sr, sw) = tokio::io::split(server);
         let dispatcher = Arc::new(Dispatcher::new(module()));
-        let options = ConnectionOptions {
-            shutdown_grace: grace,
-            ..Default::default()
-        };
         let server = tokio::spawn(async move {
             serve_connection(
                 dispatcher,
@@ -265,4 +283,45 @@ async fn in_flight_work_finishes_after_eof_within_the_grace_period() {
     let started = Instant::now();
     tokio::time::timeout(WAIT, c.server).await.unwrap().unwrap();
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_websocket_style_client_that_stops_reading_is_disconnected() {
+    let options = ConnectionOptions {
+        outbound_queue: 4,
+        drop_slow_client: true,
+        ..Default::default()
+    };
+    let mut c = TestClient::start_with(options, 512).await;
+    c.send(json!({"id": 1, "method": "flood", "params": [1000]}))
+        .await;
+    // The client reads nothing; the server gives up on it instead of waiting forever.
+    tokio::time::timeout(WAIT, c.server)
+        .await
+        .expect("the connection was not closed")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_stdio_style_client_is_waited_for_and_loses_nothing() {
+    let options = ConnectionOptions {
+        outbound_queue: 4,
+        drop_slow_client: false,
+        ..Default::default()
+    };
+    let mut c = TestClient::start_with(options, 512).await;
+    c.send(json!({"id": 1, "method": "flood", "params": [200]}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut floods = 0;
+    loop {
+        let v = c.recv().await;
+        if v["id"] == 1 {
+            assert_eq!(v["result"], 200);
+            break;
+        }
+        assert_eq!(v["method"], "test/flood");
+        floods += 1;
+    }
+    assert_eq!(floods, 200);
 }

@@ -21,8 +21,7 @@ impl Connections {
     }
 
     /// Sends a notification to every initialized connection that did not opt out of it.
-    /// Params are serialized once; connections are written to concurrently, so a slow one
-    /// does not hold up the others.
+    /// Params are serialized once; a WebSocket client too slow to take it is disconnected.
     pub async fn broadcast<P: Serialize + ?Sized>(&self, method: &str, params: &P) {
         let Ok(raw) = serde_json::value::to_raw_value(params) else {
             return;
@@ -34,7 +33,7 @@ impl Connections {
             .values()
             .cloned()
             .collect();
-        futures::future::join_all(peers.iter().map(|p| p.notify_raw(method, &raw))).await;
+        futures::future::join_all(peers.iter().map(|p| p.notify_broadcast(method, &raw))).await;
     }
 }
 

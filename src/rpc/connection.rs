@@ -32,6 +32,9 @@ pub struct ConnectionOptions {
     pub outbound_queue: usize,
     /// Requests running at once before new ones are answered "overloaded".
     pub max_in_flight: usize,
+    /// Close the connection when a broadcast finds its outgoing queue full (WebSocket),
+    /// instead of waiting for the client (stdio).
+    pub drop_slow_client: bool,
 }
 
 impl Default for ConnectionOptions {
@@ -40,6 +43,7 @@ impl Default for ConnectionOptions {
             shutdown_grace: Duration::from_secs(5),
             outbound_queue: 1024,
             max_in_flight: 4096,
+            drop_slow_client: false,
         }
     }
 }
@@ -65,15 +69,11 @@ pub async fn serve_connection<I, O>(
     O: Sink<String, Error = std::io::Error> + Unpin + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(options.outbound_queue.max(1));
-    let peer = Peer::new(tx);
     let stop_reading = shutdown.child_token();
+    let peer = Peer::new(tx, options.drop_slow_client);
+    let aborted = peer.abort_token();
     let stop_writer = CancellationToken::new();
-    let writer = tokio::spawn(write_loop(
-        rx,
-        output,
-        stop_writer.clone(),
-        stop_reading.clone(),
-    ));
+    let mut writer = tokio::spawn(write_loop(rx, output, stop_writer.clone(), aborted.clone()));
     let abort_handlers = CancellationToken::new();
     let tracker = TaskTracker::new();
     let conn = Conn {
@@ -89,6 +89,7 @@ pub async fn serve_connection<I, O>(
         let frame = tokio::select! {
             biased;
             _ = stop_reading.cancelled() => break,
+            _ = aborted.cancelled() => break,
             frame = input.next() => frame,
         };
         match frame {
@@ -127,7 +128,17 @@ pub async fn serve_connection<I, O>(
     }
     hooks.closed(peer.id());
     stop_writer.cancel();
-    let _ = writer.await;
+    // A client that stopped reading must not keep the writer (and the connection) forever;
+    // an aborted connection's output is not waited for at all.
+    let grace = if aborted.is_cancelled() {
+        Duration::ZERO
+    } else {
+        options.shutdown_grace
+    };
+    if tokio::time::timeout(grace, &mut writer).await.is_err() {
+        peer.abort();
+        writer.abort();
+    }
     tracing::debug!(connection = peer.id().0, "connection closed");
 }
 

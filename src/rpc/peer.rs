@@ -57,6 +57,11 @@ struct Inner {
     next_request_id: AtomicI64,
     pending: Mutex<Pending>,
     closed: CancellationToken,
+    /// Ends the connection from outside its loop: a client too slow to keep up, or an
+    /// output that failed. Queued writes give up once it fires.
+    abort: CancellationToken,
+    /// Whether a full outgoing queue on a broadcast ends the connection instead of waiting.
+    drop_when_full: bool,
 }
 
 #[derive(Clone)]
@@ -98,7 +103,7 @@ pub fn now_ms() -> u64 {
 }
 
 impl Peer {
-    pub fn new(out: mpsc::Sender<String>) -> Self {
+    pub fn new(out: mpsc::Sender<String>, drop_when_full: bool) -> Self {
         Self {
             inner: Arc::new(Inner {
                 id: ConnectionId(NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed)),
@@ -109,6 +114,8 @@ impl Peer {
                 next_request_id: AtomicI64::new(0),
                 pending: Mutex::new(Pending::default()),
                 closed: CancellationToken::new(),
+                abort: CancellationToken::new(),
+                drop_when_full,
             }),
         }
     }
@@ -157,11 +164,20 @@ impl Peer {
 
     /// Queues one line for the writer. Fails only when the connection is gone.
     pub(crate) async fn send_line(&self, line: String) -> Result<(), PeerError> {
-        self.inner
-            .out
-            .send(line)
-            .await
-            .map_err(|_| PeerError::Disconnected)
+        tokio::select! {
+            biased;
+            sent = self.inner.out.send(line) => sent.map_err(|_| PeerError::Disconnected),
+            _ = self.inner.abort.cancelled() => Err(PeerError::Disconnected),
+        }
+    }
+
+    /// Ends the connection: its reader stops and pending writes give up.
+    pub(crate) fn abort(&self) {
+        self.inner.abort.cancel();
+    }
+
+    pub(crate) fn abort_token(&self) -> CancellationToken {
+        self.inner.abort.clone()
     }
 
     /// Sends a notification unless the client opted out of this method.
@@ -181,6 +197,28 @@ impl Peer {
         }
         let line = encode::notification(self.jsonrpc(), method, params, now_ms());
         self.send_line(line).await
+    }
+
+    /// A notification fanned out to many connections. A connection that drops slow clients
+    /// (WebSocket) is closed when its queue is full rather than holding up the sender; one
+    /// that does not (stdio, the only client) is waited for.
+    pub async fn notify_broadcast(&self, method: &str, params: &RawValue) {
+        if !self.inner.drop_when_full {
+            let _ = self.notify_raw(method, params).await;
+            return;
+        }
+        if self.session().is_some_and(|s| s.opted_out(method)) {
+            return;
+        }
+        let line = encode::notification(self.jsonrpc(), method, params, now_ms());
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.inner.out.try_send(line) {
+            tracing::warn!(
+                connection = self.inner.id.0,
+                method,
+                "client is not reading its messages; closing the connection"
+            );
+            self.abort();
+        }
     }
 
     /// Sends a request to the client and waits for its answer, at most `timeout`.
