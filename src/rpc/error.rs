@@ -49,7 +49,7 @@ impl RpcError {
     pub fn parse_error(e: &serde_json::Error) -> Self {
         Self::new(
             PARSE_ERROR,
-            format!("Parse error: {}", strip_position(&e.to_string())),
+            format!("Parse error: {}", crate::protocol::describe_serde_error(e)),
         )
     }
 
@@ -96,14 +96,6 @@ impl From<RpcError> for ErrorObjectOwned {
     }
 }
 
-/// serde_json appends " at line L column C"; on a one-line message it is noise.
-pub fn strip_position(message: &str) -> &str {
-    match message.rfind(" at line ") {
-        Some(i) if message[i..].contains(" column ") => &message[..i],
-        _ => message,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,14 +105,5 @@ mod tests {
         let e = RpcError::internal("é".repeat(2000));
         assert!(e.message.len() <= MAX_MESSAGE_CHARS + '…'.len_utf8());
         assert!(e.message.ends_with('…'));
-    }
-
-    #[test]
-    fn positions_are_stripped() {
-        assert_eq!(
-            strip_position("missing field `a` at line 1 column 9"),
-            "missing field `a`"
-        );
-        assert_eq!(strip_position("plain"), "plain");
     }
 }
