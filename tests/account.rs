@@ -2,40 +2,24 @@
 //! shapes, API key login and its file, policy, logout, several connections, and the
 //! reference's request shapes.
 
-mod support;
+mod kit;
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::time::Duration;
-
+use kit::client::{api_key_params, code, message, tokens_params};
+use kit::home::{auth_json, snapshot};
+use kit::jwt::{token, unsigned};
+use kit::{Client, MockBackend, Options, Proc, USAGE_PATH};
 use serde_json::{Value, json};
-use support::backend::{MockBackend, USAGE_PATH};
-use support::{Client, Options, Proc, token};
 
 const EXTERNAL_ACTIVE: &str = "External auth is active. Use account/login/start (chatgptAuthTokens) to update it or account/logout to clear it.";
-const QUIET: Duration = Duration::from_millis(300);
 
 /// A stdio server whose client has initialized, with or without `experimentalApi`.
-async fn started(extra: &[&str], experimental: bool) -> (Proc, Client) {
-    let (p, mut c) = Proc::stdio(extra);
-    c.initialize("host", experimental).await;
-    (p, c)
+async fn started(options: Options, experimental: bool) -> (Proc, Client) {
+    Proc::initialized(options, "host", experimental).await
 }
 
-fn code(e: &Value) -> i64 {
-    e["code"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no code in {e}"))
-}
-
-fn message(e: &Value) -> &str {
-    e["message"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no message in {e}"))
-}
-
-fn tokens_params(access: &str, account: &str) -> Value {
-    json!({"type": "chatgptAuthTokens", "accessToken": access, "chatgptAccountId": account})
+/// `account/read` when signed in with an API key.
+fn api_key_account() -> Value {
+    json!({"account": {"type": "apiKey"}, "userId": null, "requiresOpenaiAuth": true})
 }
 
 /// Where each message of `messages` sits: responses as `response <id>`, others by method.
@@ -56,69 +40,18 @@ fn index_of(labels: &[String], label: &str) -> usize {
         .unwrap_or_else(|| panic!("{label} not received; got {labels:?}"))
 }
 
-/// Every file under `dir` (relative path) with its content.
-fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            let name = path
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            if path.is_dir() {
-                out.insert(format!("{name}/"), vec![]);
-                walk(root, &path, out);
-            } else {
-                out.insert(name, std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
-
-fn auth_json(home: &Path) -> Option<Value> {
-    match std::fs::read(home.join("auth.json")) {
-        Ok(bytes) => Some(serde_json::from_slice(&bytes).expect("auth.json is JSON")),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => panic!("reading auth.json: {e}"),
-    }
-}
-
-async fn account(c: &mut Client) -> Value {
-    c.ok("account/read", json!({})).await
-}
-
-async fn assert_signed_out(c: &mut Client) {
-    assert_eq!(
-        account(c).await,
-        json!({"account": null, "userId": null, "requiresOpenaiAuth": true})
-    );
-}
-
-async fn assert_no_account_notifications(c: &mut Client) {
-    c.assert_no("an account notification", QUIET, |v| {
-        v["method"] == "account/login/completed" || v["method"] == "account/updated"
-    })
-    .await;
-}
-
 /// External login expected to succeed; returns the `account/updated` params.
 async fn external_login(c: &mut Client, params: Value) -> Value {
     let r = c.ok("account/login/start", params).await;
     assert_eq!(r, json!({"type": "chatgptAuthTokens"}));
-    let completed = c.notification("account/login/completed").await;
-    assert_eq!(completed["params"]["success"], true, "{completed}");
-    c.notification("account/updated").await["params"].clone()
+    c.login_notifications().await["params"].clone()
 }
 
 // 1 -------------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn external_login_current_shape() {
-    let (_p, mut c) = started(&[], true).await;
+    let (_p, mut c) = started(Options::default(), true).await;
     let access = token("ws-1", "plus", "a@example.com", "current-1");
 
     let start = c.received.len();
@@ -147,7 +80,7 @@ async fn external_login_current_shape() {
     );
     // The plan from the param wins over the token's claim.
     assert_eq!(
-        account(&mut c).await,
+        c.account().await,
         json!({
             "account": {"type": "chatgpt", "email": "a@example.com", "planType": "team"},
             "userId": "user-ws-1",
@@ -163,13 +96,13 @@ async fn external_login_current_shape() {
         upd,
         json!({"authMode": "chatgptAuthTokens", "planType": "plus"})
     );
-    assert_eq!(account(&mut c).await["account"]["planType"], "plus");
+    assert_eq!(c.account().await["account"]["planType"], "plus");
 
     // chatgptPlanType absent: the claim is used.
     let pro = token("ws-1", "pro", "a@example.com", "current-2");
     let upd = external_login(&mut c, tokens_params(&pro, "ws-1")).await;
     assert_eq!(upd["planType"], "pro");
-    assert_eq!(account(&mut c).await["account"]["planType"], "pro");
+    assert_eq!(c.account().await["account"]["planType"], "pro");
 
     // An unknown plan string reads "unknown"; case is ignored.
     for (given, read) in [("platinum", "unknown"), ("PRO", "pro"), ("Plus", "plus")] {
@@ -178,18 +111,18 @@ async fn external_login_current_shape() {
         let upd = external_login(&mut c, params).await;
         assert_eq!(upd["planType"], read, "plan {given}");
         assert_eq!(
-            account(&mut c).await["account"]["planType"],
+            c.account().await["account"]["planType"],
             read,
             "plan {given}"
         );
     }
 
     // A token without the auth claims and no param: plan "unknown", userId null.
-    let bare = authbridge::auth::jwt::unsigned_token(&json!({"email": "bare@example.com"}));
+    let bare = unsigned(&json!({"email": "bare@example.com"}));
     let upd = external_login(&mut c, tokens_params(&bare, "ws-1")).await;
     assert_eq!(upd["planType"], "unknown");
     assert_eq!(
-        account(&mut c).await,
+        c.account().await,
         json!({
             "account": {"type": "chatgpt", "email": "bare@example.com", "planType": "unknown"},
             "userId": null,
@@ -203,11 +136,10 @@ async fn external_login_current_shape() {
 #[tokio::test]
 async fn external_login_seed_shape_reads_identity_from_the_id_token() {
     let backend = MockBackend::start().await;
-    let cfg = backend.config_arg();
-    let (_p, mut c) = started(&["-c", &cfg], true).await;
+    let (_p, mut c) = started(Options::default().backend(&backend), true).await;
     let id_token = token("ws-seed", "pro", "seed@example.com", "seed-id");
     // The access token names another account, user, email and plan: the ID token's win.
-    let access = authbridge::auth::jwt::unsigned_token(&json!({
+    let access = unsigned(&json!({
         "email": "access@example.com",
         "https://api.openai.com/auth": {"chatgpt_account_id": "ws-other", "chatgpt_user_id": "user-other", "chatgpt_plan_type": "free"}
     }));
@@ -223,7 +155,7 @@ async fn external_login_seed_shape_reads_identity_from_the_id_token() {
         json!({"authMode": "chatgptAuthTokens", "planType": "pro"})
     );
     assert_eq!(
-        account(&mut c).await,
+        c.account().await,
         json!({
             "account": {"type": "chatgpt", "email": "seed@example.com", "planType": "pro"},
             "userId": "user-ws-seed",
@@ -246,7 +178,7 @@ async fn external_login_seed_shape_reads_identity_from_the_id_token() {
 
 #[tokio::test]
 async fn external_login_with_a_token_that_is_not_a_jwt_is_refused() {
-    let (_p, mut c) = started(&[], true).await;
+    let (_p, mut c) = started(Options::default(), true).await;
     let b64 = |s: &str| {
         use base64::Engine;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
@@ -271,8 +203,8 @@ async fn external_login_with_a_token_that_is_not_a_jwt_is_refused() {
                 "the error shows part of the token: {e}"
             );
         }
-        assert_no_account_notifications(&mut c).await;
-        assert_signed_out(&mut c).await;
+        c.assert_no_account_notifications().await;
+        c.assert_signed_out().await;
     }
 }
 
@@ -280,7 +212,7 @@ async fn external_login_with_a_token_that_is_not_a_jwt_is_refused() {
 
 #[tokio::test]
 async fn external_login_without_experimental_api_is_refused() {
-    let (_p, mut c) = started(&[], false).await;
+    let (_p, mut c) = started(Options::default(), false).await;
     let access = token("ws-1", "plus", "a@example.com", "no-exp");
     let e = c
         .err("account/login/start", tokens_params(&access, "ws-1"))
@@ -290,8 +222,8 @@ async fn external_login_without_experimental_api_is_refused() {
         message(&e),
         "account/login/start.chatgptAuthTokens requires experimentalApi capability"
     );
-    assert_no_account_notifications(&mut c).await;
-    assert_signed_out(&mut c).await;
+    c.assert_no_account_notifications().await;
+    c.assert_signed_out().await;
 }
 
 // 5 -------------------------------------------------------------------------------------
@@ -299,8 +231,7 @@ async fn external_login_without_experimental_api_is_refused() {
 #[tokio::test]
 async fn sending_external_tokens_again_replaces_them() {
     let backend = MockBackend::start().await;
-    let cfg = backend.config_arg();
-    let (_p, mut c) = started(&["-c", &cfg], true).await;
+    let (_p, mut c) = started(Options::default().backend(&backend), true).await;
     let first = token("ws-1", "plus", "first@example.com", "replace-1");
     let second = token("ws-2", "pro", "second@example.com", "replace-2");
     backend.allow(&first);
@@ -308,7 +239,7 @@ async fn sending_external_tokens_again_replaces_them() {
 
     c.login_tokens(&first, "ws-1", None).await;
     assert_eq!(
-        account(&mut c).await["account"],
+        c.account().await["account"],
         json!({"type": "chatgpt", "email": "first@example.com", "planType": "plus"})
     );
     let upd = c.login_tokens(&second, "ws-2", None).await;
@@ -317,7 +248,7 @@ async fn sending_external_tokens_again_replaces_them() {
         json!({"authMode": "chatgptAuthTokens", "planType": "pro"})
     );
     assert_eq!(
-        account(&mut c).await,
+        c.account().await,
         json!({
             "account": {"type": "chatgpt", "email": "second@example.com", "planType": "pro"},
             "userId": "user-ws-2",
@@ -337,15 +268,9 @@ async fn sending_external_tokens_again_replaces_them() {
 #[tokio::test]
 async fn api_key_login_writes_auth_json_and_survives_a_restart() {
     const KEY: &str = "sk-test-api-key-0123456789";
-    let (mut p, mut c) = started(&[], false).await;
+    let (mut p, mut c) = started(Options::default(), false).await;
     let start = c.received.len();
-    let r = c
-        .ok(
-            "account/login/start",
-            json!({"type": "apiKey", "apiKey": KEY}),
-        )
-        .await;
-    assert_eq!(r, json!({"type": "apiKey"}));
+    c.login_api_key(KEY).await;
     let completed = c.notification("account/login/completed").await;
     let updated = c.notification("account/updated").await;
     let seen = labels(&c.received[start..]);
@@ -363,7 +288,7 @@ async fn api_key_login_writes_auth_json_and_survives_a_restart() {
         json!({"authMode": "apikey", "planType": null})
     );
 
-    let home = p.home.path().to_path_buf();
+    let home = p.home.path().to_owned();
     assert_eq!(
         auth_json(&home),
         Some(json!({"auth_mode": "apikey", "OPENAI_API_KEY": KEY}))
@@ -377,27 +302,14 @@ async fn api_key_login_writes_auth_json_and_survives_a_restart() {
             .mode();
         assert_eq!(mode & 0o777, 0o600, "auth.json mode {mode:o}");
     }
-    assert_eq!(
-        account(&mut c).await,
-        json!({"account": {"type": "apiKey"}, "userId": null, "requiresOpenaiAuth": true})
-    );
+    assert_eq!(c.account().await, api_key_account());
 
     // Restart on the same home: the stored key is read back.
     c.close();
     assert_eq!(p.exit_code().await, 0);
-    let kept = std::mem::replace(&mut p.home, tempfile::tempdir().unwrap());
-    let (_p2, mut c2) = Proc::stdio_with(
-        &[],
-        Options {
-            home: Some(kept),
-            ..Default::default()
-        },
-    );
-    c2.initialize("again", false).await;
-    assert_eq!(
-        account(&mut c2).await,
-        json!({"account": {"type": "apiKey"}, "userId": null, "requiresOpenaiAuth": true})
-    );
+    let kept = Options::default().home(p.into_home());
+    let (_p2, mut c2) = Proc::initialized(kept, "again", false).await;
+    assert_eq!(c2.account().await, api_key_account());
 
     // A file written by someone else in the reference format (pretty-printed) works too.
     let home = tempfile::tempdir().unwrap();
@@ -409,22 +321,15 @@ async fn api_key_login_writes_auth_json_and_survives_a_restart() {
         .unwrap(),
     )
     .unwrap();
-    let (_p3, mut c3) = Proc::stdio_with(
-        &[],
-        Options {
-            home: Some(home),
-            ..Default::default()
-        },
-    );
-    c3.initialize("hand", false).await;
-    assert_eq!(account(&mut c3).await["account"], json!({"type": "apiKey"}));
+    let (_p3, mut c3) = Proc::initialized(Options::default().home(home), "hand", false).await;
+    assert_eq!(c3.account().await["account"], json!({"type": "apiKey"}));
 }
 
 // 7 -------------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn managed_chatgpt_logins_say_they_are_not_available_yet() {
-    let (_p, mut c) = started(&[], true).await;
+    let (_p, mut c) = started(Options::default(), true).await;
     for params in [
         json!({"type": "chatgpt"}),
         json!({"type": "chatgptDeviceCode"}),
@@ -433,9 +338,9 @@ async fn managed_chatgpt_logins_say_they_are_not_available_yet() {
         assert_ne!(code(&e), -32601, "{params}: {e}");
         assert_ne!(code(&e), -32602, "{params}: {e}");
         assert!(message(&e).contains("not available yet"), "{params}: {e}");
-        assert_no_account_notifications(&mut c).await;
+        c.assert_no_account_notifications().await;
         // The server keeps serving.
-        assert_signed_out(&mut c).await;
+        c.assert_signed_out().await;
     }
     let access = token("ws-1", "plus", "a@example.com", "after-managed");
     c.login_tokens(&access, "ws-1", None).await;
@@ -445,7 +350,11 @@ async fn managed_chatgpt_logins_say_they_are_not_available_yet() {
 
 #[tokio::test]
 async fn policy_forced_workspace_refuses_other_workspaces() {
-    let (_p, mut c) = started(&["-c", "forced_chatgpt_workspace_id=\"ws-1\""], true).await;
+    let (_p, mut c) = started(
+        Options::default().config("forced_chatgpt_workspace_id=\"ws-1\""),
+        true,
+    )
+    .await;
 
     // Declared account outside the set.
     let other = token("ws-2", "plus", "two@example.com", "ws-2");
@@ -457,8 +366,8 @@ async fn policy_forced_workspace_refuses_other_workspaces() {
         message(&e).contains("ws-2") && message(&e).contains("ws-1"),
         "{e}"
     );
-    assert_no_account_notifications(&mut c).await;
-    assert_signed_out(&mut c).await;
+    c.assert_no_account_notifications().await;
+    c.assert_signed_out().await;
 
     // Declared ws-1, but the token's own claim names ws-2.
     let e = c
@@ -469,30 +378,27 @@ async fn policy_forced_workspace_refuses_other_workspaces() {
         message(&e).contains("ws-2") && message(&e).contains("ws-1"),
         "{e}"
     );
-    assert_no_account_notifications(&mut c).await;
-    assert_signed_out(&mut c).await;
+    c.assert_no_account_notifications().await;
+    c.assert_signed_out().await;
 
     // ws-1 throughout: accepted.
     let one = token("ws-1", "team", "one@example.com", "ws-1");
     let upd = c.login_tokens(&one, "ws-1", None).await;
     assert_eq!(upd["params"]["authMode"], "chatgptAuthTokens");
-    assert_eq!(account(&mut c).await["account"]["email"], "one@example.com");
+    assert_eq!(c.account().await["account"]["email"], "one@example.com");
 
     // A refused replacement leaves the installed tokens alone.
     let e = c
         .err("account/login/start", tokens_params(&other, "ws-2"))
         .await;
     assert_eq!(code(&e), -32600, "{e}");
-    assert_eq!(account(&mut c).await["account"]["email"], "one@example.com");
+    assert_eq!(c.account().await["account"]["email"], "one@example.com");
 }
 
 #[tokio::test]
 async fn policy_forced_workspace_as_a_toml_list() {
-    let (_p, mut c) = started(
-        &["-c", r#"forced_chatgpt_workspace_id=["ws-1","ws-3"]"#],
-        true,
-    )
-    .await;
+    let options = Options::default().config(r#"forced_chatgpt_workspace_id=["ws-1","ws-3"]"#);
+    let (_p, mut c) = started(options, true).await;
     let two = token("ws-2", "plus", "two@example.com", "list-2");
     let e = c
         .err("account/login/start", tokens_params(&two, "ws-2"))
@@ -504,18 +410,15 @@ async fn policy_forced_workspace_as_a_toml_list() {
             && message(&e).contains("ws-3"),
         "{e}"
     );
-    assert_signed_out(&mut c).await;
+    c.assert_signed_out().await;
     let three = token("ws-3", "plus", "three@example.com", "list-3");
     c.login_tokens(&three, "ws-3", None).await;
-    assert_eq!(
-        account(&mut c).await["account"]["email"],
-        "three@example.com"
-    );
+    assert_eq!(c.account().await["account"]["email"], "three@example.com");
 }
 
 #[tokio::test]
 async fn policy_forced_login_method_api() {
-    let (_p, mut c) = started(&["-c", "forced_login_method=api"], true).await;
+    let (_p, mut c) = started(Options::default().config("forced_login_method=api"), true).await;
     let access = token("ws-1", "plus", "a@example.com", "forced-api");
     let e = c
         .err("account/login/start", tokens_params(&access, "ws-1"))
@@ -537,33 +440,28 @@ async fn policy_forced_login_method_api() {
             "{params}"
         );
     }
-    assert_no_account_notifications(&mut c).await;
-    assert_signed_out(&mut c).await;
-    let r = c
-        .ok(
-            "account/login/start",
-            json!({"type": "apiKey", "apiKey": "sk-allowed"}),
-        )
-        .await;
-    assert_eq!(r, json!({"type": "apiKey"}));
+    c.assert_no_account_notifications().await;
+    c.assert_signed_out().await;
+    c.login_api_key("sk-allowed").await;
 }
 
 #[tokio::test]
 async fn policy_forced_login_method_chatgpt() {
-    let (p, mut c) = started(&["-c", "forced_login_method=chatgpt"], true).await;
+    let (p, mut c) = started(
+        Options::default().config("forced_login_method=chatgpt"),
+        true,
+    )
+    .await;
     let e = c
-        .err(
-            "account/login/start",
-            json!({"type": "apiKey", "apiKey": "sk-refused"}),
-        )
+        .err("account/login/start", api_key_params("sk-refused"))
         .await;
     assert_eq!(code(&e), -32600, "{e}");
     assert_eq!(
         message(&e),
         "API key login is disabled. Use ChatGPT login instead."
     );
-    assert_no_account_notifications(&mut c).await;
-    assert_signed_out(&mut c).await;
+    c.assert_no_account_notifications().await;
+    c.assert_signed_out().await;
     assert_eq!(auth_json(p.home.path()), None);
     let access = token("ws-1", "plus", "a@example.com", "forced-chatgpt");
     c.login_tokens(&access, "ws-1", None).await;
@@ -571,11 +469,11 @@ async fn policy_forced_login_method_chatgpt() {
 
 #[tokio::test]
 async fn policy_external_auth_blocks_other_logins_until_logout() {
-    let (p, mut c) = started(&[], true).await;
+    let (p, mut c) = started(Options::default(), true).await;
     let access = token("ws-1", "plus", "a@example.com", "blocks");
     c.login_tokens(&access, "ws-1", None).await;
     for params in [
-        json!({"type": "apiKey", "apiKey": "sk-blocked"}),
+        api_key_params("sk-blocked"),
         json!({"type": "chatgpt"}),
         json!({"type": "chatgptDeviceCode"}),
     ] {
@@ -583,34 +481,27 @@ async fn policy_external_auth_blocks_other_logins_until_logout() {
         assert_eq!(code(&e), -32600, "{params}: {e}");
         assert_eq!(message(&e), EXTERNAL_ACTIVE, "{params}");
     }
-    assert_no_account_notifications(&mut c).await;
+    c.assert_no_account_notifications().await;
     assert_eq!(auth_json(p.home.path()), None);
     assert_eq!(
-        account(&mut c).await["account"]["type"],
+        c.account().await["account"]["type"],
         "chatgpt",
         "external auth still in place"
     );
 
-    c.ok("account/logout", json!(null)).await;
-    c.notification("account/updated").await;
+    c.logout().await;
     let e = c
         .err("account/login/start", json!({"type": "chatgpt"}))
         .await;
     assert_ne!(message(&e), EXTERNAL_ACTIVE);
-    let r = c
-        .ok(
-            "account/login/start",
-            json!({"type": "apiKey", "apiKey": "sk-after-logout"}),
-        )
-        .await;
-    assert_eq!(r, json!({"type": "apiKey"}));
+    c.login_api_key("sk-after-logout").await;
 }
 
 // 9 -------------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn logout_in_external_mode_touches_no_file() {
-    let (p, mut c) = started(&[], true).await;
+    let (p, mut c) = started(Options::default(), true).await;
     let before_login = snapshot(p.home.path());
     let access = token("ws-1", "plus", "a@example.com", "logout-ext");
     c.login_tokens(&access, "ws-1", None).await;
@@ -632,28 +523,22 @@ async fn logout_in_external_mode_touches_no_file() {
         "{seen:?}"
     );
     assert_eq!(snapshot(p.home.path()), before, "logout changed CODEX_HOME");
-    assert_signed_out(&mut c).await;
+    c.assert_signed_out().await;
 }
 
 #[tokio::test]
 async fn logout_of_external_mode_keeps_a_stored_api_key() {
-    let (p, mut c) = started(&[], true).await;
-    c.ok(
-        "account/login/start",
-        json!({"type": "apiKey", "apiKey": "sk-stored-first"}),
-    )
-    .await;
-    c.notification("account/login/completed").await;
-    c.notification("account/updated").await;
+    let (p, mut c) = started(Options::default(), true).await;
+    c.login_api_key("sk-stored-first").await;
+    c.login_notifications().await;
     let stored = snapshot(p.home.path());
 
     let access = token("ws-1", "plus", "a@example.com", "over-api-key");
     let upd = c.login_tokens(&access, "ws-1", None).await;
     assert_eq!(upd["params"]["authMode"], "chatgptAuthTokens");
-    assert_eq!(account(&mut c).await["account"]["type"], "chatgpt");
+    assert_eq!(c.account().await["account"]["type"], "chatgpt");
 
-    assert_eq!(c.ok("account/logout", json!(null)).await, json!({}));
-    let updated = c.notification("account/updated").await;
+    let updated = c.logout().await;
     assert_eq!(
         updated["params"],
         json!({"authMode": "apikey", "planType": null})
@@ -663,24 +548,16 @@ async fn logout_of_external_mode_keeps_a_stored_api_key() {
         auth_json(p.home.path()),
         Some(json!({"auth_mode": "apikey", "OPENAI_API_KEY": "sk-stored-first"}))
     );
-    assert_eq!(
-        account(&mut c).await,
-        json!({"account": {"type": "apiKey"}, "userId": null, "requiresOpenaiAuth": true})
-    );
+    assert_eq!(c.account().await, api_key_account());
 }
 
 #[tokio::test]
 async fn logout_in_api_key_mode_removes_auth_json() {
-    let (p, mut c) = started(&[], false).await;
-    c.ok(
-        "account/login/start",
-        json!({"type": "apiKey", "apiKey": "sk-to-remove"}),
-    )
-    .await;
+    let (p, mut c) = started(Options::default(), false).await;
+    c.login_api_key("sk-to-remove").await;
     c.notification("account/updated").await;
     assert!(auth_json(p.home.path()).is_some());
-    assert_eq!(c.ok("account/logout", json!(null)).await, json!({}));
-    let updated = c.notification("account/updated").await;
+    let updated = c.logout().await;
     assert_eq!(
         updated["params"],
         json!({"authMode": null, "planType": null})
@@ -691,12 +568,12 @@ async fn logout_in_api_key_mode_removes_auth_json() {
         "left behind: {:?}",
         snapshot(p.home.path()).keys().collect::<Vec<_>>()
     );
-    assert_signed_out(&mut c).await;
+    c.assert_signed_out().await;
 }
 
 #[tokio::test]
 async fn logout_when_signed_out_still_answers_and_notifies() {
-    let (p, mut c) = started(&[], false).await;
+    let (p, mut c) = started(Options::default(), false).await;
     for params in [None, Some(Value::Null)] {
         let r = c.call("account/logout", params).await;
         assert_eq!(r["result"], json!({}), "{r}");
@@ -707,16 +584,16 @@ async fn logout_when_signed_out_still_answers_and_notifies() {
         );
     }
     assert!(snapshot(p.home.path()).is_empty());
-    assert_signed_out(&mut c).await;
+    c.assert_signed_out().await;
 }
 
 // 10 ------------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn two_websocket_connections_share_the_auth_state() {
-    let (_p, addr) = Proc::ws(&[], Options::default()).await;
-    let mut a = Client::ws(&addr, &[]).await.expect("connect A");
-    let mut b = Client::ws(&addr, &[]).await.expect("connect B");
+    let (_p, addr) = Proc::ws(Options::default()).await;
+    let mut a = Client::connect(&addr, &[]).await;
+    let mut b = Client::connect(&addr, &[]).await;
     a.initialize("A", true).await;
     b.initialize("B", false).await;
 
@@ -737,15 +614,15 @@ async fn two_websocket_connections_share_the_auth_state() {
         "userId": "user-ws-1",
         "requiresOpenaiAuth": true
     });
-    assert_eq!(account(&mut b).await, expected);
-    assert_eq!(account(&mut a).await, expected);
+    assert_eq!(b.account().await, expected);
+    assert_eq!(a.account().await, expected);
 
     // B's logout signs A out too, and both hear of it.
     assert_eq!(b.ok("account/logout", json!(null)).await, json!({}));
     for c in [&mut a, &mut b] {
         let n = c.notification("account/updated").await;
         assert_eq!(n["params"], json!({"authMode": null, "planType": null}));
-        assert_signed_out(c).await;
+        c.assert_signed_out().await;
     }
 }
 
@@ -760,7 +637,7 @@ async fn send_valid(c: &mut Client, n: &mut u32, method: &str, params: Option<Va
         request["params"] = p;
     }
     assert!(
-        support::conformance::client_request_is_valid(&request),
+        kit::conformance::client_request_is_valid(&request),
         "the reference does not allow {request}"
     );
     c.send(&request);
@@ -776,7 +653,7 @@ async fn send_valid(c: &mut Client, n: &mut u32, method: &str, params: Option<Va
 
 #[tokio::test]
 async fn every_request_the_reference_allows_is_accepted() {
-    let (p, mut c) = Proc::stdio(&[]);
+    let (p, mut c) = Proc::stdio(Options::default());
     let mut n = 0;
     let r = send_valid(
         &mut c,
@@ -829,7 +706,7 @@ async fn every_request_the_reference_allows_is_accepted() {
         &mut c,
         &mut n,
         "account/login/start",
-        Some(json!({"type": "apiKey", "apiKey": "sk-conformance"})),
+        Some(api_key_params("sk-conformance")),
     )
     .await;
     assert_eq!(r["result"], json!({"type": "apiKey"}), "{r}");
@@ -878,7 +755,7 @@ async fn every_request_the_reference_allows_is_accepted() {
     assert_eq!(r["result"], json!({"status": "notFound"}), "{r}");
 
     // A minimal initialize (no capabilities, null title) on another connection.
-    let (_p2, mut c2) = Proc::stdio(&[]);
+    let (_p2, mut c2) = Proc::stdio(Options::default());
     let mut n2 = 0;
     let r = send_valid(
         &mut c2,
@@ -888,7 +765,7 @@ async fn every_request_the_reference_allows_is_accepted() {
     )
     .await;
     assert!(r.get("result").is_some(), "{r}");
-    let (_p3, mut c3) = Proc::stdio(&[]);
+    let (_p3, mut c3) = Proc::stdio(Options::default());
     let mut n3 = 0;
     let r = send_valid(
         &mut c3,
@@ -904,7 +781,7 @@ async fn every_request_the_reference_allows_is_accepted() {
 
 #[tokio::test]
 async fn login_cancel_checks_the_id_and_finds_nothing_to_cancel() {
-    let (_p, mut c) = started(&[], false).await;
+    let (_p, mut c) = started(Options::default(), false).await;
     let e = c
         .err("account/login/cancel", json!({"loginId": "not-a-uuid"}))
         .await;
@@ -917,13 +794,13 @@ async fn login_cancel_checks_the_id_and_finds_nothing_to_cancel() {
 
 #[tokio::test]
 async fn bedrock_logins_from_the_reference_list_get_a_clear_refusal() {
-    let (_p, mut c) = started(&[], true).await;
+    let (_p, mut c) = started(Options::default(), true).await;
     for params in [
         json!({"type": "amazonBedrock", "apiKey": "bedrock-key", "region": "us-east-1"}),
         json!({"type": "amazonBedrockAccessKeys", "accessKeyId": "AKIA", "secretAccessKey": "s", "region": "us-east-1", "sessionToken": null}),
     ] {
         let request = json!({"id": 1, "method": "account/login/start", "params": params});
-        assert!(support::conformance::client_request_is_valid(&request));
+        assert!(kit::conformance::client_request_is_valid(&request));
         let e = c.err("account/login/start", params).await;
         assert_eq!(e["code"], -32600, "{e}");
         assert!(

@@ -1,20 +1,17 @@
 //! The JSON-RPC core over the real binary's stdio: envelope, handshake, errors, lifecycle.
 
-mod support;
+mod kit;
 
-use std::time::Duration;
-
+use kit::client::{api_key_params, assert_error, signed_out};
+use kit::wait::QUIET;
+use kit::{Options, Proc, process};
 use serde_json::{Value, json};
-use support::{Proc, WAIT};
 
 #[tokio::test]
 async fn requests_before_initialize_are_refused_then_served_after_it() {
-    let (_p, mut c) = Proc::stdio(&[]);
+    let (_p, mut c) = Proc::stdio(Options::default());
     let e = c.err("account/read", json!({})).await;
-    assert_eq!(
-        (e["code"].as_i64(), e["message"].as_str()),
-        (Some(-32600), Some("Not initialized"))
-    );
+    assert_error(&e, -32600, "Not initialized");
     let r = c
         .ok(
             "initialize",
@@ -36,26 +33,19 @@ async fn requests_before_initialize_are_refused_then_served_after_it() {
     );
     assert_eq!(r["platformOs"], std::env::consts::OS);
     // Served without waiting for `initialized`.
-    let r = c.ok("account/read", json!({})).await;
-    assert_eq!(
-        r,
-        json!({"account": null, "userId": null, "requiresOpenaiAuth": true})
-    );
+    assert_eq!(c.account().await, signed_out());
     let e = c
         .err(
             "initialize",
             json!({"clientInfo": {"name": "again", "version": "1"}}),
         )
         .await;
-    assert_eq!(
-        (e["code"].as_i64(), e["message"].as_str()),
-        (Some(-32600), Some("Already initialized"))
-    );
+    assert_error(&e, -32600, "Already initialized");
 }
 
 #[tokio::test]
 async fn a_request_pipelined_right_behind_initialize_sees_the_session() {
-    let (_p, mut c) = Proc::stdio(&[]);
+    let (_p, mut c) = Proc::stdio(Options::default());
     c.send_raw(
         r#"{"id":1,"method":"initialize","params":{"clientInfo":{"name":"a","version":"1"}}}"#,
     );
@@ -67,13 +57,12 @@ async fn a_request_pipelined_right_behind_initialize_sees_the_session() {
 
 #[tokio::test]
 async fn output_mirrors_the_dialect_of_the_first_message() {
-    let (_p, mut plain) = Proc::stdio(&[]);
-    plain.initialize("plain", false).await;
+    let (_p, mut plain) = Proc::initialized(Options::default(), "plain", false).await;
     plain.send_raw(r#"{"jsonrpc":"2.0","id":"s-1","method":"account/read","params":{}}"#);
     let r = plain.response(&json!("s-1")).await;
     assert!(r.get("jsonrpc").is_none(), "{r}");
 
-    let (_p2, mut strict) = Proc::stdio(&[]);
+    let (_p2, mut strict) = Proc::stdio(Options::default());
     strict.send_raw(r#"{"jsonrpc":"2.0","id":-7,"method":"initialize","params":{"clientInfo":{"name":"s","version":"1"}}}"#);
     let r = strict.response(&json!(-7)).await;
     assert_eq!(r["jsonrpc"], "2.0");
@@ -87,8 +76,7 @@ async fn output_mirrors_the_dialect_of_the_first_message() {
 
 #[tokio::test]
 async fn bad_input_gets_json_rpc_errors_and_the_connection_goes_on() {
-    let (_p, mut c) = Proc::stdio(&[]);
-    c.initialize("t", false).await;
+    let (_p, mut c) = Proc::initialized(Options::default(), "t", false).await;
     let cases: &[(&str, i64)] = &[
         ("{not json", -32700),
         (r#"[{"id":1,"method":"account/read"}]"#, -32600),
@@ -126,8 +114,8 @@ async fn bad_input_gets_json_rpc_errors_and_the_connection_goes_on() {
 
 #[tokio::test]
 async fn an_oversized_line_is_answered_and_skipped() {
-    let (_p, mut c) = Proc::stdio(&["-c", "authbridge.max_message_bytes=4096"]);
-    c.initialize("t", false).await;
+    let options = Options::default().config("authbridge.max_message_bytes=4096");
+    let (_p, mut c) = Proc::initialized(options, "t", false).await;
     let big = format!(
         r#"{{"id":5,"method":"account/read","params":{{"pad":"{}"}}}}"#,
         "x".repeat(10_000)
@@ -136,18 +124,12 @@ async fn an_oversized_line_is_answered_and_skipped() {
     let e = c.next().await;
     assert_eq!(e["error"]["code"], -32600, "{e}");
     assert!(e["error"]["message"].as_str().unwrap().contains("4096"));
-    assert!(
-        c.ok("account/read", json!({}))
-            .await
-            .get("account")
-            .is_some()
-    );
+    assert!(c.account().await.get("account").is_some());
 }
 
 #[tokio::test]
 async fn eof_on_stdin_finishes_and_exits_zero() {
-    let (mut p, mut c) = Proc::stdio(&[]);
-    c.initialize("t", false).await;
+    let (mut p, mut c) = Proc::initialized(Options::default(), "t", false).await;
     c.send_raw(r#"{"id":77,"method":"account/read","params":{}}"#);
     c.close();
     // The request sent just before EOF is still answered.
@@ -159,58 +141,34 @@ async fn eof_on_stdin_finishes_and_exits_zero() {
 #[cfg(unix)]
 #[tokio::test]
 async fn sigterm_and_sigint_exit_zero() {
-    for signal in ["-TERM", "-INT"] {
-        let (mut p, mut c) = Proc::stdio(&[]);
-        c.initialize("t", false).await;
-        let pid = p.child.id().unwrap().to_string();
-        let status = std::process::Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        assert_eq!(p.exit_code().await, 0, "after kill {signal}");
+    for signal in ["TERM", "INT"] {
+        let (mut p, _c) = Proc::initialized(Options::default(), "t", false).await;
+        p.signal(signal);
+        assert_eq!(p.exit_code().await, 0, "after SIG{signal}");
     }
 }
 
 #[tokio::test]
 async fn stdout_carries_only_protocol_and_logs_go_to_stderr() {
-    let (p, mut c) = Proc::stdio_with(
-        &[],
-        support::Options {
-            rust_log: Some("trace".into()),
-            ..Default::default()
-        },
-    );
-    c.initialize("t", false).await;
-    c.ok("account/read", json!({})).await;
-    c.ok("account/logout", json!(null)).await;
-    c.notification("account/updated").await;
+    let (p, mut c) = Proc::initialized(Options::default().log("trace"), "t", false).await;
+    c.account().await;
+    c.logout().await;
     // Every line read so far parsed as JSON (the client asserts it); stderr has the logs.
-    tokio::time::timeout(WAIT, async {
-        while !p.stderr().contains("connection opened") {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("trace logs on stderr");
+    p.wait_stderr("connection opened").await;
 }
 
 #[tokio::test]
 async fn opt_out_suppresses_notifications_on_that_connection() {
-    let (_p, mut c) = Proc::stdio(&[]);
+    let (_p, mut c) = Proc::stdio(Options::default());
     c.ok(
         "initialize",
         json!({"clientInfo": {"name": "t", "version": "1"}, "capabilities": {"optOutNotificationMethods": ["account/updated"]}}),
     )
     .await;
-    c.ok(
-        "account/login/start",
-        json!({"type": "apiKey", "apiKey": "sk-opt-out"}),
-    )
-    .await;
+    c.login_api_key("sk-opt-out").await;
     c.notification("account/login/completed").await;
     c.ok("account/logout", json!({})).await;
-    c.assert_no("account/updated", Duration::from_millis(300), |v| {
+    c.assert_no("account/updated", QUIET, |v| {
         v["method"] == "account/updated"
     })
     .await;
@@ -218,76 +176,44 @@ async fn opt_out_suppresses_notifications_on_that_connection() {
 
 #[tokio::test]
 async fn cli_rejects_bad_config_and_accepts_c_on_both_sides() {
-    let out = std::process::Command::new(support::bin())
-        .args(["-c", "forced_chatgpt_workspace_id=\"a,b\"", "app-server"])
-        .env("CODEX_HOME", tempfile::tempdir().unwrap().path())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let out = process::output(&["-c", "forced_chatgpt_workspace_id=\"a,b\"", "app-server"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("TOML list"));
     assert!(out.stdout.is_empty());
-    let out = std::process::Command::new(support::bin())
-        .args([
-            "app-server",
-            "-c",
-            "chatgpt_base_url=\"http://example.com/backend-api/\"",
-        ])
-        .env("CODEX_HOME", tempfile::tempdir().unwrap().path())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
+    let out = process::output(&[
+        "app-server",
+        "-c",
+        "chatgpt_base_url=\"http://example.com/backend-api/\"",
+    ])
+    .await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("clear text"));
 }
 
-#[tokio::test]
-async fn config_toml_in_codex_home_is_read_and_c_overrides_it() {
+/// A `CODEX_HOME` whose `config.toml` forces ChatGPT login.
+fn home_forcing_chatgpt_login() -> tempfile::TempDir {
     let home = tempfile::tempdir().unwrap();
     std::fs::write(
         home.path().join("config.toml"),
         "forced_login_method = \"chatgpt\"\n",
     )
     .unwrap();
-    let (_p, mut c) = Proc::stdio_with(
-        &[],
-        support::Options {
-            home: Some(home),
-            ..Default::default()
-        },
-    );
-    c.initialize("t", false).await;
-    let e = c
-        .err(
-            "account/login/start",
-            json!({"type": "apiKey", "apiKey": "sk-x"}),
-        )
-        .await;
+    home
+}
+
+#[tokio::test]
+async fn config_toml_in_codex_home_is_read_and_c_overrides_it() {
+    let options = Options::default().home(home_forcing_chatgpt_login());
+    let (_p, mut c) = Proc::initialized(options, "t", false).await;
+    let e = c.err("account/login/start", api_key_params("sk-x")).await;
     assert_eq!(
         e["message"],
         "API key login is disabled. Use ChatGPT login instead."
     );
 
-    let home = tempfile::tempdir().unwrap();
-    std::fs::write(
-        home.path().join("config.toml"),
-        "forced_login_method = \"chatgpt\"\n",
-    )
-    .unwrap();
-    let (_p, mut c) = Proc::stdio_with(
-        &["-c", "forced_login_method=api"],
-        support::Options {
-            home: Some(home),
-            ..Default::default()
-        },
-    );
-    c.initialize("t", false).await;
-    assert_eq!(
-        c.ok(
-            "account/login/start",
-            json!({"type": "apiKey", "apiKey": "sk-x"})
-        )
-        .await["type"],
-        "apiKey"
-    );
+    let options = Options::default()
+        .home(home_forcing_chatgpt_login())
+        .config("forced_login_method=api");
+    let (_p, mut c) = Proc::initialized(options, "t", false).await;
+    c.login_api_key("sk-x").await;
 }

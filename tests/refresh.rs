@@ -2,29 +2,37 @@
 //! 127.0.0.1 that only accepts the tokens it was told to, and a parent that answers (or
 //! does not answer) `account/chatgptAuthTokens/refresh`.
 
-mod support;
+mod kit;
 
 use std::time::{Duration, Instant};
 
+use kit::client::{REFRESH, refreshed};
+use kit::jwt::token;
+use kit::{Client, MockBackend, Options, Proc, USAGE_PATH, wait};
 use serde_json::{Value, json};
-use support::backend::{MockBackend, USAGE_PATH};
-use support::{Client, Proc, token};
 
-const REFRESH: &str = "account/chatgptAuthTokens/refresh";
+const RATE_LIMITS: &str = "account/rateLimits/read";
 
-/// A server pointed at `backend`, with a parent signed in as ws-1 with `expired`.
-async fn signed_in(backend: &MockBackend, expired: &str, extra: &[&str]) -> (Proc, Client) {
-    let base = backend.config_arg();
-    let mut args = vec!["-c", base.as_str()];
-    args.extend_from_slice(extra);
-    let (p, mut c) = Proc::stdio(&args);
-    c.initialize("parent", true).await;
-    c.login_tokens(expired, "ws-1", Some("plus")).await;
+/// A token for ws-1 on the plus plan; `nonce` tells tokens apart.
+fn ws1(nonce: &str) -> String {
+    token("ws-1", "plus", "a@example.com", nonce)
+}
+
+/// A server pointed at `backend`, with a parent signed in as ws-1 with `access`.
+async fn signed_in(backend: &MockBackend, access: &str, options: Options) -> (Proc, Client) {
+    let (p, mut c) = Proc::initialized(options.backend(backend), "parent", true).await;
+    c.login_tokens(access, "ws-1", Some("plus")).await;
     (p, c)
 }
 
-fn send_rate_limits(c: &mut Client, id: i64) {
-    c.send(&json!({"id": id, "method": "account/rateLimits/read"}));
+/// Sends `account/rateLimits/read` without waiting; returns its id.
+fn read_rate_limits(c: &mut Client) -> Value {
+    c.request(RATE_LIMITS, None)
+}
+
+/// Asserts no refresh request arrives within `quiet`.
+async fn assert_no_refresh(c: &mut Client, what: &str, quiet: Duration) {
+    c.assert_no(what, quiet, |v| v["method"] == REFRESH).await;
 }
 
 fn auth_error(response: &Value) -> &str {
@@ -36,10 +44,10 @@ fn auth_error(response: &Value) -> &str {
 #[tokio::test]
 async fn a_valid_call_carries_the_tokens_and_the_client_headers() {
     let backend = MockBackend::start().await;
-    let good = token("ws-1", "plus", "a@example.com", "good");
+    let good = ws1("good");
     backend.allow(&good);
-    let (_p, mut c) = signed_in(&backend, &good, &[]).await;
-    let r = c.ok("account/rateLimits/read", Value::Null).await;
+    let (_p, mut c) = signed_in(&backend, &good, Options::default()).await;
+    let r = c.ok(RATE_LIMITS, Value::Null).await;
     assert_eq!(r["rateLimits"]["primary"]["usedPercent"], 42);
     assert_eq!(r["rateLimits"]["primary"]["windowDurationMins"], 300);
     assert_eq!(r["rateLimits"]["limitId"], "codex");
@@ -58,11 +66,10 @@ async fn a_valid_call_carries_the_tokens_and_the_client_headers() {
 #[tokio::test]
 async fn a_401_asks_the_owner_once_and_retries_with_the_fresh_tokens() {
     let backend = MockBackend::start().await;
-    let expired = token("ws-1", "plus", "a@example.com", "old");
-    let fresh = token("ws-1", "plus", "a@example.com", "new");
+    let (expired, fresh) = (ws1("old"), ws1("new"));
     backend.allow(&fresh);
-    let (_p, mut c) = signed_in(&backend, &expired, &[]).await;
-    send_rate_limits(&mut c, 1);
+    let (_p, mut c) = signed_in(&backend, &expired, Options::default()).await;
+    let call = read_rate_limits(&mut c);
     let req = c.server_request(REFRESH).await;
     assert_eq!(
         req["params"],
@@ -72,7 +79,7 @@ async fn a_401_asks_the_owner_once_and_retries_with_the_fresh_tokens() {
         &req["id"],
         json!({"accessToken": fresh, "chatgptAccountId": "ws-1", "chatgptPlanType": "plus"}),
     );
-    let r = c.response(&json!(1)).await;
+    let r = c.response(&call).await;
     assert_eq!(
         r["result"]["rateLimits"]["primary"]["usedPercent"], 42,
         "{r}"
@@ -85,18 +92,18 @@ async fn a_401_asks_the_owner_once_and_retries_with_the_fresh_tokens() {
     })
     .await;
     // The new tokens stay installed: the next call needs no refresh.
-    c.ok("account/rateLimits/read", json!({})).await;
+    c.ok(RATE_LIMITS, json!({})).await;
     assert_eq!(backend.calls_with(USAGE_PATH, &fresh), 2);
 }
 
 #[tokio::test]
 async fn a_refresh_that_changes_the_plan_or_account_sends_account_updated() {
     let backend = MockBackend::start().await;
-    let expired = token("ws-1", "plus", "a@example.com", "old");
+    let expired = ws1("old");
     let fresh = token("ws-2", "pro", "a@example.com", "new");
     backend.allow(&fresh);
-    let (_p, mut c) = signed_in(&backend, &expired, &[]).await;
-    send_rate_limits(&mut c, 1);
+    let (_p, mut c) = signed_in(&backend, &expired, Options::default()).await;
+    let call = read_rate_limits(&mut c);
     let req = c.server_request(REFRESH).await;
     c.respond(
         &req["id"],
@@ -107,39 +114,36 @@ async fn a_refresh_that_changes_the_plan_or_account_sends_account_updated() {
         updated["params"],
         json!({"authMode": "chatgptAuthTokens", "planType": "pro"})
     );
-    assert!(c.response(&json!(1)).await.get("result").is_some());
+    assert!(c.response(&call).await.get("result").is_some());
     assert_eq!(backend.last_headers()["chatgpt-account-id"], "ws-2");
-    let read = c.ok("account/read", json!({})).await;
-    assert_eq!(read["account"]["planType"], "pro");
+    assert_eq!(c.account().await["account"]["planType"], "pro");
 }
 
 #[tokio::test]
 async fn the_original_refresh_shape_is_accepted() {
     let backend = MockBackend::start().await;
-    let expired = token("ws-1", "plus", "a@example.com", "old");
-    let fresh = token("ws-1", "plus", "a@example.com", "new");
+    let (expired, fresh) = (ws1("old"), ws1("new"));
     backend.allow(&fresh);
-    let (_p, mut c) = signed_in(&backend, &expired, &[]).await;
-    send_rate_limits(&mut c, 1);
+    let (_p, mut c) = signed_in(&backend, &expired, Options::default()).await;
+    let call = read_rate_limits(&mut c);
     let req = c.server_request(REFRESH).await;
     let id_token = token("ws-1", "team", "id@example.com", "id");
     c.respond(
         &req["id"],
         json!({"idToken": id_token, "accessToken": fresh}),
     );
-    assert!(c.response(&json!(1)).await.get("result").is_some());
+    assert!(c.response(&call).await.get("result").is_some());
     assert_eq!(backend.last_headers()["chatgpt-account-id"], "ws-1");
 }
 
 #[tokio::test]
 async fn a_parent_error_fails_the_call_at_once_keeping_its_code_and_message() {
     let backend = MockBackend::start().await;
-    let expired = token("ws-1", "plus", "a@example.com", "old");
-    let (_p, mut c) = signed_in(&backend, &expired, &[]).await;
-    send_rate_limits(&mut c, 1);
+    let (_p, mut c) = signed_in(&backend, &ws1("old"), Options::default()).await;
+    let call = read_rate_limits(&mut c);
     let req = c.server_request(REFRESH).await;
     c.respond_error(&req["id"], -32042, "user signed out of the IDE");
-    let r = c.response(&json!(1)).await;
+    let r = c.response(&call).await;
     assert_eq!(auth_error(&r), "refreshRejected");
     assert_eq!(
         r["error"]["data"]["parentError"],
@@ -161,52 +165,36 @@ async fn a_parent_error_fails_the_call_at_once_keeping_its_code_and_message() {
 #[tokio::test]
 async fn no_answer_times_out_and_a_late_answer_is_ignored() {
     let backend = MockBackend::start().await;
-    let expired = token("ws-1", "plus", "a@example.com", "old");
-    let fresh = token("ws-1", "plus", "a@example.com", "new");
+    let (expired, fresh) = (ws1("old"), ws1("new"));
     backend.allow(&fresh);
-    let (_p, mut c) = signed_in(
-        &backend,
-        &expired,
-        &["-c", "authbridge.refresh_timeout_ms=300"],
-    )
-    .await;
-    send_rate_limits(&mut c, 1);
+    let options = Options::default().config("authbridge.refresh_timeout_ms=300");
+    let (_p, mut c) = signed_in(&backend, &expired, options).await;
+    let call = read_rate_limits(&mut c);
     let req = c.server_request(REFRESH).await;
-    let r = c.response(&json!(1)).await;
+    let r = c.response(&call).await;
     assert_eq!(auth_error(&r), "refreshTimeout");
     // The late answer matches nothing and changes nothing; the server keeps serving.
-    c.respond(
-        &req["id"],
-        json!({"accessToken": fresh, "chatgptAccountId": "ws-1"}),
-    );
-    send_rate_limits(&mut c, 2);
+    c.respond(&req["id"], refreshed(&fresh, "ws-1"));
+    let call = read_rate_limits(&mut c);
     let again = c.server_request(REFRESH).await;
     assert_ne!(again["id"], req["id"], "ids are never reused");
-    c.respond(
-        &again["id"],
-        json!({"accessToken": fresh, "chatgptAccountId": "ws-1"}),
-    );
-    assert!(c.response(&json!(2)).await.get("result").is_some());
+    c.respond(&again["id"], refreshed(&fresh, "ws-1"));
+    assert!(c.response(&call).await.get("result").is_some());
 }
 
 #[tokio::test]
 async fn malformed_or_non_jwt_answers_fail_the_call_without_retry() {
     let backend = MockBackend::start().await;
-    let expired = token("ws-1", "plus", "a@example.com", "old");
-    let (_p, mut c) = signed_in(&backend, &expired, &[]).await;
-    for (i, answer) in [
+    let (_p, mut c) = signed_in(&backend, &ws1("old"), Options::default()).await;
+    for answer in [
         json!({"chatgptAccountId": "ws-1"}),
-        json!({"accessToken": "not-a-jwt", "chatgptAccountId": "ws-1"}),
+        refreshed("not-a-jwt", "ws-1"),
         json!("nope"),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let id = 10 + i as i64;
-        send_rate_limits(&mut c, id);
+    ] {
+        let call = read_rate_limits(&mut c);
         let req = c.server_request(REFRESH).await;
         c.respond(&req["id"], answer.clone());
-        let r = c.response(&json!(id)).await;
+        let r = c.response(&call).await;
         assert_eq!(auth_error(&r), "refreshInvalid", "{answer} -> {r}");
         assert!(
             !r.to_string().contains("not-a-jwt"),
@@ -219,24 +207,16 @@ async fn malformed_or_non_jwt_answers_fail_the_call_without_retry() {
 #[tokio::test]
 async fn a_refresh_outside_the_forced_workspace_installs_nothing_and_the_next_401_asks_again() {
     let backend = MockBackend::start().await;
-    let expired = token("ws-1", "plus", "a@example.com", "old");
+    let (expired, fresh) = (ws1("old"), ws1("new"));
     let other = token("ws-2", "plus", "a@example.com", "other");
-    let fresh = token("ws-1", "plus", "a@example.com", "new");
     backend.allow(&other);
     backend.allow(&fresh);
-    let (_p, mut c) = signed_in(
-        &backend,
-        &expired,
-        &["-c", "forced_chatgpt_workspace_id=\"ws-1\""],
-    )
-    .await;
-    send_rate_limits(&mut c, 1);
+    let options = Options::default().config("forced_chatgpt_workspace_id=\"ws-1\"");
+    let (_p, mut c) = signed_in(&backend, &expired, options).await;
+    let call = read_rate_limits(&mut c);
     let req = c.server_request(REFRESH).await;
-    c.respond(
-        &req["id"],
-        json!({"accessToken": other, "chatgptAccountId": "ws-2"}),
-    );
-    let r = c.response(&json!(1)).await;
+    c.respond(&req["id"], refreshed(&other, "ws-2"));
+    let r = c.response(&call).await;
     assert_eq!(auth_error(&r), "workspaceMismatch");
     assert!(r["error"]["message"].as_str().unwrap().contains("ws-2"));
     assert_eq!(
@@ -244,95 +224,64 @@ async fn a_refresh_outside_the_forced_workspace_installs_nothing_and_the_next_40
         0,
         "the refused token is never used"
     );
-    send_rate_limits(&mut c, 2);
+    let call = read_rate_limits(&mut c);
     let req = c.server_request(REFRESH).await;
     assert_eq!(req["params"]["previousAccountId"], "ws-1");
-    c.respond(
-        &req["id"],
-        json!({"accessToken": fresh, "chatgptAccountId": "ws-1"}),
-    );
-    assert!(c.response(&json!(2)).await.get("result").is_some());
+    c.respond(&req["id"], refreshed(&fresh, "ws-1"));
+    assert!(c.response(&call).await.get("result").is_some());
 }
 
 #[tokio::test]
 async fn a_second_401_is_final_and_asks_only_once() {
     let backend = MockBackend::start().await;
-    let expired = token("ws-1", "plus", "a@example.com", "old");
-    let still_bad = token("ws-1", "plus", "a@example.com", "still-bad");
-    let (_p, mut c) = signed_in(&backend, &expired, &[]).await;
-    send_rate_limits(&mut c, 1);
+    let (_p, mut c) = signed_in(&backend, &ws1("old"), Options::default()).await;
+    let call = read_rate_limits(&mut c);
     let req = c.server_request(REFRESH).await;
-    c.respond(
-        &req["id"],
-        json!({"accessToken": still_bad, "chatgptAccountId": "ws-1"}),
-    );
-    let r = c.response(&json!(1)).await;
+    c.respond(&req["id"], refreshed(&ws1("still-bad"), "ws-1"));
+    let r = c.response(&call).await;
     assert_eq!(auth_error(&r), "unauthorized");
     assert_eq!(backend.calls(USAGE_PATH), 2);
-    c.assert_no("a second refresh", Duration::from_millis(200), |v| {
-        v["method"] == REFRESH
-    })
-    .await;
+    assert_no_refresh(&mut c, "a second refresh", Duration::from_millis(200)).await;
 }
 
 #[tokio::test]
 async fn fifty_concurrent_401s_share_one_refresh() {
     let backend = MockBackend::start().await;
-    let expired = token("ws-1", "plus", "a@example.com", "old");
-    let fresh = token("ws-1", "plus", "a@example.com", "new");
+    let (expired, fresh) = (ws1("old"), ws1("new"));
     backend.allow(&fresh);
-    let (_p, mut c) = signed_in(&backend, &expired, &[]).await;
-    for id in 0..50 {
-        send_rate_limits(&mut c, id);
-    }
+    let (_p, mut c) = signed_in(&backend, &expired, Options::default()).await;
+    let calls: Vec<Value> = (0..50).map(|_| read_rate_limits(&mut c)).collect();
     let req = c.server_request(REFRESH).await;
     // Let every call reach its 401 before answering, so all of them wait on this refresh.
-    let deadline = Instant::now() + support::WAIT;
-    while backend.calls_with(USAGE_PATH, &expired) < 50 {
-        assert!(
-            Instant::now() < deadline,
-            "only {} calls arrived",
-            backend.calls_with(USAGE_PATH, &expired)
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    c.respond(
-        &req["id"],
-        json!({"accessToken": fresh, "chatgptAccountId": "ws-1"}),
-    );
-    for id in 0..50 {
-        let r = c.response(&json!(id)).await;
+    wait::until("50 calls with the expired token", || {
+        backend.calls_with(USAGE_PATH, &expired) >= 50
+    })
+    .await;
+    c.respond(&req["id"], refreshed(&fresh, "ws-1"));
+    for call in &calls {
+        let r = c.response(call).await;
         assert!(r.get("result").is_some(), "{r}");
     }
     assert_eq!(backend.calls_with(USAGE_PATH, &expired), 50);
     assert_eq!(backend.calls_with(USAGE_PATH, &fresh), 50);
-    c.assert_no("a second refresh", Duration::from_millis(200), |v| {
-        v["method"] == REFRESH
-    })
-    .await;
+    assert_no_refresh(&mut c, "a second refresh", Duration::from_millis(200)).await;
 }
 
 #[tokio::test]
 async fn the_refresh_goes_to_the_owner_only_and_an_owner_disconnect_fails_the_wait_at_once() {
     let backend = MockBackend::start().await;
-    let expired = token("ws-1", "plus", "a@example.com", "old");
-    let base = backend.config_arg();
-    let (_p, addr) = Proc::ws(&["-c", &base], Default::default()).await;
-    let mut owner = Client::ws(&addr, &[]).await.unwrap();
-    let mut other = Client::ws(&addr, &[]).await.unwrap();
+    let (_p, addr) = Proc::ws(Options::default().backend(&backend)).await;
+    let mut owner = Client::connect(&addr, &[]).await;
+    let mut other = Client::connect(&addr, &[]).await;
     owner.initialize("owner", true).await;
     other.initialize("other", true).await;
-    owner.login_tokens(&expired, "ws-1", None).await;
-    send_rate_limits(&mut other, 1);
+    owner.login_tokens(&ws1("old"), "ws-1", None).await;
+    let call = read_rate_limits(&mut other);
     owner.server_request(REFRESH).await;
-    other
-        .assert_no("refresh request", Duration::from_millis(100), |v| {
-            v["method"] == REFRESH
-        })
-        .await;
+    assert_no_refresh(&mut other, "refresh request", Duration::from_millis(100)).await;
     let started = Instant::now();
     owner.close();
-    let r = other.response(&json!(1)).await;
+    let r = other.response(&call).await;
     assert_eq!(auth_error(&r), "ownerDisconnected");
     assert!(
         started.elapsed() < Duration::from_secs(1),
@@ -341,8 +290,8 @@ async fn the_refresh_goes_to_the_owner_only_and_an_owner_disconnect_fails_the_wa
     );
     // With the owner gone, the next 401 fails at once without asking anyone.
     let started = Instant::now();
-    send_rate_limits(&mut other, 2);
-    let r = other.response(&json!(2)).await;
+    let call = read_rate_limits(&mut other);
+    let r = other.response(&call).await;
     assert_eq!(auth_error(&r), "ownerDisconnected");
     assert!(started.elapsed() < Duration::from_secs(1));
 }
@@ -350,37 +299,30 @@ async fn the_refresh_goes_to_the_owner_only_and_an_owner_disconnect_fails_the_wa
 #[tokio::test]
 async fn tokens_outlive_their_owner_until_they_fail() {
     let backend = MockBackend::start().await;
-    let good = token("ws-1", "plus", "a@example.com", "good");
+    let good = ws1("good");
     backend.allow(&good);
-    let base = backend.config_arg();
-    let (_p, addr) = Proc::ws(&["-c", &base], Default::default()).await;
-    let mut owner = Client::ws(&addr, &[]).await.unwrap();
+    let (_p, addr) = Proc::ws(Options::default().backend(&backend)).await;
+    let mut owner = Client::connect(&addr, &[]).await;
     owner.initialize("owner", true).await;
     owner.login_tokens(&good, "ws-1", None).await;
     owner.close();
-    let mut other = Client::ws(&addr, &[]).await.unwrap();
+    let mut other = Client::connect(&addr, &[]).await;
     other.initialize("other", false).await;
-    let r = other.ok("account/rateLimits/read", json!({})).await;
+    let r = other.ok(RATE_LIMITS, json!({})).await;
     assert_eq!(r["rateLimits"]["primary"]["usedPercent"], 42);
 }
 
 #[tokio::test]
 async fn rate_limits_need_chatgpt_auth() {
     let backend = MockBackend::start().await;
-    let base = backend.config_arg();
-    let (_p, mut c) = Proc::stdio(&["-c", &base]);
-    c.initialize("t", true).await;
-    let e = c.err("account/rateLimits/read", Value::Null).await;
+    let (_p, mut c) = Proc::initialized(Options::default().backend(&backend), "t", true).await;
+    let e = c.err(RATE_LIMITS, Value::Null).await;
     assert_eq!(
         e["message"],
         "codex account authentication required to read rate limits"
     );
-    c.ok(
-        "account/login/start",
-        json!({"type": "apiKey", "apiKey": "sk-rl"}),
-    )
-    .await;
-    let e = c.err("account/rateLimits/read", Value::Null).await;
+    c.login_api_key("sk-rl").await;
+    let e = c.err(RATE_LIMITS, Value::Null).await;
     assert_eq!(
         e["message"],
         "chatgpt authentication required to read rate limits"
@@ -391,11 +333,11 @@ async fn rate_limits_need_chatgpt_auth() {
 #[tokio::test]
 async fn backend_failures_other_than_401_are_reported_without_recovery() {
     let backend = MockBackend::start().await;
-    let good = token("ws-1", "plus", "a@example.com", "good");
+    let good = ws1("good");
     backend.allow(&good);
-    let (_p, mut c) = signed_in(&backend, &good, &[]).await;
+    let (_p, mut c) = signed_in(&backend, &good, Options::default()).await;
     backend.force_status(Some(503));
-    let e = c.err("account/rateLimits/read", json!({})).await;
+    let e = c.err(RATE_LIMITS, json!({})).await;
     assert_eq!(e["code"], -32603);
     assert_eq!(e["data"]["httpStatus"], 503);
     assert!(
@@ -404,8 +346,5 @@ async fn backend_failures_other_than_401_are_reported_without_recovery() {
             .unwrap()
             .contains("failed to fetch codex rate limits")
     );
-    c.assert_no("refresh request", Duration::from_millis(100), |v| {
-        v["method"] == REFRESH
-    })
-    .await;
+    assert_no_refresh(&mut c, "refresh request", Duration::from_millis(100)).await;
 }

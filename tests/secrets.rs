@@ -2,20 +2,22 @@
 //! logins, refusals and malformed requests that carry tokens and keys, then its whole
 //! stderr and every file under `CODEX_HOME` are searched for them.
 
-mod support;
+mod kit;
 
 use std::path::Path;
-use std::time::Duration;
 
+use kit::client::{api_key_params, code, tokens_params};
+use kit::home::snapshot;
+use kit::jwt::{signature_of, token};
+use kit::{Client, Options, Proc};
 use serde_json::{Value, json};
-use support::{Client, Options, Proc, WAIT, signature_of, token};
 
 const API_KEY: &str = "sk-proj-SECRETapikey7f3a9c2e5b1d4086aa";
 const NON_JWT: &str = "sk-nonjwt-SECRET-93b1c0e7d2a84f65-not-a-token";
 const KEY_IN_WRONG_TYPE: &str = "sk-wrongtype-SECRET-5e2d71c04b9a";
 const INIT_SECRET: &str = "sk-init-SECRET-0c6a4d2f91e8b357";
 
-/// A token as [`token`] builds it, with a signature unique to it (the rig's is shared by
+/// A token as [`token`] builds it, with a signature unique to it (the kit's is shared by
 /// every token, so searching for it would prove little).
 fn secret_token(account: &str, plan: &str, email: &str, tag: &str) -> String {
     let t = token(account, plan, email, tag);
@@ -74,9 +76,9 @@ impl Secrets {
     }
 
     fn assert_not_on_disk_or_echoed(&self, home: &Path, received: &[Value]) {
-        for (path, bytes) in files_under(home) {
+        for (name, bytes) in snapshot(home) {
             let found = self.found_in(&bytes);
-            assert!(found.is_empty(), "{} holds {found:?}", path.display());
+            assert!(found.is_empty(), "{name} holds {found:?}");
         }
         for message in received {
             let found = self.found_in(message.to_string().as_bytes());
@@ -89,48 +91,9 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-fn files_under(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-    let mut out = vec![];
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                todo.push(path);
-            } else {
-                let bytes = std::fs::read(&path).unwrap();
-                out.push((path, bytes));
-            }
-        }
-    }
-    out
-}
-
-fn code(r: &Value) -> i64 {
-    r["error"]["code"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("expected an error: {r}"))
-}
-
-async fn wait_for_stderr(p: &Proc, text: &str) {
-    tokio::time::timeout(WAIT, async {
-        while !p.stderr().contains(text) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("stderr never showed {text:?}"));
-}
-
 #[tokio::test]
 async fn no_secret_reaches_logs_or_disk_over_stdio() {
-    let (mut p, mut c) = Proc::stdio_with(
-        &[],
-        Options {
-            rust_log: Some("trace".into()),
-            ..Default::default()
-        },
-    );
+    let (mut p, mut c) = Proc::stdio(Options::default().log("trace"));
     let first = secret_token("ws-1", "plus", "first@example.com", "first");
     let second = secret_token("ws-1", "pro", "second@example.com", "second");
     let wrong_typed = secret_token("ws-1", "plus", "third@example.com", "wrongtyped");
@@ -168,21 +131,15 @@ async fn no_secret_reaches_logs_or_disk_over_stdio() {
 
     // An API key refused while external auth is active.
     let r = c
-        .call(
-            "account/login/start",
-            Some(json!({"type": "apiKey", "apiKey": API_KEY})),
-        )
+        .call("account/login/start", Some(api_key_params(API_KEY)))
         .await;
-    assert_eq!(code(&r), -32600, "{r}");
+    assert_eq!(code(&r["error"]), -32600, "{r}");
 
     // A secret-looking access token that is not a JWT.
     let r = c
-        .call(
-            "account/login/start",
-            Some(json!({"type": "chatgptAuthTokens", "accessToken": NON_JWT, "chatgptAccountId": "ws-1"})),
-        )
+        .call("account/login/start", Some(tokens_params(NON_JWT, "ws-1")))
         .await;
-    assert_eq!(code(&r), -32602, "{r}");
+    assert_eq!(code(&r["error"]), -32602, "{r}");
 
     // Errors around secrets: a wrong-typed field next to a good token, and a key where a
     // string belongs but in the wrong type.
@@ -209,15 +166,10 @@ async fn no_secret_reaches_logs_or_disk_over_stdio() {
 
     let r = c.ok("account/read", json!({})).await;
     assert_eq!(r["account"]["email"], "seed@example.com", "{r}");
-    c.ok("account/logout", json!(null)).await;
-    c.notification("account/updated").await;
+    c.logout().await;
 
     // API key login: the key is in auth.json (and only there) while signed in.
-    c.ok(
-        "account/login/start",
-        json!({"type": "apiKey", "apiKey": API_KEY}),
-    )
-    .await;
+    c.login_api_key(API_KEY).await;
     c.notification("account/updated").await;
     let auth_json = std::fs::read(p.home.path().join("auth.json")).unwrap();
     assert_eq!(
@@ -225,18 +177,17 @@ async fn no_secret_reaches_logs_or_disk_over_stdio() {
         ["API key"],
         "the search finds the key where it belongs"
     );
-    for (path, bytes) in files_under(p.home.path()) {
-        if path.file_name().is_some_and(|n| n == "auth.json") {
+    for (name, bytes) in snapshot(p.home.path()) {
+        if name == "auth.json" {
             continue;
         }
-        assert!(secrets.found_in(&bytes).is_empty(), "{}", path.display());
+        assert!(secrets.found_in(&bytes).is_empty(), "{name}");
     }
-    c.ok("account/logout", json!(null)).await;
-    c.notification("account/updated").await;
+    c.logout().await;
     assert!(!p.home.path().join("auth.json").exists());
 
     // Let the server finish and flush its logs.
-    wait_for_stderr(&p, "stored credential removed").await;
+    p.wait_stderr("stored credential removed").await;
     c.close();
     assert_eq!(p.exit_code().await, 0);
     let stderr = p.stderr();
@@ -256,14 +207,7 @@ struct WsRun {
 /// Two WebSocket connections: A logs in with external tokens; B initializes with a secret
 /// in a wrongly typed capability, then tries logins carrying secrets. Ends with SIGTERM.
 async fn ws_run() -> WsRun {
-    let (mut p, addr) = Proc::ws(
-        &[],
-        Options {
-            rust_log: Some("trace".into()),
-            ..Default::default()
-        },
-    )
-    .await;
+    let (mut p, addr) = Proc::ws(Options::default().log("trace")).await;
     let owner_token = secret_token("ws-1", "plus", "owner@example.com", "owner");
     let intruder_token = secret_token("ws-1", "pro", "other@example.com", "intruder");
     let mut secrets = Secrets::new();
@@ -272,11 +216,11 @@ async fn ws_run() -> WsRun {
     secrets.text("secret in initialize", INIT_SECRET);
     secrets.text("non-JWT access token", NON_JWT);
 
-    let mut a = Client::ws(&addr, &[]).await.expect("connect A");
+    let mut a = Client::connect(&addr, &[]).await;
     a.initialize("owner", true).await;
     a.login_tokens(&owner_token, "ws-1", None).await;
 
-    let mut b = Client::ws(&addr, &[]).await.expect("connect B");
+    let mut b = Client::connect(&addr, &[]).await;
     let r = b
         .call(
             "initialize",
@@ -289,24 +233,21 @@ async fn ws_run() -> WsRun {
     let r = b
         .call(
             "account/login/start",
-            Some(json!({"type": "chatgptAuthTokens", "accessToken": intruder_token, "chatgptAccountId": "ws-1"})),
+            Some(tokens_params(&intruder_token, "ws-1")),
         )
         .await;
-    assert_eq!(code(&r), -32600, "{r}");
+    assert_eq!(code(&r["error"]), -32600, "{r}");
     for params in [
         json!({"type": "chatgptAuthTokens", "accessToken": intruder_token, "chatgptAccountId": "ws-1", "chatgptPlanType": 5}),
-        json!({"type": "chatgptAuthTokens", "accessToken": NON_JWT, "chatgptAccountId": "ws-1"}),
+        tokens_params(NON_JWT, "ws-1"),
     ] {
         let r = b.call("account/login/start", Some(params.clone())).await;
         assert!(r.get("error").is_some(), "{params} -> {r}");
     }
     let r = a
-        .call(
-            "account/login/start",
-            Some(json!({"type": "chatgptAuthTokens", "accessToken": NON_JWT, "chatgptAccountId": "ws-1"})),
-        )
+        .call("account/login/start", Some(tokens_params(NON_JWT, "ws-1")))
         .await;
-    assert_eq!(code(&r), -32602, "{r}");
+    assert_eq!(code(&r["error"]), -32602, "{r}");
     assert_eq!(
         b.ok("account/read", json!({})).await["account"]["email"],
         "owner@example.com"
@@ -316,15 +257,10 @@ async fn ws_run() -> WsRun {
 
     a.close();
     b.close();
-    wait_for_stderr(&p, "external auth cleared").await;
+    p.wait_stderr("external auth cleared").await;
     #[cfg(unix)]
     {
-        let pid = p.child.id().unwrap().to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        p.signal("TERM");
         assert_eq!(p.exit_code().await, 0);
     }
     #[cfg(not(unix))]

@@ -2,24 +2,23 @@
 //! gates, the refusal to listen unauthenticated beyond loopback, one session per
 //! connection, account broadcasts, closing, bad frames and the JSON-RPC dialect.
 
-mod support;
+mod kit;
 
 use std::path::Path;
-use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use kit::client::{assert_error, signed_out, tokens_params};
+use kit::jwt::token;
+use kit::wait::{QUIET, within};
+use kit::{Client, Options, Proc, process};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::{Client, Options, Proc, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::{self, Message};
 
-/// How long a connection must stay quiet to count as "received nothing".
-const QUIET: Duration = Duration::from_millis(300);
-
 /// Sends one hand-written HTTP/1.1 GET and returns the status code.
 async fn http_status(addr: &str, path: &str, headers: &[(&str, &str)]) -> u16 {
-    tokio::time::timeout(WAIT, async {
+    within("an HTTP response", async {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
         for (k, v) in headers {
@@ -38,27 +37,15 @@ async fn http_status(addr: &str, path: &str, headers: &[(&str, &str)]) -> u16 {
             .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"))
     })
     .await
-    .expect("no HTTP response in time")
 }
 
 /// Connects expecting the upgrade to be refused; returns the HTTP status.
 async fn refused_status(addr: &str, headers: &[(&str, &str)]) -> u16 {
-    let result = tokio::time::timeout(WAIT, Client::ws(addr, headers))
-        .await
-        .expect("no answer to the upgrade in time");
-    match result {
+    match within("an answer to the upgrade", Client::ws(addr, headers)).await {
         Ok(_) => panic!("upgrade with {headers:?} unexpectedly succeeded"),
         Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
         Err(e) => panic!("upgrade with {headers:?} failed without an HTTP status: {e}"),
     }
-}
-
-/// Connects, expecting success.
-async fn connect(addr: &str, headers: &[(&str, &str)]) -> Client {
-    tokio::time::timeout(WAIT, Client::ws(addr, headers))
-        .await
-        .expect("no answer to the upgrade in time")
-        .unwrap_or_else(|e| panic!("upgrade with {headers:?} failed: {e}"))
 }
 
 fn sha256_hex(text: &str) -> String {
@@ -74,44 +61,9 @@ fn write_token_file(dir: &Path, content: &str) -> String {
     path.to_str().unwrap().to_owned()
 }
 
-/// Polls `p`'s stderr (bounded) until it contains `needle`.
-async fn wait_stderr(p: &Proc, needle: &str) -> String {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let err = p.stderr();
-            if err.contains(needle) {
-                return err;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("stderr never contained {needle:?}: {}", p.stderr()))
-}
-
-fn assert_error(e: &Value, code: i64, message: &str) {
-    assert_eq!(
-        (e["code"].as_i64(), e["message"].as_str()),
-        (Some(code), Some(message)),
-        "{e}"
-    );
-}
-
-async fn login_api_key(c: &mut Client, key: &str) {
-    let r = c
-        .ok(
-            "account/login/start",
-            json!({"type": "apiKey", "apiKey": key}),
-        )
-        .await;
-    assert_eq!(r, json!({"type": "apiKey"}));
-}
-
 /// Waits for the pair of notifications an API-key login sends to every connection.
 async fn expect_api_key_login_notifications(c: &mut Client) {
-    let n = c.notification("account/login/completed").await;
-    assert_eq!(n["params"]["success"], true, "{n}");
-    let n = c.notification("account/updated").await;
+    let n = c.login_notifications().await;
     assert_eq!(
         n["params"],
         json!({"authMode": "apikey", "planType": null}),
@@ -121,14 +73,14 @@ async fn expect_api_key_login_notifications(c: &mut Client) {
 
 #[tokio::test]
 async fn readyz_and_healthz_answer_200() {
-    let (_p, addr) = Proc::ws(&[], Options::default()).await;
+    let (_p, addr) = Proc::ws(Options::default()).await;
     assert_eq!(http_status(&addr, "/readyz", &[]).await, 200);
     assert_eq!(http_status(&addr, "/healthz", &[]).await, 200);
 }
 
 #[tokio::test]
 async fn requests_with_an_origin_header_are_refused_with_403() {
-    let (_p, addr) = Proc::ws(&[], Options::default()).await;
+    let (_p, addr) = Proc::ws(Options::default()).await;
     let origin = [("Origin", "http://evil.example")];
     assert_eq!(refused_status(&addr, &origin).await, 403);
     assert_eq!(http_status(&addr, "/readyz", &origin).await, 403);
@@ -139,7 +91,7 @@ async fn requests_with_an_origin_header_are_refused_with_403() {
         403
     );
     // Without Origin the same listener serves.
-    let mut c = connect(&addr, &[]).await;
+    let mut c = Client::connect(&addr, &[]).await;
     c.initialize("no-origin", false).await;
 }
 
@@ -161,15 +113,10 @@ async fn check_bearer_gate(addr: &str, token: &str) {
     assert_eq!(http_status(addr, "/readyz", &[]).await, 200);
     assert_eq!(http_status(addr, "/healthz", &[]).await, 200);
     let bearer = format!("Bearer {token}");
-    let mut c = connect(addr, &[("Authorization", &bearer)]).await;
+    let mut c = Client::connect(addr, &[("Authorization", &bearer)]).await;
     let r = c.initialize("bearer", false).await;
     assert!(r["userAgent"].as_str().is_some(), "{r}");
-    assert!(
-        c.ok("account/read", json!({}))
-            .await
-            .get("account")
-            .is_some()
-    );
+    assert!(c.account().await.get("account").is_some());
 }
 
 #[tokio::test]
@@ -177,7 +124,7 @@ async fn ws_token_file_requires_the_bearer_token_on_upgrade() {
     let token = "capability-token-from-file";
     let dir = tempfile::tempdir().unwrap();
     let path = write_token_file(dir.path(), &format!("{token}\n"));
-    let (_p, addr) = Proc::ws(&["--ws-token-file", &path], Options::default()).await;
+    let (_p, addr) = Proc::ws(Options::default().extra(&["--ws-token-file", &path])).await;
     check_bearer_gate(&addr, token).await;
 }
 
@@ -185,38 +132,16 @@ async fn ws_token_file_requires_the_bearer_token_on_upgrade() {
 async fn ws_token_sha256_requires_the_bearer_token_on_upgrade() {
     let token = "capability-token-by-digest";
     let hex = sha256_hex(token);
-    let (_p, addr) = Proc::ws(&["--ws-token-sha256", &hex], Options::default()).await;
+    let (_p, addr) = Proc::ws(Options::default().extra(&["--ws-token-sha256", &hex])).await;
     check_bearer_gate(&addr, token).await;
 }
 
 #[tokio::test]
 async fn non_loopback_listener_without_a_token_refuses_to_start() {
-    let home = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(support::bin())
-        .args(["app-server", "--listen", "ws://0.0.0.0:0"])
-        .env("CODEX_HOME", home.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("app-server on 0.0.0.0 without a token did not exit");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
-    assert_eq!(status.code(), Some(1), "stderr: {stderr}");
+    let out = process::output(&["app-server", "--listen", "ws://0.0.0.0:0"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
     assert!(stderr.contains("--ws-token-file"), "stderr: {stderr}");
     assert!(!stderr.contains("listening on"), "stderr: {stderr}");
     assert!(stdout.is_empty(), "stdout: {stdout}");
@@ -228,52 +153,32 @@ async fn non_loopback_listener_with_a_token_file_starts() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_token_file(dir.path(), &format!("{token}\n"));
     let p = Proc::spawn(
-        &[
-            "app-server",
-            "--listen",
-            "ws://0.0.0.0:0",
-            "--ws-token-file",
-            &path,
-        ],
-        Options::default(),
+        &["app-server", "--listen", "ws://0.0.0.0:0"],
+        Options::default().extra(&["--ws-token-file", &path]),
     );
-    let err = wait_stderr(&p, "listening on ws://").await;
-    let line = err
-        .lines()
-        .find(|l| l.contains("listening on ws://"))
-        .unwrap();
-    let bound = line.rsplit("ws://").next().unwrap().trim();
-    assert!(bound.starts_with("0.0.0.0:"), "{line}");
+    let bound = p.listening_on().await;
+    assert!(bound.starts_with("0.0.0.0:"), "{bound}");
     let port = bound.rsplit(':').next().unwrap();
     let addr = format!("127.0.0.1:{port}");
     assert_eq!(refused_status(&addr, &[]).await, 401);
     let bearer = format!("Bearer {token}");
-    let mut c = connect(&addr, &[("Authorization", &bearer)]).await;
+    let mut c = Client::connect(&addr, &[("Authorization", &bearer)]).await;
     c.initialize("all-interfaces", false).await;
 }
 
 #[tokio::test]
 async fn every_connection_is_its_own_session() {
-    let (_p, addr) = Proc::ws(&[], Options::default()).await;
-    let mut a = connect(&addr, &[]).await;
-    let mut b = connect(&addr, &[]).await;
+    let (_p, addr) = Proc::ws(Options::default()).await;
+    let mut a = Client::connect(&addr, &[]).await;
+    let mut b = Client::connect(&addr, &[]).await;
     a.initialize("a", true).await;
 
     let e = b.err("account/read", json!({})).await;
     assert_error(&e, -32600, "Not initialized");
-    let r = a.ok("account/read", json!({})).await;
-    assert_eq!(
-        r,
-        json!({"account": null, "userId": null, "requiresOpenaiAuth": true})
-    );
+    assert_eq!(a.account().await, signed_out());
 
     b.initialize("b", false).await;
-    assert!(
-        b.ok("account/read", json!({}))
-            .await
-            .get("account")
-            .is_some()
-    );
+    assert!(b.account().await.get("account").is_some());
 
     let e = a
         .err(
@@ -284,18 +189,15 @@ async fn every_connection_is_its_own_session() {
     assert_error(&e, -32600, "Already initialized");
 
     // Capabilities are per connection too.
-    let jwt = support::token("acct-a", "plus", "a@example.com", "ws-session");
+    let jwt = token("acct-a", "plus", "a@example.com", "ws-session");
     let updated = a.login_tokens(&jwt, "acct-a", Some("plus")).await;
     assert_eq!(
         updated["params"]["authMode"], "chatgptAuthTokens",
         "{updated}"
     );
-    let jwt_b = support::token("acct-b", "plus", "b@example.com", "ws-session-b");
+    let jwt_b = token("acct-b", "plus", "b@example.com", "ws-session-b");
     let e = b
-        .err(
-            "account/login/start",
-            json!({"type": "chatgptAuthTokens", "accessToken": jwt_b, "chatgptAccountId": "acct-b"}),
-        )
+        .err("account/login/start", tokens_params(&jwt_b, "acct-b"))
         .await;
     assert_error(
         &e,
@@ -306,18 +208,18 @@ async fn every_connection_is_its_own_session() {
 
 #[tokio::test]
 async fn account_notifications_reach_every_initialized_connection_only() {
-    let (_p, addr) = Proc::ws(&[], Options::default()).await;
-    let mut a = connect(&addr, &[]).await;
-    let mut b = connect(&addr, &[]).await;
-    let mut c = connect(&addr, &[]).await;
+    let (_p, addr) = Proc::ws(Options::default()).await;
+    let mut a = Client::connect(&addr, &[]).await;
+    let mut b = Client::connect(&addr, &[]).await;
+    let mut c = Client::connect(&addr, &[]).await;
     a.initialize("a", false).await;
     b.initialize("b", false).await;
     // A round trip after initialize: the session is registered before the next request
     // is read.
-    a.ok("account/read", json!({})).await;
-    b.ok("account/read", json!({})).await;
+    a.account().await;
+    b.account().await;
 
-    login_api_key(&mut a, "sk-ws-broadcast").await;
+    a.login_api_key("sk-ws-broadcast").await;
     expect_api_key_login_notifications(&mut a).await;
     expect_api_key_login_notifications(&mut b).await;
     c.assert_no("any message", QUIET, |_| true).await;
@@ -329,39 +231,29 @@ async fn account_notifications_reach_every_initialized_connection_only() {
 
 #[tokio::test]
 async fn a_closed_websocket_frees_its_session() {
-    let (p, addr) = Proc::ws(
-        &[],
-        Options {
-            rust_log: Some("authbridge=debug".into()),
-            ..Default::default()
-        },
-    )
-    .await;
-    let mut stays = connect(&addr, &[]).await;
+    let (p, addr) = Proc::ws(Options::default().log("authbridge=debug")).await;
+    let mut stays = Client::connect(&addr, &[]).await;
     stays.initialize("stays", false).await;
-    stays.ok("account/read", json!({})).await;
+    stays.account().await;
 
-    let mut leaves = connect(&addr, &[]).await;
+    let mut leaves = Client::connect(&addr, &[]).await;
     leaves.initialize("leaves", false).await;
-    leaves.ok("account/read", json!({})).await;
+    leaves.account().await;
     leaves.close();
     // The server sees the close and ends that session.
-    wait_stderr(&p, "connection closed").await;
+    p.wait_stderr("connection closed").await;
 
-    let mut next = connect(&addr, &[]).await;
+    let mut next = Client::connect(&addr, &[]).await;
     next.initialize("next", false).await;
-    next.ok("account/read", json!({})).await;
-    login_api_key(&mut next, "sk-ws-after-close").await;
+    next.account().await;
+    next.login_api_key("sk-ws-after-close").await;
     expect_api_key_login_notifications(&mut next).await;
     expect_api_key_login_notifications(&mut stays).await;
 
     // Still serving, on old and new connections alike.
-    assert_eq!(
-        stays.ok("account/read", json!({})).await["account"]["type"],
-        "apiKey"
-    );
+    assert_eq!(stays.account().await["account"]["type"], "apiKey");
     assert_eq!(http_status(&addr, "/readyz", &[]).await, 200);
-    let mut later = connect(&addr, &[]).await;
+    let mut later = Client::connect(&addr, &[]).await;
     later.initialize("later", false).await;
     let err = p.stderr();
     assert!(!err.contains("panicked"), "stderr: {err}");
@@ -369,8 +261,8 @@ async fn a_closed_websocket_frees_its_session() {
 
 #[tokio::test]
 async fn invalid_json_text_frame_gets_a_parse_error_and_the_connection_goes_on() {
-    let (_p, addr) = Proc::ws(&[], Options::default()).await;
-    let mut c = connect(&addr, &[]).await;
+    let (_p, addr) = Proc::ws(Options::default()).await;
+    let mut c = Client::connect(&addr, &[]).await;
     c.send_raw("{not json");
     let e = c.next().await;
     assert_eq!(e["id"], Value::Null, "{e}");
@@ -380,23 +272,17 @@ async fn invalid_json_text_frame_gets_a_parse_error_and_the_connection_goes_on()
     let e = c.next().await;
     assert_eq!(e["id"], Value::Null, "{e}");
     assert_eq!(e["error"]["code"], -32700, "{e}");
-    assert!(
-        c.ok("account/read", json!({}))
-            .await
-            .get("account")
-            .is_some()
-    );
+    assert!(c.account().await.get("account").is_some());
 }
 
 #[tokio::test]
 async fn binary_frame_gets_an_error_and_the_connection_goes_on() {
-    let (_p, addr) = Proc::ws(&[], Options::default()).await;
-    let (mut ws, _) = tokio::time::timeout(
-        WAIT,
+    let (_p, addr) = Proc::ws(Options::default()).await;
+    let (mut ws, _) = within(
+        "the WebSocket upgrade",
         tokio_tungstenite::connect_async(format!("ws://{addr}/")),
     )
     .await
-    .expect("no answer to the upgrade in time")
     .expect("upgrade");
 
     async fn next_text(
@@ -404,7 +290,7 @@ async fn binary_frame_gets_an_error_and_the_connection_goes_on() {
             tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
         >,
     ) -> Value {
-        tokio::time::timeout(WAIT, async {
+        within("a text frame", async {
             loop {
                 match ws.next().await {
                     Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).unwrap(),
@@ -414,7 +300,6 @@ async fn binary_frame_gets_an_error_and_the_connection_goes_on() {
             }
         })
         .await
-        .expect("no text frame in time")
     }
 
     let request =
@@ -458,9 +343,9 @@ async fn binary_frame_gets_an_error_and_the_connection_goes_on() {
 
 #[tokio::test]
 async fn ws_answers_in_the_clients_dialect() {
-    let (_p, addr) = Proc::ws(&[], Options::default()).await;
-    let mut strict = connect(&addr, &[]).await;
-    let mut plain = connect(&addr, &[]).await;
+    let (_p, addr) = Proc::ws(Options::default()).await;
+    let mut strict = Client::connect(&addr, &[]).await;
+    let mut plain = Client::connect(&addr, &[]).await;
 
     strict.send_raw(r#"{"jsonrpc":"2.0","id":"i-1","method":"initialize","params":{"clientInfo":{"name":"s","version":"1"}}}"#);
     let r = strict.response(&json!("i-1")).await;

@@ -1,7 +1,9 @@
-//! A stand-in ChatGPT backend on 127.0.0.1: answers the usage path for allowed bearer
-//! tokens and 401 otherwise, and counts every call by path and token.
+//! A stand-in ChatGPT backend on 127.0.0.1 (ephemeral port): answers the usage path for
+//! allowed bearer tokens and 401 otherwise, and counts every call by path and token. A
+//! token can be allowed for good or for a number of uses, after which it 401s as an
+//! expired one would.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,7 +16,8 @@ use serde_json::{Value, json};
 
 #[derive(Default)]
 pub struct MockState {
-    allowed: Mutex<HashSet<String>>,
+    /// Allowed tokens with the uses they have left (`None`: no limit).
+    allowed: Mutex<HashMap<String, Option<usize>>>,
     calls: Mutex<HashMap<(String, String), usize>>,
     headers: Mutex<Vec<HeaderMap>>,
     delay: Mutex<Duration>,
@@ -24,7 +27,13 @@ pub struct MockState {
 pub struct MockBackend {
     pub addr: SocketAddr,
     pub state: Arc<MockState>,
-    _server: tokio::task::JoinHandle<()>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MockBackend {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
 }
 
 pub fn usage_body() -> Value {
@@ -68,7 +77,15 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
     if !(path.ends_with("/wham/usage") || path.ends_with("/api/codex/usage")) {
         return (StatusCode::NOT_FOUND, "no such path").into_response();
     }
-    if !state.allowed.lock().unwrap().contains(&token) {
+    let allowed = match state.allowed.lock().unwrap().get_mut(&token) {
+        Some(None) => true,
+        Some(Some(left)) if *left > 0 => {
+            *left -= 1;
+            true
+        }
+        _ => false,
+    };
+    if !allowed {
         return (
             StatusCode::UNAUTHORIZED,
             axum::Json(json!({"detail": "token expired"})),
@@ -90,17 +107,37 @@ impl MockBackend {
         MockBackend {
             addr,
             state,
-            _server: server,
+            server,
         }
     }
 
-    /// `-c chatgpt_base_url=...` pointing at this backend.
-    pub fn config_arg(&self) -> String {
-        format!("chatgpt_base_url=\"http://{}/backend-api/\"", self.addr)
+    /// The `chatgpt_base_url` that points at this backend.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/backend-api/", self.addr)
     }
 
+    /// The `-c` setting that points the server at this backend.
+    pub fn config_arg(&self) -> String {
+        base_url_setting(&self.base_url())
+    }
+
+    /// Accepts `token` from now on.
     pub fn allow(&self, token: &str) {
-        self.state.allowed.lock().unwrap().insert(token.to_owned());
+        self.state
+            .allowed
+            .lock()
+            .unwrap()
+            .insert(token.to_owned(), None);
+    }
+
+    /// Accepts `token` for its next `uses` calls; after that it gets 401 like an expired
+    /// token.
+    pub fn allow_uses(&self, token: &str, uses: usize) {
+        self.state
+            .allowed
+            .lock()
+            .unwrap()
+            .insert(token.to_owned(), Some(uses));
     }
 
     pub fn revoke(&self, token: &str) {
@@ -150,3 +187,8 @@ impl MockBackend {
 }
 
 pub const USAGE_PATH: &str = "/backend-api/wham/usage";
+
+/// The `-c` setting that points the server at the backend at `url`.
+pub fn base_url_setting(url: &str) -> String {
+    format!("chatgpt_base_url={url:?}")
+}

@@ -1,0 +1,27 @@
+//! The one kit shared by the tests, the benches and the example: the built binary as a
+//! child process, a JSON-RPC client over pipes, in-memory streams or WebSocket, a mock
+//! ChatGPT backend on 127.0.0.1, unsigned JWTs, bounded waits, and the conformance check
+//! against the reference schema.
+//!
+//! Integration tests include it with `mod kit;`; benches and examples with
+//! `#[path = "../tests/kit/mod.rs"] mod kit;`. Each uses part of it.
+#![allow(dead_code)]
+
+pub mod backend;
+pub mod client;
+pub mod conformance;
+pub mod home;
+pub mod inproc;
+pub mod jwt;
+pub mod process;
+pub mod wait;
+
+// The names most users want; not every includer uses each.
+#[allow(unused_imports)]
+pub use backend::{MockBackend, USAGE_PATH};
+#[allow(unused_imports)]
+pub use client::Client;
+#[allow(unused_imports)]
+pub use process::{Options, Proc, binary};
+#[allow(unused_imports)]
+pub use wait::WAIT;
