@@ -7,62 +7,27 @@
 //! backend instead; the tokens then come from `CHATGPT_ACCESS_TOKEN` and
 //! `CHATGPT_ACCOUNT_ID`.
 //!
+//! The plumbing (starting the binary, building it first if needed, the JSON-RPC client, the
+//! stand-in backend, minting tokens) comes from the project's test kit.
+//!
 //! Run: `cargo run --example parent` (add `-- --backend URL` to use another backend).
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+#[path = "../tests/kit/mod.rs"]
+mod kit;
 
-use axum::extract::{Request, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use kit::client::{REFRESH, refreshed, tokens_params};
+use kit::{Client, MockBackend, Options, Proc, WAIT};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{ChildStdin, ChildStdout, Command};
 
 const ACCOUNT: &str = "ws-demo";
 /// How many backend calls a stand-in token survives.
-const USES_PER_TOKEN: u32 = 2;
-const WAIT: Duration = Duration::from_secs(15);
+const USES_PER_TOKEN: usize = 2;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// The stand-in backend: usage for tokens with uses left, 401 for the rest.
-#[derive(Default)]
-struct StandIn {
-    uses_left: Mutex<HashMap<String, u32>>,
-}
-
-async fn stand_in_handler(State(backend): State<Arc<StandIn>>, request: Request) -> Response {
-    let token = request
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default()
-        .to_owned();
-    if !request.uri().path().ends_with("/wham/usage") {
-        return (StatusCode::NOT_FOUND, "not here").into_response();
-    }
-    let mut uses = backend.uses_left.lock().unwrap();
-    match uses.get_mut(&token) {
-        Some(left) if *left > 0 => {
-            *left -= 1;
-            let body = json!({
-                "plan_type": "plus",
-                "rate_limit": {"primary_window": {"used_percent": 17, "limit_window_seconds": 18000, "reset_at": 1_900_000_000}}
-            });
-            ([("content-type", "application/json")], body.to_string()).into_response()
-        }
-        _ => (StatusCode::UNAUTHORIZED, "token expired").into_response(),
-    }
-}
-
 /// Where tokens come from: minted for the stand-in, or the environment for a real backend.
 enum Tokens {
-    StandIn { backend: Arc<StandIn>, minted: u32 },
+    StandIn { backend: MockBackend, minted: u32 },
     Env,
 }
 
@@ -71,16 +36,9 @@ impl Tokens {
         match self {
             Tokens::StandIn { backend, minted } => {
                 *minted += 1;
-                let token = authbridge::auth::jwt::unsigned_token(&json!({
-                    "email": "demo@example.com",
-                    "serial": *minted,
-                    "https://api.openai.com/auth": {"chatgpt_account_id": ACCOUNT, "chatgpt_plan_type": "plus", "chatgpt_user_id": "user-demo"}
-                }));
-                backend
-                    .uses_left
-                    .lock()
-                    .unwrap()
-                    .insert(token.clone(), USES_PER_TOKEN);
+                let serial = format!("serial-{minted}");
+                let token = kit::jwt::token(ACCOUNT, "plus", "demo@example.com", &serial);
+                backend.allow_uses(&token, USES_PER_TOKEN);
                 Ok((token, ACCOUNT.to_owned()))
             }
             Tokens::Env => Ok((
@@ -91,72 +49,40 @@ impl Tokens {
     }
 }
 
-/// The authbridge binary next to this example, built first if it is not there yet.
-fn authbridge_binary() -> Result<PathBuf, Error> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .ok_or("unexpected example location")?;
-    let bin = dir.join(format!("authbridge{}", std::env::consts::EXE_SUFFIX));
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args(["build", "--quiet", "--bin", "authbridge"])
-            .status()?;
-        if !status.success() {
-            return Err("building authbridge failed".into());
-        }
-    }
-    Ok(bin)
-}
-
-/// A minimal JSON-RPC client that answers refresh requests while it waits.
+/// The parent's side of the connection: calls authbridge and answers its refresh requests
+/// while it waits.
 struct Parent {
-    stdin: ChildStdin,
-    lines: Lines<BufReader<ChildStdout>>,
-    next_id: i64,
+    client: Client,
     tokens: Tokens,
 }
 
 impl Parent {
-    async fn send(&mut self, message: Value) -> Result<(), Error> {
-        self.stdin
-            .write_all(format!("{message}\n").as_bytes())
-            .await?;
-        self.stdin.flush().await?;
-        Ok(())
-    }
-
     async fn call(&mut self, method: &str, params: Value) -> Result<Value, Error> {
-        self.next_id += 1;
-        let id = self.next_id;
         println!("→ {method}");
-        self.send(json!({"id": id, "method": method, "params": params}))
-            .await?;
+        let id = self.client.request(method, Some(params));
         loop {
-            let line = tokio::time::timeout(WAIT, self.lines.next_line())
-                .await??
-                .ok_or("authbridge closed its output")?;
-            let message: Value = serde_json::from_str(&line)?;
+            let message = self
+                .client
+                .next_within(WAIT)
+                .await
+                .ok_or("authbridge went quiet or closed its output")?;
             match (
                 message.get("id"),
                 message.get("method").and_then(Value::as_str),
             ) {
-                (Some(rid), Some("account/chatgptAuthTokens/refresh")) => {
-                    let rid = rid.clone();
+                (Some(rid), Some(REFRESH)) => {
                     println!(
                         "  ← authbridge asks for fresh tokens (reason {}, previous account {})",
                         message["params"]["reason"], message["params"]["previousAccountId"]
                     );
                     let (access, account) = self.tokens.next()?;
-                    self.send(json!({"id": rid, "result": {"accessToken": access, "chatgptAccountId": account}})).await?;
+                    self.client.respond(rid, refreshed(&access, &account));
                     println!("  → answered with fresh tokens");
                 }
                 (None, Some(notification)) => {
                     println!("  ← notification {notification} {}", message["params"])
                 }
-                (Some(rid), None) if *rid == json!(id) => {
+                (Some(rid), None) if *rid == id => {
                     if let Some(error) = message.get("error") {
                         println!("  ← error {error}");
                         return Err(format!("{method} failed").into());
@@ -177,52 +103,34 @@ impl Parent {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    // authbridge beside this example, built first if it is not there yet.
+    if let Err(problem) = kit::binary() {
+        eprintln!("{problem}");
+        std::process::exit(1);
+    }
     let args: Vec<String> = std::env::args().collect();
     let backend_arg = args
         .iter()
         .position(|a| a == "--backend")
         .and_then(|i| args.get(i + 1))
         .cloned();
-    let (base_url, tokens) = match backend_arg {
-        Some(url) => (url, Tokens::Env),
+    let (options, tokens) = match backend_arg {
+        Some(url) => (Options::default().base_url(&url), Tokens::Env),
         None => {
-            let backend = Arc::new(StandIn::default());
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let addr = listener.local_addr()?;
-            let app = axum::Router::new()
-                .fallback(stand_in_handler)
-                .with_state(backend.clone());
-            tokio::spawn(async move { axum::serve(listener, app).await });
+            let backend = MockBackend::start().await;
             println!(
-                "stand-in backend on http://{addr}/backend-api/ (tokens expire after {USES_PER_TOKEN} uses)"
+                "stand-in backend on {} (tokens expire after {USES_PER_TOKEN} uses)",
+                backend.base_url()
             );
             (
-                format!("http://{addr}/backend-api/"),
+                Options::default().backend(&backend),
                 Tokens::StandIn { backend, minted: 0 },
             )
         }
     };
 
-    let home = tempfile::tempdir()?;
-    let mut child = Command::new(authbridge_binary()?)
-        .args([
-            "app-server",
-            "-c",
-            &format!("chatgpt_base_url={base_url:?}"),
-        ])
-        .env("CODEX_HOME", home.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdin = child.stdin.take().ok_or("no stdin")?;
-    let lines = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
-    let mut parent = Parent {
-        stdin,
-        lines,
-        next_id: 0,
-        tokens,
-    };
+    let (mut authbridge, client) = Proc::stdio(options);
+    let mut parent = Parent { client, tokens };
 
     parent
         .call(
@@ -230,10 +138,10 @@ async fn main() -> Result<(), Error> {
             json!({"clientInfo": {"name": "demo_parent", "version": "1.0"}, "capabilities": {"experimentalApi": true}}),
         )
         .await?;
-    parent.send(json!({"method": "initialized"})).await?;
+    parent.client.send(&json!({"method": "initialized"}));
     let (access, account) = parent.tokens.next()?;
     parent
-        .call("account/login/start", json!({"type": "chatgptAuthTokens", "accessToken": access, "chatgptAccountId": account}))
+        .call("account/login/start", tokens_params(&access, &account))
         .await?;
     parent.call("account/read", json!({})).await?;
     for _ in 0..3 {
@@ -245,8 +153,12 @@ async fn main() -> Result<(), Error> {
     }
     parent.call("account/logout", json!({})).await?;
 
-    drop(parent);
-    let status = tokio::time::timeout(WAIT, child.wait()).await??;
-    println!("authbridge exited with {status}");
+    parent.client.close();
+    let code = authbridge.exit_code().await;
+    let log = authbridge.stderr();
+    if !log.trim().is_empty() {
+        println!("authbridge's log:\n{log}");
+    }
+    println!("authbridge exited with code {code}");
     Ok(())
 }
