@@ -1,30 +1,26 @@
 //! The 401 recovery path, in process (`Server::serve_io` over an in-memory duplex pipe)
-//! against a mock ChatGPT backend on 127.0.0.1:
+//! against the kit's mock ChatGPT backend on 127.0.0.1:
 //!
 //! 1. latency from the parent's refresh answer to the retried call's result;
 //! 2. coalescing: many concurrent 401s share one refresh request.
 //!
+//! Times are taken when a line is read from the pipe, before it is parsed or checked.
+//!
 //! Run: `cargo bench --bench recovery` (add `-- --quick` for a smaller, faster run).
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+#[path = "../tests/kit/mod.rs"]
+mod kit;
+
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use authbridge::{Config, Server};
-use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use kit::client::{REFRESH, refreshed};
+use kit::inproc::{InProcess, Served};
+use kit::jwt::token;
+use kit::{Client, MockBackend, USAGE_PATH, wait};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, WriteHalf};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-const REFRESH: &str = "account/chatgptAuthTokens/refresh";
 const RATE_LIMITS: &str = "account/rateLimits/read";
-/// Upper bound for any one wait on the server or the backend.
-const WAIT: Duration = Duration::from_secs(30);
 /// Upper bound for a whole phase.
 const PHASE: Duration = Duration::from_secs(300);
 
@@ -80,6 +76,18 @@ async fn run(sizes: Sizes, quick: bool) {
     print(&rows);
 }
 
+/// A token for ws-1 on the plus plan; `nonce` tells tokens apart.
+fn bench_token(nonce: &str) -> String {
+    token("ws-1", "plus", "bench@example.com", nonce)
+}
+
+/// The parent's answer to a refresh: `fresh` for ws-1 on the plus plan.
+fn answer(fresh: &str) -> Value {
+    let mut answer = refreshed(fresh, "ws-1");
+    answer["chatgptPlanType"] = json!("plus");
+    answer
+}
+
 // ---------------------------------------------------------------------------------------
 // 1. Recovery latency
 
@@ -87,28 +95,25 @@ async fn latency(sizes: &Sizes, rows: &mut Vec<(String, String)>) {
     let backend = MockBackend::start().await;
     let mut rig = Rig::start(&backend).await;
     let c = &mut rig.client;
-    c.initialize().await;
 
     let mut answer_to_result = Vec::new();
     let mut request_to_refresh = Vec::new();
     let mut whole_call = Vec::new();
     for i in 0..sizes.warmup + sizes.iterations {
-        let expired = token(&format!("old-{i}"));
-        let fresh = token(&format!("new-{i}"));
+        let expired = bench_token(&format!("old-{i}"));
+        let fresh = bench_token(&format!("new-{i}"));
         backend.allow(&fresh);
-        c.login(&expired).await;
+        c.login_tokens(&expired, "ws-1", Some("plus")).await;
 
-        let id = c.next_id();
         let sent = Instant::now();
-        c.send(&json!({"id": id, "method": RATE_LIMITS})).await;
-        let (asked_at, request) = c.server_request(REFRESH).await;
+        let call = c.request(RATE_LIMITS, None);
+        let request = c.server_request(REFRESH).await;
+        let asked_at = c.arrived();
         assert_eq!(request["params"]["reason"], "unauthorized", "{request}");
         let answered = Instant::now();
-        c.send(&json!({"id": request["id"], "result": {
-            "accessToken": fresh, "chatgptAccountId": "ws-1", "chatgptPlanType": "plus"
-        }}))
-        .await;
-        let (done, response) = c.response(id).await;
+        c.respond(&request["id"], answer(&fresh));
+        let response = c.response(&call).await;
+        let done = c.arrived();
         assert!(
             response["result"]["rateLimits"].is_object(),
             "recovered call failed: {response}"
@@ -118,10 +123,10 @@ async fn latency(sizes: &Sizes, rows: &mut Vec<(String, String)>) {
             request_to_refresh.push(nanos(asked_at - sent));
             whole_call.push(nanos(done - sent));
         }
-        c.expect_only_notifications();
+        c.drop_notifications();
     }
     assert_eq!(
-        backend.calls_total(),
+        backend.calls(USAGE_PATH),
         2 * (sizes.warmup + sizes.iterations),
         "one 401 and one retry per recovery"
     );
@@ -129,15 +134,15 @@ async fn latency(sizes: &Sizes, rows: &mut Vec<(String, String)>) {
     // For comparison: the same call when the tokens are valid (one backend call).
     let mut plain = Vec::new();
     for i in 0..sizes.warmup + sizes.iterations {
-        let id = c.next_id();
         let sent = Instant::now();
-        c.send(&json!({"id": id, "method": RATE_LIMITS})).await;
-        let (done, response) = c.response(id).await;
+        let call = c.request(RATE_LIMITS, None);
+        let response = c.response(&call).await;
+        let done = c.arrived();
         assert!(response["result"]["rateLimits"].is_object(), "{response}");
         if i >= sizes.warmup {
             plain.push(nanos(done - sent));
         }
-        c.expect_only_notifications();
+        c.drop_notifications();
     }
 
     percentiles(
@@ -167,52 +172,42 @@ async fn coalescing(sizes: &Sizes, rows: &mut Vec<(String, String)>) {
     let backend = MockBackend::start().await;
     let mut rig = Rig::start(&backend).await;
     let c = &mut rig.client;
-    c.initialize().await;
-    let expired = token("coalesce-old");
-    let fresh = token("coalesce-new");
+    let expired = bench_token("coalesce-old");
+    let fresh = bench_token("coalesce-new");
     backend.allow(&fresh);
-    c.login(&expired).await;
-    c.expect_only_notifications();
+    c.login_tokens(&expired, "ws-1", Some("plus")).await;
+    c.drop_notifications();
 
-    // All requests in one write.
-    let first = c.next_id();
-    let mut batch = String::new();
-    for id in first..first + n as i64 {
-        batch.push_str(&json!({"id": id, "method": RATE_LIMITS}).to_string());
-        batch.push('\n');
-    }
-    c.next_id = first + n as i64 - 1;
+    // All requests in one write, with ids of their own.
+    let ids = 1_000_000..1_000_000 + n as i64;
+    let batch: Vec<Value> = ids
+        .clone()
+        .map(|id| json!({"id": id, "method": RATE_LIMITS}))
+        .collect();
     let sent = Instant::now();
-    c.write_raw(batch.as_bytes()).await;
+    c.send_all(&batch);
 
-    let (_, request) = c.server_request(REFRESH).await;
+    let request = c.server_request(REFRESH).await;
     let mut refreshes = 1usize;
     // Answer only once every call has had its 401, so all of them wait on this refresh.
-    let deadline = Instant::now() + WAIT;
-    while backend.calls_with(&expired) < n {
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {n} calls reached the backend within {WAIT:?}",
-            backend.calls_with(&expired)
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    wait::until(&format!("{n} calls with the expired token"), || {
+        backend.calls_with(USAGE_PATH, &expired) >= n
+    })
+    .await;
     let all_401s = sent.elapsed();
-    let answer =
-        json!({"accessToken": fresh, "chatgptAccountId": "ws-1", "chatgptPlanType": "plus"});
     let answered = Instant::now();
-    c.send(&json!({"id": request["id"], "result": answer}))
-        .await;
+    c.respond(&request["id"], answer(&fresh));
 
-    let mut pending: HashSet<i64> = (first..first + n as i64).collect();
+    let mut pending: HashSet<i64> = ids.collect();
     let (mut ok, mut failed) = (0usize, 0usize);
     let mut last = answered;
     while !pending.is_empty() {
-        let (at, m) = c.next().await;
+        let m = c.next().await;
+        let at = c.arrived();
         if m["method"] == REFRESH && m.get("id").is_some() {
             // Not expected; answer anyway so nothing waits for a timeout.
             refreshes += 1;
-            c.send(&json!({"id": m["id"], "result": answer})).await;
+            c.respond(&m["id"], answer(&fresh));
             continue;
         }
         let Some(id) = m.get("id").and_then(Value::as_i64) else {
@@ -232,14 +227,17 @@ async fn coalescing(sizes: &Sizes, rows: &mut Vec<(String, String)>) {
     }
     // Anything else asked for shortly after?
     let quiet_until = Instant::now() + Duration::from_millis(200);
-    while let Some((_, m)) = c.next_until(quiet_until).await {
+    while let Some(m) = c
+        .next_within(quiet_until.saturating_duration_since(Instant::now()))
+        .await
+    {
         if m["method"] == REFRESH {
             refreshes += 1;
         }
     }
 
-    let old_calls = backend.calls_with(&expired);
-    let new_calls = backend.calls_with(&fresh);
+    let old_calls = backend.calls_with(USAGE_PATH, &expired);
+    let new_calls = backend.calls_with(USAGE_PATH, &fresh);
     let check = |good: bool| if good { "" } else { "  (UNEXPECTED)" };
     rows.push((
         format!("coalescing: refresh requests for {n} concurrent 401s"),
@@ -269,329 +267,35 @@ async fn coalescing(sizes: &Sizes, rows: &mut Vec<(String, String)>) {
 }
 
 // ---------------------------------------------------------------------------------------
-// The server in process, and a client for it
+// The server in process, pointed at the mock backend, and an initialized client for it
 
 struct Rig {
     client: Client,
-    served: tokio::task::JoinHandle<()>,
-    shutdown: CancellationToken,
-    _home: tempfile::TempDir,
+    served: Served,
+    _server: InProcess,
 }
 
 impl Rig {
     async fn start(backend: &MockBackend) -> Rig {
-        let home = tempfile::tempdir().expect("a temp dir");
-        let overrides = [
-            format!("chatgpt_base_url=\"http://{}/backend-api/\"", backend.addr),
+        let server = InProcess::start(&[
+            backend.config_arg(),
             // The coalescing run answers only once every call has had its 401.
             "authbridge.refresh_timeout_ms=60000".to_owned(),
-        ];
-        let config = Config::load(home.path(), &overrides).expect("config");
-        let server = Arc::new(Server::new(config).expect("server"));
-        let (client_io, server_io) = tokio::io::duplex(1 << 20);
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        let served = tokio::spawn(async move {
-            let (r, w) = tokio::io::split(server_io);
-            server.serve_io(r, w, stop).await
-        });
-        let (r, w) = tokio::io::split(client_io);
-        let (tx, rx) = mpsc::unbounded_channel();
-        // Each line is stamped the moment it is read, before it is parsed.
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(r).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let at = Instant::now();
-                let value: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("server wrote {line:?}: {e}"));
-                if tx.send((at, value)).is_err() {
-                    break;
-                }
-            }
-        });
+        ]);
+        let (io, served) = server.connect(1 << 20);
+        let (r, w) = tokio::io::split(io);
+        let mut client = Client::over_io(r, w);
+        client.initialize("bench", true).await;
         Rig {
-            client: Client {
-                writer: w,
-                incoming: rx,
-                buffered: VecDeque::new(),
-                next_id: 1,
-            },
-            served,
-            shutdown,
-            _home: home,
-        }
-    }
-}
-
-impl Client {
-    async fn close(mut self) {
-        let _ = self.writer.shutdown().await;
-    }
-}
-
-impl Rig {
-    async fn stop(self) {
-        let Rig {
             client,
             served,
-            shutdown,
-            _home,
-        } = self;
-        client.close().await;
-        if tokio::time::timeout(WAIT, served).await.is_err() {
-            shutdown.cancel();
-            eprintln!("warning: the connection did not end within {WAIT:?}");
-        }
-    }
-}
-
-struct Client {
-    writer: WriteHalf<tokio::io::DuplexStream>,
-    incoming: mpsc::UnboundedReceiver<(Instant, Value)>,
-    buffered: VecDeque<(Instant, Value)>,
-    next_id: i64,
-}
-
-impl Client {
-    fn next_id(&mut self) -> i64 {
-        self.next_id += 1;
-        self.next_id
-    }
-
-    async fn write_raw(&mut self, bytes: &[u8]) {
-        tokio::time::timeout(WAIT, async {
-            self.writer.write_all(bytes).await?;
-            self.writer.flush().await
-        })
-        .await
-        .expect("the server stopped reading")
-        .expect("write to the server");
-    }
-
-    async fn send(&mut self, message: &Value) {
-        let mut line = message.to_string();
-        line.push('\n');
-        self.write_raw(line.as_bytes()).await;
-    }
-
-    /// The next message, buffered or new.
-    async fn next(&mut self) -> (Instant, Value) {
-        if let Some(m) = self.buffered.pop_front() {
-            return m;
-        }
-        match tokio::time::timeout(WAIT, self.incoming.recv()).await {
-            Ok(Some(m)) => m,
-            Ok(None) => panic!("the server closed the connection"),
-            Err(_) => panic!("no message from the server within {WAIT:?}"),
+            _server: server,
         }
     }
 
-    /// The next new message before `deadline`, if any.
-    async fn next_until(&mut self, deadline: Instant) -> Option<(Instant, Value)> {
-        if let Some(m) = self.buffered.pop_front() {
-            return Some(m);
-        }
-        let deadline = tokio::time::Instant::from_std(deadline);
-        tokio::time::timeout_at(deadline, self.incoming.recv())
-            .await
-            .ok()
-            .flatten()
-    }
-
-    /// The first message matching `pred`; the others stay buffered, in order.
-    async fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> (Instant, Value) {
-        if let Some(i) = self.buffered.iter().position(|(_, v)| pred(v)) {
-            return self.buffered.remove(i).expect("just found");
-        }
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let m = match tokio::time::timeout_at(deadline, self.incoming.recv()).await {
-                Ok(Some(m)) => m,
-                Ok(None) => panic!("the server closed the connection while waiting for {what}"),
-                Err(_) => panic!("waited {WAIT:?} for {what}; buffered: {:?}", self.buffered),
-            };
-            if pred(&m.1) {
-                return m;
-            }
-            self.buffered.push_back(m);
-        }
-    }
-
-    async fn response(&mut self, id: i64) -> (Instant, Value) {
-        self.wait_for(&format!("response {id}"), |v| {
-            v["id"] == id && v.get("method").is_none()
-        })
-        .await
-    }
-
-    async fn server_request(&mut self, method: &str) -> (Instant, Value) {
-        self.wait_for(&format!("server request {method}"), |v| {
-            v["method"] == method && v.get("id").is_some()
-        })
-        .await
-    }
-
-    async fn notification(&mut self, method: &str) -> Value {
-        self.wait_for(&format!("notification {method}"), |v| {
-            v["method"] == method && v.get("id").is_none()
-        })
-        .await
-        .1
-    }
-
-    async fn call(&mut self, method: &str, params: Value) -> Value {
-        let id = self.next_id();
-        self.send(&json!({"id": id, "method": method, "params": params}))
-            .await;
-        let (_, r) = self.response(id).await;
-        r.get("result")
-            .cloned()
-            .unwrap_or_else(|| panic!("{method} failed: {r}"))
-    }
-
-    async fn initialize(&mut self) {
-        self.call(
-            "initialize",
-            json!({"clientInfo": {"name": "bench", "version": "1.0"}, "capabilities": {"experimentalApi": true}}),
-        )
-        .await;
-        self.send(&json!({"method": "initialized"})).await;
-    }
-
-    /// External login as ws-1 with `access`; waits for both notifications.
-    async fn login(&mut self, access: &str) {
-        let r = self
-            .call(
-                "account/login/start",
-                json!({"type": "chatgptAuthTokens", "accessToken": access,
-                       "chatgptAccountId": "ws-1", "chatgptPlanType": "plus"}),
-            )
-            .await;
-        assert_eq!(r, json!({"type": "chatgptAuthTokens"}));
-        self.notification("account/login/completed").await;
-        self.notification("account/updated").await;
-    }
-
-    /// Drops buffered notifications; anything else left over is a bench bug.
-    fn expect_only_notifications(&mut self) {
-        for (_, m) in self.buffered.drain(..) {
-            assert!(
-                m.get("id").is_none() && m.get("method").is_some(),
-                "unexpected message left over: {m}"
-            );
-        }
-    }
-}
-
-fn token(nonce: &str) -> String {
-    authbridge::auth::jwt::unsigned_token(&json!({
-        "email": "bench@example.com",
-        "nonce": nonce,
-        "exp": 4_000_000_000u64,
-        "https://api.openai.com/auth": {
-            "chatgpt_account_id": "ws-1",
-            "chatgpt_plan_type": "plus",
-            "chatgpt_user_id": "user-ws-1",
-        }
-    }))
-}
-
-// ---------------------------------------------------------------------------------------
-// Mock ChatGPT backend: the usage path answers 200 for allowed bearer tokens, 401 otherwise,
-// and counts calls by token.
-
-#[derive(Default)]
-struct MockState {
-    allowed: Mutex<HashSet<String>>,
-    calls: Mutex<HashMap<String, usize>>,
-    body: String,
-}
-
-struct MockBackend {
-    addr: SocketAddr,
-    state: Arc<MockState>,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for MockBackend {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
-}
-
-async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Response {
-    let token = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("")
-        .to_owned();
-    if !request.uri().path().ends_with("/wham/usage") {
-        return (StatusCode::NOT_FOUND, "no such path").into_response();
-    }
-    let allowed = state.allowed.lock().unwrap().contains(&token);
-    *state.calls.lock().unwrap().entry(token).or_default() += 1;
-    if !allowed {
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(header::CONTENT_TYPE, "application/json")],
-            r#"{"detail":"token expired"}"#,
-        )
-            .into_response();
-    }
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        state.body.clone(),
-    )
-        .into_response()
-}
-
-impl MockBackend {
-    async fn start() -> MockBackend {
-        let state = Arc::new(MockState {
-            body: json!({
-                "plan_type": "plus",
-                "rate_limit": {
-                    "primary_window": {"used_percent": 42, "limit_window_seconds": 18000, "reset_at": 1_800_000_000},
-                    "secondary_window": {"used_percent": 5, "limit_window_seconds": 604800, "reset_at": 1_800_100_000}
-                },
-                "credits": {"has_credits": true, "unlimited": false, "balance": "10"}
-            })
-            .to_string(),
-            ..Default::default()
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the mock backend");
-        let addr = listener.local_addr().expect("mock address");
-        let app = Router::new().fallback(handle).with_state(state.clone());
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("mock backend");
-        });
-        MockBackend {
-            addr,
-            state,
-            server,
-        }
-    }
-
-    fn allow(&self, token: &str) {
-        self.state.allowed.lock().unwrap().insert(token.to_owned());
-    }
-
-    fn calls_with(&self, token: &str) -> usize {
-        self.state
-            .calls
-            .lock()
-            .unwrap()
-            .get(token)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    fn calls_total(&self) -> usize {
-        self.state.calls.lock().unwrap().values().sum()
+    async fn stop(mut self) {
+        self.client.close();
+        self.served.finish().await;
     }
 }
 

@@ -2,7 +2,13 @@
 //! memory, in process (`Server::serve_io` over an in-memory duplex pipe) and for the real
 //! binary over stdio. Prints a table; no bench framework.
 //!
+//! The hot loops drive raw pipes; the project's test kit starts the server (in process or
+//! the binary) and finds the binary.
+//!
 //! Run: `cargo bench --bench rpc` (add `-- --quick` for a smaller, faster run).
+
+#[path = "../tests/kit/mod.rs"]
+mod kit;
 
 use std::io::Write as _;
 use std::path::Path;
@@ -10,18 +16,17 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use authbridge::{Config, Server};
+use kit::inproc::InProcess;
+use kit::wait::within;
+use kit::{Options, Proc, WAIT};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::process::Command;
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 
 /// Upper bound for any single phase of the bench; nothing waits longer.
 const PHASE: Duration = Duration::from_secs(120);
-/// Upper bound for one process start or shutdown.
-const STEP: Duration = Duration::from_secs(10);
 /// Requests per write in the pipelined runs.
 const BATCH: usize = 256;
 /// Most unanswered requests in the windowed pipelined runs (the server's in-flight limit
@@ -98,14 +103,10 @@ async fn run(sizes: Sizes, quick: bool) {
 // In process
 
 async fn in_memory(sizes: &Sizes, table: &mut Table) {
-    let home = tempfile::tempdir().expect("a temp dir");
-    let config = Config::load(home.path(), &[]).expect("config");
-    let server = Arc::new(Server::new(config).expect("server"));
+    let server = InProcess::start(&[]);
 
     // Round trips on one connection.
-    let (client, server_io) = tokio::io::duplex(1 << 16);
-    let shutdown = CancellationToken::new();
-    let served = serve(server.clone(), server_io, shutdown.clone());
+    let (client, served) = server.connect(1 << 16);
     let (r, mut w) = tokio::io::split(client);
     let mut r = BufReader::new(r);
     initialize(&mut r, &mut w).await;
@@ -113,11 +114,10 @@ async fn in_memory(sizes: &Sizes, table: &mut Table) {
     let samples = round_trips(&mut r, &mut w, 1 + sizes.warmup as u64, sizes.round_trips).await;
     table.latency("in-memory round trip (account/read)", &samples, None);
     drop((r, w));
-    finish(served, &shutdown).await;
+    served.finish().await;
 
     // Pipelined, on a fresh connection.
-    let (client, server_io) = tokio::io::duplex(1 << 16);
-    let served = serve(server.clone(), server_io, shutdown.clone());
+    let (client, served) = server.connect(1 << 16);
     let (r, mut w) = tokio::io::split(client);
     let mut r = BufReader::with_capacity(1 << 18, r);
     initialize(&mut r, &mut w).await;
@@ -127,90 +127,26 @@ async fn in_memory(sizes: &Sizes, table: &mut Table) {
     let p = pipelined(p.reader, p.writer, first, sizes.pipelined, Some(WINDOW)).await;
     table.throughput(&windowed("in-memory"), &p);
     drop(p);
-    finish(served, &shutdown).await;
-}
-
-fn serve(
-    server: Arc<Server>,
-    io: tokio::io::DuplexStream,
-    shutdown: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let (r, w) = tokio::io::split(io);
-        server.serve_io(r, w, shutdown).await
-    })
-}
-
-async fn finish(served: tokio::task::JoinHandle<()>, shutdown: &CancellationToken) {
-    // The client halves are gone, so the connection sees EOF; cancel in case it does not.
-    if tokio::time::timeout(STEP, served).await.is_err() {
-        shutdown.cancel();
-        eprintln!("warning: in-memory connection did not end within {STEP:?}");
-    }
+    served.finish().await;
 }
 
 // ---------------------------------------------------------------------------------------
 // The binary over stdio
 
-struct Spawned {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    dir: tempfile::TempDir,
-}
-
-impl Spawned {
-    /// `authbridge app-server` with a fresh CODEX_HOME, stderr kept in a file.
-    fn start() -> Spawned {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let home = dir.path().join("home");
-        std::fs::create_dir(&home).expect("CODEX_HOME");
-        let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_authbridge"))
-            .arg("app-server")
-            .env("CODEX_HOME", &home)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn authbridge");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = BufReader::with_capacity(1 << 18, child.stdout.take().expect("stdout"));
-        Spawned {
-            child,
-            stdin,
-            stdout,
-            dir,
-        }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
-    }
-
-    async fn stop(mut self) {
-        drop(self.stdin);
-        if tokio::time::timeout(STEP, self.child.wait()).await.is_err() {
-            let _ = self.child.start_kill();
-            let _ = tokio::time::timeout(STEP, self.child.wait()).await;
-        }
-    }
-}
-
 async fn stdio(sizes: &Sizes, table: &mut Table) {
-    let mut p = Spawned::start();
+    let mut p = Proc::spawn(&["app-server"], Options::default());
     let pid = p.child.id().expect("a pid");
-    initialize(&mut p.stdout, &mut p.stdin).await;
+    let (mut stdin, stdout) = p.pipes();
+    let mut stdout = BufReader::with_capacity(1 << 18, stdout);
+    initialize(&mut stdout, &mut stdin).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let idle = proc_status_kib(pid, "VmRSS");
     table.memory("stdio idle RSS after initialize", idle, Some(10.0));
 
-    round_trips(&mut p.stdout, &mut p.stdin, 1, sizes.warmup).await;
+    round_trips(&mut stdout, &mut stdin, 1, sizes.warmup).await;
     let samples = round_trips(
-        &mut p.stdout,
-        &mut p.stdin,
+        &mut stdout,
+        &mut stdin,
         1 + sizes.warmup as u64,
         sizes.round_trips,
     )
@@ -221,12 +157,6 @@ async fn stdio(sizes: &Sizes, table: &mut Table) {
         Some(50.0),
     );
 
-    let Spawned {
-        child,
-        stdin,
-        stdout,
-        dir,
-    } = p;
     let first = 1 + (sizes.warmup + sizes.round_trips) as u64;
     let result = pipelined(stdout, stdin, first, sizes.pipelined, None).await;
     table.throughput("stdio pipelined, unbounded (account/read)", &result);
@@ -244,17 +174,13 @@ async fn stdio(sizes: &Sizes, table: &mut Table) {
     let peak = proc_status_kib(pid, "VmHWM");
     table.memory("stdio RSS after the pipelined runs", after, None);
     table.memory("stdio peak RSS (VmHWM)", peak, None);
-    let p = Spawned {
-        child,
-        stdin: result.writer,
-        stdout: result.reader,
-        dir,
-    };
+    // Closing stdin ends the server.
+    drop(result);
+    p.exit_code().await;
     let log = p.stderr();
     if !log.trim().is_empty() {
         eprintln!("server stderr:\n{log}");
     }
-    p.stop().await;
 }
 
 /// The same client against `cat` over the same kind of pipes: the floor set by the pipes,
@@ -286,7 +212,7 @@ async fn echo_reference(sizes: &Sizes, table: &mut Table) {
     .await;
     table.latency("reference: `cat` echo, async client", &samples, None);
     drop(stdin);
-    if tokio::time::timeout(STEP, child.wait()).await.is_err() {
+    if tokio::time::timeout(WAIT, child.wait()).await.is_err() {
         let _ = child.start_kill();
     }
 }
@@ -294,12 +220,9 @@ async fn echo_reference(sizes: &Sizes, table: &mut Table) {
 /// The stdio round trip from a plain blocking client thread (write, then a blocking read):
 /// no async runtime between the pipe and the clock on the client side.
 async fn stdio_blocking(sizes: &Sizes, table: &mut Table) {
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_authbridge"));
-    command
-        .arg("app-server")
-        .env("CODEX_HOME", dir.path())
-        .env("RUST_LOG", "warn");
+    let home = tempfile::tempdir().expect("a temp dir");
+    let mut command = kit::process::command(home.path());
+    command.arg("app-server");
     let samples = blocking_round_trips(command, true, sizes)
         .await
         .expect("spawn authbridge");
@@ -365,7 +288,7 @@ async fn blocking_round_trips(
             panic!("blocking round trips did not finish within {PHASE:?}");
         }
     };
-    let deadline = Instant::now() + STEP;
+    let deadline = Instant::now() + WAIT;
     while matches!(child.try_wait(), Ok(None)) {
         if Instant::now() > deadline {
             let _ = child.kill();
@@ -381,39 +304,14 @@ async fn blocking_round_trips(
 async fn start_up(sizes: &Sizes, table: &mut Table) {
     let mut samples = Vec::with_capacity(sizes.starts);
     for _ in 0..sizes.starts {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let home = dir.path().join("home");
-        std::fs::create_dir(&home).expect("CODEX_HOME");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_authbridge"));
-        command
-            .arg("app-server")
-            .env("CODEX_HOME", &home)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
+        let options = Options::default().home(tempfile::tempdir().expect("a temp dir"));
         let started = Instant::now();
-        let mut child = command.spawn().expect("spawn authbridge");
-        let mut stdin = child.stdin.take().expect("stdin");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        tokio::time::timeout(STEP, async {
-            stdin.write_all(INITIALIZE.as_bytes()).await?;
-            stdin.flush().await?;
-            stdout.read_line(&mut line).await
-        })
-        .await
-        .expect("no initialize result in time")
-        .expect("initialize over stdio");
-        let elapsed = started.elapsed();
-        check_reply(&line, 0);
-        samples.push(elapsed.as_nanos() as u64);
+        let mut p = Proc::spawn(&["app-server"], options);
+        let (mut stdin, stdout) = p.pipes();
+        initialize(&mut BufReader::new(stdout), &mut stdin).await;
+        samples.push(started.elapsed().as_nanos() as u64);
         drop(stdin);
-        if tokio::time::timeout(STEP, child.wait()).await.is_err() {
-            let _ = child.start_kill();
-            let _ = tokio::time::timeout(STEP, child.wait()).await;
-        }
+        p.exit_code().await;
     }
     samples.sort_unstable();
     table.row(
@@ -451,13 +349,12 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut line = String::new();
-    tokio::time::timeout(STEP, async {
+    within("the initialize result", async {
         w.write_all(INITIALIZE.as_bytes()).await?;
         w.flush().await?;
         r.read_line(&mut line).await
     })
     .await
-    .expect("no initialize result in time")
     .expect("initialize");
     check_reply(&line, 0);
 }

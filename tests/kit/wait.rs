@@ -8,7 +8,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// How long a connection must stay quiet to count as "received nothing".
 pub const QUIET: Duration = Duration::from_millis(300);
 /// How often [`poll`] and [`until`] look again.
-const POLL: Duration = Duration::from_millis(5);
+const POLL: Duration = Duration::from_millis(1);
 
 /// `future`'s output; panics naming `what` if it takes longer than [`WAIT`].
 pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
