@@ -4,7 +4,7 @@
 
 mod kit;
 
-use kit::client::{api_key_params, code, message, tokens_params};
+use kit::client::{account_updated, api_key_params, chatgpt_account, code, message, tokens_params};
 use kit::home::{auth_json, snapshot};
 use kit::jwt::{token, unsigned};
 use kit::{Client, MockBackend, Options, Proc, USAGE_PATH};
@@ -76,16 +76,12 @@ async fn external_login_current_shape() {
     assert_eq!(p["error"], Value::Null, "{completed}");
     assert_eq!(
         updated["params"],
-        json!({"authMode": "chatgptAuthTokens", "planType": "team"})
+        account_updated(Some("chatgptAuthTokens"), Some("team"))
     );
     // The plan from the param wins over the token's claim.
     assert_eq!(
         c.account().await,
-        json!({
-            "account": {"type": "chatgpt", "email": "a@example.com", "planType": "team"},
-            "userId": "user-ws-1",
-            "requiresOpenaiAuth": true
-        })
+        chatgpt_account("a@example.com", "team", Some("user-ws-1"))
     );
 
     // chatgptPlanType null: the claim is used.
@@ -94,7 +90,7 @@ async fn external_login_current_shape() {
     let upd = external_login(&mut c, params).await;
     assert_eq!(
         upd,
-        json!({"authMode": "chatgptAuthTokens", "planType": "plus"})
+        account_updated(Some("chatgptAuthTokens"), Some("plus"))
     );
     assert_eq!(c.account().await["account"]["planType"], "plus");
 
@@ -123,11 +119,7 @@ async fn external_login_current_shape() {
     assert_eq!(upd["planType"], "unknown");
     assert_eq!(
         c.account().await,
-        json!({
-            "account": {"type": "chatgpt", "email": "bare@example.com", "planType": "unknown"},
-            "userId": null,
-            "requiresOpenaiAuth": true
-        })
+        chatgpt_account("bare@example.com", "unknown", None)
     );
 }
 
@@ -150,17 +142,10 @@ async fn external_login_seed_shape_reads_identity_from_the_id_token() {
         json!({"type": "chatgptAuthTokens", "idToken": id_token, "accessToken": access}),
     )
     .await;
-    assert_eq!(
-        upd,
-        json!({"authMode": "chatgptAuthTokens", "planType": "pro"})
-    );
+    assert_eq!(upd, account_updated(Some("chatgptAuthTokens"), Some("pro")));
     assert_eq!(
         c.account().await,
-        json!({
-            "account": {"type": "chatgpt", "email": "seed@example.com", "planType": "pro"},
-            "userId": "user-ws-seed",
-            "requiresOpenaiAuth": true
-        })
+        chatgpt_account("seed@example.com", "pro", Some("user-ws-seed"))
     );
     // The account id (from the ID token) is what backend calls name.
     let r = c.call("account/rateLimits/read", None).await;
@@ -203,8 +188,7 @@ async fn external_login_with_a_token_that_is_not_a_jwt_is_refused() {
                 "the error shows part of the token: {e}"
             );
         }
-        c.assert_no_account_notifications().await;
-        c.assert_signed_out().await;
+        c.assert_still_signed_out().await;
     }
 }
 
@@ -222,8 +206,7 @@ async fn external_login_without_experimental_api_is_refused() {
         message(&e),
         "account/login/start.chatgptAuthTokens requires experimentalApi capability"
     );
-    c.assert_no_account_notifications().await;
-    c.assert_signed_out().await;
+    c.assert_still_signed_out().await;
 }
 
 // 5 -------------------------------------------------------------------------------------
@@ -245,15 +228,11 @@ async fn sending_external_tokens_again_replaces_them() {
     let upd = c.login_tokens(&second, "ws-2", None).await;
     assert_eq!(
         upd["params"],
-        json!({"authMode": "chatgptAuthTokens", "planType": "pro"})
+        account_updated(Some("chatgptAuthTokens"), Some("pro"))
     );
     assert_eq!(
         c.account().await,
-        json!({
-            "account": {"type": "chatgpt", "email": "second@example.com", "planType": "pro"},
-            "userId": "user-ws-2",
-            "requiresOpenaiAuth": true
-        })
+        chatgpt_account("second@example.com", "pro", Some("user-ws-2"))
     );
     // Backend calls use the new token and account.
     let r = c.call("account/rateLimits/read", None).await;
@@ -283,10 +262,7 @@ async fn api_key_login_writes_auth_json_and_survives_a_restart() {
     assert_eq!(completed["params"]["loginId"], Value::Null);
     assert_eq!(completed["params"]["success"], true);
     assert_eq!(completed["params"]["error"], Value::Null);
-    assert_eq!(
-        updated["params"],
-        json!({"authMode": "apikey", "planType": null})
-    );
+    assert_eq!(updated["params"], account_updated(Some("apikey"), None));
 
     let home = p.home.path().to_owned();
     assert_eq!(
@@ -356,30 +332,20 @@ async fn policy_forced_workspace_refuses_other_workspaces() {
     )
     .await;
 
-    // Declared account outside the set.
+    // Declared account outside the set; then declared ws-1, but the token's own claim
+    // names ws-2.
     let other = token("ws-2", "plus", "two@example.com", "ws-2");
-    let e = c
-        .err("account/login/start", tokens_params(&other, "ws-2"))
-        .await;
-    assert_eq!(code(&e), -32600, "{e}");
-    assert!(
-        message(&e).contains("ws-2") && message(&e).contains("ws-1"),
-        "{e}"
-    );
-    c.assert_no_account_notifications().await;
-    c.assert_signed_out().await;
-
-    // Declared ws-1, but the token's own claim names ws-2.
-    let e = c
-        .err("account/login/start", tokens_params(&other, "ws-1"))
-        .await;
-    assert_eq!(code(&e), -32600, "{e}");
-    assert!(
-        message(&e).contains("ws-2") && message(&e).contains("ws-1"),
-        "{e}"
-    );
-    c.assert_no_account_notifications().await;
-    c.assert_signed_out().await;
+    for declared in ["ws-2", "ws-1"] {
+        let e = c
+            .err("account/login/start", tokens_params(&other, declared))
+            .await;
+        assert_eq!(code(&e), -32600, "{e}");
+        assert!(
+            message(&e).contains("ws-2") && message(&e).contains("ws-1"),
+            "{e}"
+        );
+        c.assert_still_signed_out().await;
+    }
 
     // ws-1 throughout: accepted.
     let one = token("ws-1", "team", "one@example.com", "ws-1");
@@ -440,8 +406,7 @@ async fn policy_forced_login_method_api() {
             "{params}"
         );
     }
-    c.assert_no_account_notifications().await;
-    c.assert_signed_out().await;
+    c.assert_still_signed_out().await;
     c.login_api_key("sk-allowed").await;
 }
 
@@ -460,8 +425,7 @@ async fn policy_forced_login_method_chatgpt() {
         message(&e),
         "API key login is disabled. Use ChatGPT login instead."
     );
-    c.assert_no_account_notifications().await;
-    c.assert_signed_out().await;
+    c.assert_still_signed_out().await;
     assert_eq!(auth_json(p.home.path()), None);
     let access = token("ws-1", "plus", "a@example.com", "forced-chatgpt");
     c.login_tokens(&access, "ws-1", None).await;
@@ -513,10 +477,7 @@ async fn logout_in_external_mode_touches_no_file() {
     let r = c.response(&json!("bye")).await;
     assert_eq!(r["result"], json!({}), "{r}");
     let updated = c.notification("account/updated").await;
-    assert_eq!(
-        updated["params"],
-        json!({"authMode": null, "planType": null})
-    );
+    assert_eq!(updated["params"], account_updated(None, None));
     let seen = labels(&c.received[start..]);
     assert!(
         index_of(&seen, "response \"bye\"") < index_of(&seen, "account/updated"),
@@ -539,10 +500,7 @@ async fn logout_of_external_mode_keeps_a_stored_api_key() {
     assert_eq!(c.account().await["account"]["type"], "chatgpt");
 
     let updated = c.logout().await;
-    assert_eq!(
-        updated["params"],
-        json!({"authMode": "apikey", "planType": null})
-    );
+    assert_eq!(updated["params"], account_updated(Some("apikey"), None));
     assert_eq!(snapshot(p.home.path()), stored, "auth.json changed");
     assert_eq!(
         auth_json(p.home.path()),
@@ -558,10 +516,7 @@ async fn logout_in_api_key_mode_removes_auth_json() {
     c.notification("account/updated").await;
     assert!(auth_json(p.home.path()).is_some());
     let updated = c.logout().await;
-    assert_eq!(
-        updated["params"],
-        json!({"authMode": null, "planType": null})
-    );
+    assert_eq!(updated["params"], account_updated(None, None));
     assert_eq!(auth_json(p.home.path()), None);
     assert!(
         snapshot(p.home.path()).is_empty(),
@@ -578,10 +533,7 @@ async fn logout_when_signed_out_still_answers_and_notifies() {
         let r = c.call("account/logout", params).await;
         assert_eq!(r["result"], json!({}), "{r}");
         let updated = c.notification("account/updated").await;
-        assert_eq!(
-            updated["params"],
-            json!({"authMode": null, "planType": null})
-        );
+        assert_eq!(updated["params"], account_updated(None, None));
     }
     assert!(snapshot(p.home.path()).is_empty());
     c.assert_signed_out().await;
@@ -601,7 +553,7 @@ async fn two_websocket_connections_share_the_auth_state() {
     let upd = a.login_tokens(&access, "ws-1", Some("pro")).await;
     assert_eq!(
         upd["params"],
-        json!({"authMode": "chatgptAuthTokens", "planType": "pro"})
+        account_updated(Some("chatgptAuthTokens"), Some("pro"))
     );
     let completed = b.notification("account/login/completed").await;
     assert_eq!(completed["params"]["success"], true);
@@ -609,11 +561,7 @@ async fn two_websocket_connections_share_the_auth_state() {
     let updated = b.notification("account/updated").await;
     assert_eq!(updated["params"], upd["params"]);
 
-    let expected = json!({
-        "account": {"type": "chatgpt", "email": "shared@example.com", "planType": "pro"},
-        "userId": "user-ws-1",
-        "requiresOpenaiAuth": true
-    });
+    let expected = chatgpt_account("shared@example.com", "pro", Some("user-ws-1"));
     assert_eq!(b.account().await, expected);
     assert_eq!(a.account().await, expected);
 
@@ -621,7 +569,7 @@ async fn two_websocket_connections_share_the_auth_state() {
     assert_eq!(b.ok("account/logout", json!(null)).await, json!({}));
     for c in [&mut a, &mut b] {
         let n = c.notification("account/updated").await;
-        assert_eq!(n["params"], json!({"authMode": null, "planType": null}));
+        assert_eq!(n["params"], account_updated(None, None));
         c.assert_signed_out().await;
     }
 }

@@ -6,7 +6,7 @@ mod kit;
 
 use std::time::{Duration, Instant};
 
-use kit::client::{REFRESH, refreshed};
+use kit::client::{REFRESH, account_updated, refreshed};
 use kit::jwt::token;
 use kit::{Client, MockBackend, Options, Proc, USAGE_PATH, wait};
 use serde_json::{Value, json};
@@ -25,9 +25,38 @@ async fn signed_in(backend: &MockBackend, access: &str, options: Options) -> (Pr
     (p, c)
 }
 
+/// A mock backend and a server pointed at it, with a parent signed in as ws-1 with a new
+/// token tagged `nonce`; returns the backend, that token, the server and the parent.
+async fn session(nonce: &str, options: Options) -> (MockBackend, String, Proc, Client) {
+    let backend = MockBackend::start().await;
+    let access = ws1(nonce);
+    let (p, c) = signed_in(&backend, &access, options).await;
+    (backend, access, p, c)
+}
+
+/// [`session`] with a token the backend never accepts.
+async fn expired_session(options: Options) -> (MockBackend, String, Proc, Client) {
+    session("old", options).await
+}
+
+/// [`session`] with a token the backend accepts.
+async fn valid_session() -> (MockBackend, String, Proc, Client) {
+    let (backend, good, p, c) = session("good", Options::default()).await;
+    backend.allow(&good);
+    (backend, good, p, c)
+}
+
 /// Sends `account/rateLimits/read` without waiting; returns its id.
 fn read_rate_limits(c: &mut Client) -> Value {
     c.request(RATE_LIMITS, None)
+}
+
+/// Reads the rate limits and waits for the refresh request their 401 causes; returns the
+/// call's id and that request.
+async fn hit_401(c: &mut Client) -> (Value, Value) {
+    let call = read_rate_limits(c);
+    let req = c.server_request(REFRESH).await;
+    (call, req)
 }
 
 /// Asserts no refresh request arrives within `quiet`.
@@ -43,10 +72,7 @@ fn auth_error(response: &Value) -> &str {
 
 #[tokio::test]
 async fn a_valid_call_carries_the_tokens_and_the_client_headers() {
-    let backend = MockBackend::start().await;
-    let good = ws1("good");
-    backend.allow(&good);
-    let (_p, mut c) = signed_in(&backend, &good, Options::default()).await;
+    let (backend, good, _p, mut c) = valid_session().await;
     let r = c.ok(RATE_LIMITS, Value::Null).await;
     assert_eq!(r["rateLimits"]["primary"]["usedPercent"], 42);
     assert_eq!(r["rateLimits"]["primary"]["windowDurationMins"], 300);
@@ -65,12 +91,10 @@ async fn a_valid_call_carries_the_tokens_and_the_client_headers() {
 
 #[tokio::test]
 async fn a_401_asks_the_owner_once_and_retries_with_the_fresh_tokens() {
-    let backend = MockBackend::start().await;
-    let (expired, fresh) = (ws1("old"), ws1("new"));
+    let (backend, expired, _p, mut c) = expired_session(Options::default()).await;
+    let fresh = ws1("new");
     backend.allow(&fresh);
-    let (_p, mut c) = signed_in(&backend, &expired, Options::default()).await;
-    let call = read_rate_limits(&mut c);
-    let req = c.server_request(REFRESH).await;
+    let (call, req) = hit_401(&mut c).await;
     assert_eq!(
         req["params"],
         json!({"reason": "unauthorized", "previousAccountId": "ws-1"})
@@ -98,13 +122,10 @@ async fn a_401_asks_the_owner_once_and_retries_with_the_fresh_tokens() {
 
 #[tokio::test]
 async fn a_refresh_that_changes_the_plan_or_account_sends_account_updated() {
-    let backend = MockBackend::start().await;
-    let expired = ws1("old");
+    let (backend, _expired, _p, mut c) = expired_session(Options::default()).await;
     let fresh = token("ws-2", "pro", "a@example.com", "new");
     backend.allow(&fresh);
-    let (_p, mut c) = signed_in(&backend, &expired, Options::default()).await;
-    let call = read_rate_limits(&mut c);
-    let req = c.server_request(REFRESH).await;
+    let (call, req) = hit_401(&mut c).await;
     c.respond(
         &req["id"],
         json!({"accessToken": fresh, "chatgptAccountId": "ws-2", "chatgptPlanType": "pro"}),
@@ -112,7 +133,7 @@ async fn a_refresh_that_changes_the_plan_or_account_sends_account_updated() {
     let updated = c.notification("account/updated").await;
     assert_eq!(
         updated["params"],
-        json!({"authMode": "chatgptAuthTokens", "planType": "pro"})
+        account_updated(Some("chatgptAuthTokens"), Some("pro"))
     );
     assert!(c.response(&call).await.get("result").is_some());
     assert_eq!(backend.last_headers()["chatgpt-account-id"], "ws-2");
@@ -121,12 +142,10 @@ async fn a_refresh_that_changes_the_plan_or_account_sends_account_updated() {
 
 #[tokio::test]
 async fn the_original_refresh_shape_is_accepted() {
-    let backend = MockBackend::start().await;
-    let (expired, fresh) = (ws1("old"), ws1("new"));
+    let (backend, _expired, _p, mut c) = expired_session(Options::default()).await;
+    let fresh = ws1("new");
     backend.allow(&fresh);
-    let (_p, mut c) = signed_in(&backend, &expired, Options::default()).await;
-    let call = read_rate_limits(&mut c);
-    let req = c.server_request(REFRESH).await;
+    let (call, req) = hit_401(&mut c).await;
     let id_token = token("ws-1", "team", "id@example.com", "id");
     c.respond(
         &req["id"],
@@ -138,10 +157,8 @@ async fn the_original_refresh_shape_is_accepted() {
 
 #[tokio::test]
 async fn a_parent_error_fails_the_call_at_once_keeping_its_code_and_message() {
-    let backend = MockBackend::start().await;
-    let (_p, mut c) = signed_in(&backend, &ws1("old"), Options::default()).await;
-    let call = read_rate_limits(&mut c);
-    let req = c.server_request(REFRESH).await;
+    let (backend, _expired, _p, mut c) = expired_session(Options::default()).await;
+    let (call, req) = hit_401(&mut c).await;
     c.respond_error(&req["id"], -32042, "user signed out of the IDE");
     let r = c.response(&call).await;
     assert_eq!(auth_error(&r), "refreshRejected");
@@ -164,19 +181,16 @@ async fn a_parent_error_fails_the_call_at_once_keeping_its_code_and_message() {
 
 #[tokio::test]
 async fn no_answer_times_out_and_a_late_answer_is_ignored() {
-    let backend = MockBackend::start().await;
-    let (expired, fresh) = (ws1("old"), ws1("new"));
-    backend.allow(&fresh);
     let options = Options::default().config("authbridge.refresh_timeout_ms=300");
-    let (_p, mut c) = signed_in(&backend, &expired, options).await;
-    let call = read_rate_limits(&mut c);
-    let req = c.server_request(REFRESH).await;
+    let (backend, _expired, _p, mut c) = expired_session(options).await;
+    let fresh = ws1("new");
+    backend.allow(&fresh);
+    let (call, req) = hit_401(&mut c).await;
     let r = c.response(&call).await;
     assert_eq!(auth_error(&r), "refreshTimeout");
     // The late answer matches nothing and changes nothing; the server keeps serving.
     c.respond(&req["id"], refreshed(&fresh, "ws-1"));
-    let call = read_rate_limits(&mut c);
-    let again = c.server_request(REFRESH).await;
+    let (call, again) = hit_401(&mut c).await;
     assert_ne!(again["id"], req["id"], "ids are never reused");
     c.respond(&again["id"], refreshed(&fresh, "ws-1"));
     assert!(c.response(&call).await.get("result").is_some());
@@ -184,15 +198,13 @@ async fn no_answer_times_out_and_a_late_answer_is_ignored() {
 
 #[tokio::test]
 async fn malformed_or_non_jwt_answers_fail_the_call_without_retry() {
-    let backend = MockBackend::start().await;
-    let (_p, mut c) = signed_in(&backend, &ws1("old"), Options::default()).await;
+    let (backend, _expired, _p, mut c) = expired_session(Options::default()).await;
     for answer in [
         json!({"chatgptAccountId": "ws-1"}),
         refreshed("not-a-jwt", "ws-1"),
         json!("nope"),
     ] {
-        let call = read_rate_limits(&mut c);
-        let req = c.server_request(REFRESH).await;
+        let (call, req) = hit_401(&mut c).await;
         c.respond(&req["id"], answer.clone());
         let r = c.response(&call).await;
         assert_eq!(auth_error(&r), "refreshInvalid", "{answer} -> {r}");
@@ -206,15 +218,13 @@ async fn malformed_or_non_jwt_answers_fail_the_call_without_retry() {
 
 #[tokio::test]
 async fn a_refresh_outside_the_forced_workspace_installs_nothing_and_the_next_401_asks_again() {
-    let backend = MockBackend::start().await;
-    let (expired, fresh) = (ws1("old"), ws1("new"));
+    let options = Options::default().config("forced_chatgpt_workspace_id=\"ws-1\"");
+    let (backend, _expired, _p, mut c) = expired_session(options).await;
+    let fresh = ws1("new");
     let other = token("ws-2", "plus", "a@example.com", "other");
     backend.allow(&other);
     backend.allow(&fresh);
-    let options = Options::default().config("forced_chatgpt_workspace_id=\"ws-1\"");
-    let (_p, mut c) = signed_in(&backend, &expired, options).await;
-    let call = read_rate_limits(&mut c);
-    let req = c.server_request(REFRESH).await;
+    let (call, req) = hit_401(&mut c).await;
     c.respond(&req["id"], refreshed(&other, "ws-2"));
     let r = c.response(&call).await;
     assert_eq!(auth_error(&r), "workspaceMismatch");
@@ -224,8 +234,7 @@ async fn a_refresh_outside_the_forced_workspace_installs_nothing_and_the_next_40
         0,
         "the refused token is never used"
     );
-    let call = read_rate_limits(&mut c);
-    let req = c.server_request(REFRESH).await;
+    let (call, req) = hit_401(&mut c).await;
     assert_eq!(req["params"]["previousAccountId"], "ws-1");
     c.respond(&req["id"], refreshed(&fresh, "ws-1"));
     assert!(c.response(&call).await.get("result").is_some());
@@ -233,10 +242,8 @@ async fn a_refresh_outside_the_forced_workspace_installs_nothing_and_the_next_40
 
 #[tokio::test]
 async fn a_second_401_is_final_and_asks_only_once() {
-    let backend = MockBackend::start().await;
-    let (_p, mut c) = signed_in(&backend, &ws1("old"), Options::default()).await;
-    let call = read_rate_limits(&mut c);
-    let req = c.server_request(REFRESH).await;
+    let (backend, _expired, _p, mut c) = expired_session(Options::default()).await;
+    let (call, req) = hit_401(&mut c).await;
     c.respond(&req["id"], refreshed(&ws1("still-bad"), "ws-1"));
     let r = c.response(&call).await;
     assert_eq!(auth_error(&r), "unauthorized");
@@ -246,10 +253,9 @@ async fn a_second_401_is_final_and_asks_only_once() {
 
 #[tokio::test]
 async fn fifty_concurrent_401s_share_one_refresh() {
-    let backend = MockBackend::start().await;
-    let (expired, fresh) = (ws1("old"), ws1("new"));
+    let (backend, expired, _p, mut c) = expired_session(Options::default()).await;
+    let fresh = ws1("new");
     backend.allow(&fresh);
-    let (_p, mut c) = signed_in(&backend, &expired, Options::default()).await;
     let calls: Vec<Value> = (0..50).map(|_| read_rate_limits(&mut c)).collect();
     let req = c.server_request(REFRESH).await;
     // Let every call reach its 401 before answering, so all of them wait on this refresh.
@@ -332,10 +338,7 @@ async fn rate_limits_need_chatgpt_auth() {
 
 #[tokio::test]
 async fn backend_failures_other_than_401_are_reported_without_recovery() {
-    let backend = MockBackend::start().await;
-    let good = ws1("good");
-    backend.allow(&good);
-    let (_p, mut c) = signed_in(&backend, &good, Options::default()).await;
+    let (backend, _good, _p, mut c) = valid_session().await;
     backend.force_status(Some(503));
     let e = c.err(RATE_LIMITS, json!({})).await;
     assert_eq!(e["code"], -32603);

@@ -91,6 +91,19 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// An `initialize` whose capability carries a secret in the wrong type fails; the
+/// connection stays usable and initializes as `name`.
+async fn initialize_after_a_secret_in_capabilities(c: &mut Client, name: &str, experimental: bool) {
+    let r = c
+        .call(
+            "initialize",
+            Some(json!({"clientInfo": {"name": name, "version": "1"}, "capabilities": {"experimentalApi": INIT_SECRET}})),
+        )
+        .await;
+    assert!(r.get("error").is_some(), "{r}");
+    c.initialize(name, experimental).await;
+}
+
 #[tokio::test]
 async fn no_secret_reaches_logs_or_disk_over_stdio() {
     let (mut p, mut c) = Proc::stdio(Options::default().log("trace"));
@@ -108,15 +121,7 @@ async fn no_secret_reaches_logs_or_disk_over_stdio() {
     secrets.text("API key in a wrong-typed field", KEY_IN_WRONG_TYPE);
     secrets.text("secret in initialize", INIT_SECRET);
 
-    // An initialize whose capability carries a secret fails; the connection stays usable.
-    let r = c
-        .call(
-            "initialize",
-            Some(json!({"clientInfo": {"name": "host", "version": "1"}, "capabilities": {"experimentalApi": INIT_SECRET}})),
-        )
-        .await;
-    assert!(r.get("error").is_some(), "{r}");
-    c.initialize("host", true).await;
+    initialize_after_a_secret_in_capabilities(&mut c, "host", true).await;
 
     // External login, then a replacement.
     c.login_tokens(&first, "ws-1", None).await;
@@ -221,14 +226,7 @@ async fn ws_run() -> WsRun {
     a.login_tokens(&owner_token, "ws-1", None).await;
 
     let mut b = Client::connect(&addr, &[]).await;
-    let r = b
-        .call(
-            "initialize",
-            Some(json!({"clientInfo": {"name": "second", "version": "1"}, "capabilities": {"experimentalApi": INIT_SECRET}})),
-        )
-        .await;
-    assert!(r.get("error").is_some(), "{r}");
-    b.initialize("second", false).await;
+    initialize_after_a_secret_in_capabilities(&mut b, "second", false).await;
     // Without experimentalApi, with a good token, then with wrong types around secrets.
     let r = b
         .call(

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -15,18 +14,17 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 #[derive(Default)]
-pub struct MockState {
+struct MockState {
     /// Allowed tokens with the uses they have left (`None`: no limit).
     allowed: Mutex<HashMap<String, Option<usize>>>,
     calls: Mutex<HashMap<(String, String), usize>>,
     headers: Mutex<Vec<HeaderMap>>,
-    delay: Mutex<Duration>,
     status: Mutex<Option<u16>>,
 }
 
 pub struct MockBackend {
-    pub addr: SocketAddr,
-    pub state: Arc<MockState>,
+    addr: SocketAddr,
+    state: Arc<MockState>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -36,7 +34,8 @@ impl Drop for MockBackend {
     }
 }
 
-pub fn usage_body() -> Value {
+/// What the usage path answers for an allowed token.
+fn usage_body() -> Value {
     json!({
         "plan_type": "plus",
         "rate_limit": {
@@ -67,10 +66,6 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
         .lock()
         .unwrap()
         .push(request.headers().clone());
-    let delay = *state.delay.lock().unwrap();
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
     if let Some(status) = *state.status.lock().unwrap() {
         return (StatusCode::from_u16(status).unwrap(), "forced failure").into_response();
     }
@@ -138,14 +133,6 @@ impl MockBackend {
             .lock()
             .unwrap()
             .insert(token.to_owned(), Some(uses));
-    }
-
-    pub fn revoke(&self, token: &str) {
-        self.state.allowed.lock().unwrap().remove(token);
-    }
-
-    pub fn set_delay(&self, delay: Duration) {
-        *self.state.delay.lock().unwrap() = delay;
     }
 
     pub fn force_status(&self, status: Option<u16>) {

@@ -39,6 +39,20 @@ pub fn signed_out() -> Value {
     json!({"account": null, "userId": null, "requiresOpenaiAuth": true})
 }
 
+/// `account/read` when signed in with ChatGPT tokens.
+pub fn chatgpt_account(email: &str, plan: &str, user_id: Option<&str>) -> Value {
+    json!({
+        "account": {"type": "chatgpt", "email": email, "planType": plan},
+        "userId": user_id,
+        "requiresOpenaiAuth": true
+    })
+}
+
+/// The params of `account/updated`: the auth mode and the plan (`None`: null).
+pub fn account_updated(auth_mode: Option<&str>, plan: Option<&str>) -> Value {
+    json!({"authMode": auth_mode, "planType": plan})
+}
+
 /// The code of a JSON-RPC error object.
 pub fn code(error: &Value) -> i64 {
     error["code"]
@@ -382,6 +396,13 @@ impl Client {
         r
     }
 
+    /// Asserts a second `initialize` on this connection is refused.
+    pub async fn assert_initialize_refused_again(&mut self) {
+        let again = json!({"clientInfo": {"name": "again", "version": "1"}});
+        let e = self.err("initialize", again).await;
+        assert_error(&e, -32600, "Already initialized");
+    }
+
     /// Waits for a successful `account/login/completed`, then `account/updated`; returns
     /// the latter.
     pub async fn login_notifications(&mut self) -> Value {
@@ -420,6 +441,13 @@ impl Client {
 
     pub async fn assert_signed_out(&mut self) {
         assert_eq!(self.account().await, signed_out());
+    }
+
+    /// Asserts nothing happened to the sign-in: no account notification arrives for a
+    /// while, and nobody is signed in.
+    pub async fn assert_still_signed_out(&mut self) {
+        self.assert_no_account_notifications().await;
+        self.assert_signed_out().await;
     }
 
     /// Asserts no login or account notification arrives for a while.

@@ -118,9 +118,9 @@ pub async fn output(args: &[&str]) -> Output {
 /// How to start the binary: extra arguments, the log filter, and the `CODEX_HOME`.
 #[derive(Default)]
 pub struct Options {
-    pub args: Vec<String>,
-    pub rust_log: Option<String>,
-    pub home: Option<tempfile::TempDir>,
+    args: Vec<String>,
+    rust_log: Option<String>,
+    home: Option<tempfile::TempDir>,
 }
 
 impl Options {
