@@ -21,8 +21,8 @@ use kit::{Client, MockBackend, USAGE_PATH, wait};
 use serde_json::{Value, json};
 
 const RATE_LIMITS: &str = "account/rateLimits/read";
-/// Upper bound for a whole phase.
-const PHASE: Duration = Duration::from_secs(300);
+/// Upper bound for the whole bench.
+const WHOLE: Duration = Duration::from_secs(300);
 
 struct Sizes {
     warmup: usize,
@@ -31,8 +31,7 @@ struct Sizes {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; anything unknown is ignored.
-    let quick = std::env::args().skip(1).any(|a| a == "--quick");
+    let quick = kit::bench::quick();
     let sizes = if quick {
         Sizes {
             warmup: 5,
@@ -46,20 +45,7 @@ fn main() {
             concurrent: 1_000,
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    // The client runs as a task on the runtime's workers, as an async parent would.
-    runtime.block_on(async {
-        let bench = tokio::spawn(run(sizes, quick));
-        match tokio::time::timeout(PHASE, bench).await {
-            Ok(done) => done.expect("the recovery bench panicked"),
-            Err(_) => panic!("the recovery bench did not finish within {PHASE:?}"),
-        }
-    });
-    runtime.shutdown_timeout(Duration::from_secs(1));
+    kit::bench::run(WHOLE, run(sizes, quick));
 }
 
 async fn run(sizes: Sizes, quick: bool) {

@@ -27,6 +27,8 @@ use tokio::sync::Semaphore;
 
 /// Upper bound for any single phase of the bench; nothing waits longer.
 const PHASE: Duration = Duration::from_secs(120);
+/// Upper bound for the whole bench.
+const WHOLE: Duration = Duration::from_secs(1200);
 /// Requests per write in the pipelined runs.
 const BATCH: usize = 256;
 /// Most unanswered requests in the windowed pipelined runs (the server's in-flight limit
@@ -52,8 +54,7 @@ struct Reply {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; anything unknown is ignored.
-    let quick = std::env::args().skip(1).any(|a| a == "--quick");
+    let quick = kit::bench::quick();
     let sizes = if quick {
         Sizes {
             warmup: 200,
@@ -69,16 +70,7 @@ fn main() {
             starts: 30,
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    // The client runs as a task on the runtime's workers, as an async parent would.
-    runtime
-        .block_on(async { tokio::spawn(run(sizes, quick)).await })
-        .expect("the bench panicked");
-    runtime.shutdown_timeout(Duration::from_secs(1));
+    kit::bench::run(WHOLE, run(sizes, quick));
 }
 
 async fn run(sizes: Sizes, quick: bool) {
@@ -110,8 +102,7 @@ async fn in_memory(sizes: &Sizes, table: &mut Table) {
     let (r, mut w) = tokio::io::split(client);
     let mut r = BufReader::new(r);
     initialize(&mut r, &mut w).await;
-    round_trips(&mut r, &mut w, 1, sizes.warmup).await;
-    let samples = round_trips(&mut r, &mut w, 1 + sizes.warmup as u64, sizes.round_trips).await;
+    let samples = warm_round_trips(&mut r, &mut w, sizes).await;
     table.latency("in-memory round trip (account/read)", &samples, None);
     drop((r, w));
     served.finish().await;
@@ -143,14 +134,7 @@ async fn stdio(sizes: &Sizes, table: &mut Table) {
     let idle = proc_status_kib(pid, "VmRSS");
     table.memory("stdio idle RSS after initialize", idle, Some(10.0));
 
-    round_trips(&mut stdout, &mut stdin, 1, sizes.warmup).await;
-    let samples = round_trips(
-        &mut stdout,
-        &mut stdin,
-        1 + sizes.warmup as u64,
-        sizes.round_trips,
-    )
-    .await;
+    let samples = warm_round_trips(&mut stdout, &mut stdin, sizes).await;
     table.latency(
         "stdio round trip, async client (account/read)",
         &samples,
@@ -202,14 +186,7 @@ async fn echo_reference(sizes: &Sizes, table: &mut Table) {
     };
     let mut stdin = child.stdin.take().expect("stdin");
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    round_trips(&mut stdout, &mut stdin, 1, sizes.warmup).await;
-    let samples = round_trips(
-        &mut stdout,
-        &mut stdin,
-        1 + sizes.warmup as u64,
-        sizes.round_trips,
-    )
-    .await;
+    let samples = warm_round_trips(&mut stdout, &mut stdin, sizes).await;
     table.latency("reference: `cat` echo, async client", &samples, None);
     drop(stdin);
     if tokio::time::timeout(WAIT, child.wait()).await.is_err() {
@@ -402,6 +379,17 @@ where
     .expect("round trips");
     samples.sort_unstable();
     samples
+}
+
+/// [`Sizes::warmup`] round trips, then [`Sizes::round_trips`] timed ones (ids from 1);
+/// returns the timed ones.
+async fn warm_round_trips<R, W>(r: &mut R, w: &mut W, sizes: &Sizes) -> Vec<u64>
+where
+    R: AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    round_trips(r, w, 1, sizes.warmup).await;
+    round_trips(r, w, 1 + sizes.warmup as u64, sizes.round_trips).await
 }
 
 struct Pipelined<R, W> {
@@ -601,18 +589,11 @@ impl Table {
     }
 
     fn print(&self) {
-        let w0 = self
-            .rows
-            .iter()
-            .map(|r| r.0.chars().count())
-            .max()
-            .unwrap_or(0);
-        let w1 = self
-            .rows
-            .iter()
-            .map(|r| r.1.chars().count())
-            .max()
-            .unwrap_or(0);
+        let widest = |column: fn(&(String, String, String)) -> &String| {
+            let widths = self.rows.iter().map(|r| column(r).chars().count());
+            widths.max().unwrap_or(0)
+        };
+        let (w0, w1) = (widest(|r| &r.0), widest(|r| &r.1));
         println!();
         for (what, value, target) in &self.rows {
             let pad0 = w0 - what.chars().count();

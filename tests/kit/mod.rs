@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod bench;
 pub mod client;
 pub mod conformance;
 pub mod home;
