@@ -59,13 +59,17 @@ struct RawOwn {
     backend_connect_timeout_ms: Option<u64>,
     backend_timeout_ms: Option<u64>,
     shutdown_grace_ms: Option<u64>,
+    max_outgoing_bytes: Option<usize>,
+    max_backend_body_bytes: Option<usize>,
+    header_read_timeout_ms: Option<u64>,
 }
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub codex_home: PathBuf,
-    /// Base URL of the ChatGPT backend, without a trailing slash.
+    /// Base URL of the ChatGPT backend, normalized (scheme and host in lower case), without
+    /// a trailing slash.
     pub chatgpt_base_url: String,
     /// Workspaces external and managed ChatGPT sign-in must belong to, when set.
     pub forced_workspace_ids: Option<Vec<String>>,
@@ -78,17 +82,30 @@ pub struct Config {
     pub backend_timeout: Duration,
     /// How long in-flight requests may finish after the input ends or a signal arrives.
     pub shutdown_grace: Duration,
+    /// Most bytes queued for one client before it is waited for (stdio) or disconnected
+    /// (WebSocket).
+    pub max_outgoing_bytes: usize,
+    /// Largest backend response body read.
+    pub max_backend_body_bytes: usize,
+    /// How long an HTTP client of the WebSocket listener has to send its request head.
+    pub header_read_timeout: Duration,
 }
 
 impl Config {
     /// Loads `codex_home/config.toml` (when present) and applies `overrides` in order.
     pub fn load(codex_home: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
         let path = codex_home.join("config.toml");
-        let mut table = match std::fs::read_to_string(&path) {
-            Ok(text) => text.parse::<toml::Table>().map_err(|e| ConfigError::Toml {
-                path: path.clone(),
-                message: e.message().to_owned(),
-            })?,
+        let mut table = match crate::auth::storage::read_regular_file(&path) {
+            Ok(bytes) => std::str::from_utf8(&bytes)
+                .map_err(|_| ConfigError::Toml {
+                    path: path.clone(),
+                    message: "not UTF-8".into(),
+                })?
+                .parse::<toml::Table>()
+                .map_err(|e| ConfigError::Toml {
+                    path: path.clone(),
+                    message: e.message().to_owned(),
+                })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
             Err(source) => return Err(ConfigError::Read { path, source }),
         };
@@ -128,23 +145,61 @@ impl Config {
             .unwrap_or_else(|| DEFAULT_CHATGPT_BASE_URL.to_owned());
         let chatgpt_base_url = validate_base_url(&base)?;
         let own = raw.authbridge;
-        let ms = |v: Option<u64>, default: u64| Duration::from_millis(v.unwrap_or(default));
-        let max_message_bytes = own.max_message_bytes.unwrap_or(8 * 1024 * 1024);
-        if max_message_bytes < 1024 {
-            return Err(ConfigError::Invalid(
-                "authbridge.max_message_bytes must be at least 1024".into(),
-            ));
-        }
+        let at_least = |key: &str, value: Option<usize>, default: usize, min: usize| {
+            let value = value.unwrap_or(default);
+            if value < min {
+                return Err(ConfigError::Invalid(format!(
+                    "authbridge.{key} must be at least {min}"
+                )));
+            }
+            Ok(value)
+        };
+        // A zero timeout would fail every call at once: refused rather than obeyed.
+        let timeout = |key: &str, value: Option<u64>, default: u64| {
+            let value = value.unwrap_or(default);
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "authbridge.{key} must be at least 1 (milliseconds)"
+                )));
+            }
+            Ok(Duration::from_millis(value))
+        };
         Ok(Self {
             codex_home,
             chatgpt_base_url,
             forced_workspace_ids,
             forced_login_method: raw.forced_login_method,
-            max_message_bytes,
-            refresh_timeout: ms(own.refresh_timeout_ms, 10_000),
-            backend_connect_timeout: ms(own.backend_connect_timeout_ms, 10_000),
-            backend_timeout: ms(own.backend_timeout_ms, 60_000),
-            shutdown_grace: ms(own.shutdown_grace_ms, 5_000),
+            max_message_bytes: at_least(
+                "max_message_bytes",
+                own.max_message_bytes,
+                8 * 1024 * 1024,
+                1024,
+            )?,
+            refresh_timeout: timeout("refresh_timeout_ms", own.refresh_timeout_ms, 10_000)?,
+            backend_connect_timeout: timeout(
+                "backend_connect_timeout_ms",
+                own.backend_connect_timeout_ms,
+                10_000,
+            )?,
+            backend_timeout: timeout("backend_timeout_ms", own.backend_timeout_ms, 60_000)?,
+            shutdown_grace: Duration::from_millis(own.shutdown_grace_ms.unwrap_or(5_000)),
+            max_outgoing_bytes: at_least(
+                "max_outgoing_bytes",
+                own.max_outgoing_bytes,
+                16 * 1024 * 1024,
+                64 * 1024,
+            )?,
+            max_backend_body_bytes: at_least(
+                "max_backend_body_bytes",
+                own.max_backend_body_bytes,
+                4 * 1024 * 1024,
+                1024,
+            )?,
+            header_read_timeout: timeout(
+                "header_read_timeout_ms",
+                own.header_read_timeout_ms,
+                10_000,
+            )?,
         })
     }
 }
@@ -206,7 +261,14 @@ fn validate_base_url(base: &str) -> Result<String, ConfigError> {
             "chatgpt_base_url must not carry credentials".into(),
         ));
     }
-    Ok(base.trim_end_matches('/').to_owned())
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::Invalid(
+            "chatgpt_base_url must not carry a query or a fragment".into(),
+        ));
+    }
+    // The parsed form, not the text: `HTTP://Host/` and `http://host/` are one URL, and
+    // everything later (the https rule of the client) reads the scheme from it.
+    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 fn is_loopback(url: &reqwest::Url) -> bool {
@@ -285,6 +347,49 @@ mod tests {
             .to_string();
         assert!(e.contains("clear text"), "{e}");
         assert!(load(&[r#"chatgpt_base_url="https://user:pw@example.com/""#]).is_err());
+    }
+
+    #[test]
+    fn an_upper_case_scheme_is_normalized_before_the_https_rule() {
+        let c = load(&[r#"chatgpt_base_url="HTTP://LocalHost:9/backend-api/""#]).unwrap();
+        assert_eq!(c.chatgpt_base_url, "http://localhost:9/backend-api");
+        let e = load(&[r#"chatgpt_base_url="HTTP://example.com/""#])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("clear text"), "{e}");
+        let c = load(&[r#"chatgpt_base_url="HTTPS://Example.COM/backend-api""#]).unwrap();
+        assert_eq!(c.chatgpt_base_url, "https://example.com/backend-api");
+    }
+
+    #[test]
+    fn zero_timeouts_and_tiny_bounds_are_refused() {
+        for key in [
+            "refresh_timeout_ms",
+            "backend_timeout_ms",
+            "backend_connect_timeout_ms",
+            "header_read_timeout_ms",
+        ] {
+            let e = load(&[&format!("authbridge.{key}=0")])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{e}");
+        }
+        assert!(load(&["authbridge.max_outgoing_bytes=10"]).is_err());
+        assert!(
+            load(&["authbridge.shutdown_grace_ms=0"]).is_ok(),
+            "no grace is a choice"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_in_place_of_config_toml_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo =
+            std::ffi::CString::new(dir.path().join("config.toml").to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let e = Config::load(dir.path(), &[]).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
     }
 
     #[test]

@@ -5,17 +5,23 @@
 //! Layers, outside in: `transport` moves one JSON text per message, `rpc` owns the
 //! JSON-RPC envelope and the per-connection peer, `api` implements the methods,
 //! `auth` knows who the user is, `backend` calls the ChatGPT backend. See
-//! `ARCHITECTURE.md`.
+//! `ARCHITECTURE.md`. The public surface is small on purpose: configuration, the server,
+//! the schema generator and the WebSocket token helpers the command line needs.
 
-pub mod api;
-pub mod auth;
-pub mod backend;
+mod api;
+mod auth;
+mod backend;
 pub mod config;
-pub mod protocol;
-pub mod rpc;
+mod protocol;
+mod rpc;
 pub mod schema;
-pub mod server;
-pub mod transport;
+mod server;
+mod transport;
 
-pub use config::Config;
-pub use server::Server;
+pub use config::{Config, ConfigError, default_codex_home};
+pub use server::{Server, StartError};
+
+/// The WebSocket capability token as the command line takes it.
+pub mod ws_token {
+    pub use crate::transport::ws::{describe, parse_hex_digest, token_digest};
+}

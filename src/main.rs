@@ -8,9 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use authbridge::Server;
-use authbridge::config::{Config, default_codex_home};
-use authbridge::transport::ws;
+use authbridge::{Config, Server, default_codex_home, ws_token as ws};
 
 #[derive(Parser)]
 #[command(
@@ -97,40 +95,78 @@ fn token_digest(args: &AppServerArgs) -> Result<Option<[u8; 32]>, String> {
     Ok(None)
 }
 
+/// SIGINT and SIGTERM end the server cleanly (exit code 0). The signals stay blocked from
+/// the first line of `main` until tokio's handlers are installed, so one that arrives
+/// during start-up waits for them instead of killing the process.
+#[cfg(unix)]
+mod signals {
+    fn set(how: libc::c_int) {
+        // SAFETY: plain libc calls on a signal set owned by this frame.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+        }
+    }
+
+    /// Called first thing in `main`, before any thread exists, so every thread inherits it.
+    pub fn block() {
+        set(libc::SIG_BLOCK);
+    }
+
+    /// Called on the main thread once the handlers are installed; the runtime's worker
+    /// threads keep them blocked, so the signal is delivered where a handler waits.
+    pub fn unblock() {
+        set(libc::SIG_UNBLOCK);
+    }
+}
+
 fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
-    let fire = token.clone();
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut term), Ok(mut int)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) else {
-                return;
-            };
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            signals::unblock();
+            return token;
+        };
+        let fire = token.clone();
+        tokio::spawn(async move {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
             }
-        }
-        #[cfg(not(unix))]
-        {
+            tracing::info!("signal received; finishing in-flight work");
+            fire.cancel();
+        });
+        signals::unblock();
+    }
+    #[cfg(not(unix))]
+    {
+        let fire = token.clone();
+        tokio::spawn(async move {
             let _ = tokio::signal::ctrl_c().await;
-        }
-        tracing::info!("signal received; finishing in-flight work");
-        fire.cancel();
-    });
+            fire.cancel();
+        });
+    }
     token
 }
 
 async fn app_server(overrides: &[String], args: AppServerArgs) -> Result<(), String> {
+    // Handlers first: a signal during start-up must also end in a clean exit.
+    let shutdown = shutdown_on_signals();
     let listen = parse_listen(&args.listen)?;
     let digest = token_digest(&args)?;
     let config = Config::load(&default_codex_home(), overrides).map_err(|e| e.to_string())?;
     let server = Arc::new(Server::new(config).map_err(|e| e.to_string())?);
-    let shutdown = shutdown_on_signals();
+    if shutdown.is_cancelled() {
+        return Ok(());
+    }
     match listen {
         Listen::Stdio => {
             if digest.is_some() {
@@ -182,17 +218,21 @@ fn init_logging() {
 }
 
 fn main() -> ExitCode {
+    #[cfg(unix)]
+    signals::block();
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
-        Command::GenerateJsonSchema { out } => authbridge::schema::write(&out)
-            .map_err(|e| format!("cannot write the schema to {}: {e}", out.display())),
+        Command::GenerateJsonSchema { out } => {
+            #[cfg(unix)]
+            signals::unblock();
+            authbridge::schema::write(&out)
+                .map_err(|e| format!("cannot write the schema to {}: {e}", out.display()))
+        }
         Command::AppServer(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("a tokio runtime");
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(2).enable_all();
+            let runtime = builder.build().expect("a tokio runtime");
             let result = runtime.block_on(app_server(&cli.overrides, args));
             // A read of stdin may still be parked on a blocking thread; do not wait for it.
             runtime.shutdown_background();

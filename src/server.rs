@@ -1,30 +1,37 @@
-//! Wiring: configuration in, a server that serves connections out.
+//! Wiring: configuration in, a server that serves connections out. Each transport brings
+//! its own connection policy in its [`Link`]; the server only passes it along.
 
 use std::sync::Arc;
 
-use futures::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{self, Api, connections::Connections};
+use crate::api::{self, Announcer, Api, Connections};
 use crate::auth::storage::StorageError;
 use crate::auth::{AuthManager, Policy};
-use crate::backend::BackendClient;
+use crate::backend::{BackendClient, BackendOptions, ClientBuildError};
 use crate::config::Config;
-use crate::protocol::methods::ACCOUNT_UPDATED;
-use crate::rpc::dispatch::Dispatcher;
-use crate::rpc::{ConnectionOptions, serve_connection};
-use crate::transport::codec::JsonLinesCodec;
+use crate::rpc::{ConnectionOptions, Dispatcher, serve_connection};
 use crate::transport::ws::{self, WsOptions};
-use crate::transport::{Frame, stdio};
+use crate::transport::{Link, stdio};
 
+/// Why the server could not start; its message says what to fix.
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Storage(#[from] StorageError),
+#[error("{0}")]
+pub struct StartError(String);
+
+impl From<StorageError> for StartError {
+    fn from(e: StorageError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+impl From<ClientBuildError> for StartError {
+    fn from(e: ClientBuildError) -> Self {
+        Self(e.to_string())
+    }
 }
 
 pub struct Server {
@@ -34,6 +41,8 @@ pub struct Server {
 }
 
 impl Server {
+    /// Builds everything that can fail up front: the stored credential is read and the HTTP
+    /// client is built here, so a broken setup stops start-up instead of failing calls.
     pub fn new(config: Config) -> Result<Self, StartError> {
         let config = Arc::new(config);
         let policy = Policy {
@@ -46,17 +55,17 @@ impl Server {
             config.refresh_timeout,
         )?);
         let connections = Arc::new(Connections::default());
-        let observed = connections.clone();
-        auth.set_observer(Arc::new(move |update| {
-            let connections = observed.clone();
-            tokio::spawn(async move { connections.broadcast(ACCOUNT_UPDATED, &update).await });
-        }));
+        let announcer = Announcer::new(connections.clone());
+        auth.subscribe(Arc::new(move |event| announcer.on_event(event)));
         let backend = BackendClient::new(
-            config.chatgpt_base_url.clone(),
-            config.backend_connect_timeout,
-            config.backend_timeout,
+            BackendOptions {
+                base_url: config.chatgpt_base_url.clone(),
+                connect_timeout: config.backend_connect_timeout,
+                timeout: config.backend_timeout,
+                max_body_bytes: config.max_backend_body_bytes,
+            },
             auth.clone(),
-        );
+        )?;
         let options = ConnectionOptions {
             shutdown_grace: config.shutdown_grace,
             ..ConnectionOptions::default()
@@ -67,7 +76,7 @@ impl Server {
             backend,
             connections,
         });
-        let dispatcher = Arc::new(Dispatcher::new(api::methods(api.clone())));
+        let dispatcher = Arc::new(api::dispatcher(api.clone()));
         Ok(Self {
             api,
             dispatcher,
@@ -79,56 +88,42 @@ impl Server {
         &self.api.config
     }
 
-    /// Serves one connection made of a message stream and a line sink, waiting for a slow
-    /// client (the stdio case).
-    pub async fn serve<I, O>(&self, input: I, output: O, shutdown: CancellationToken)
-    where
-        I: Stream<Item = std::io::Result<Frame>> + Unpin,
-        O: Sink<String, Error = std::io::Error> + Unpin + Send + 'static,
-    {
-        self.serve_with(input, output, shutdown, self.options.clone())
-            .await
-    }
-
-    async fn serve_with<I, O>(
-        &self,
-        input: I,
-        output: O,
-        shutdown: CancellationToken,
-        options: ConnectionOptions,
-    ) where
-        I: Stream<Item = std::io::Result<Frame>> + Unpin,
-        O: Sink<String, Error = std::io::Error> + Unpin + Send + 'static,
-    {
+    async fn serve(&self, link: Link, shutdown: CancellationToken) {
         serve_connection(
             self.dispatcher.clone(),
-            input,
-            output,
-            options,
+            link,
+            self.options.clone(),
             shutdown,
             self.api.connections.clone(),
         )
         .await
     }
 
-    /// Serves newline-delimited JSON over any byte stream (stdio, a pipe, an in-memory duplex).
+    /// Serves newline-delimited JSON over any byte stream (a pipe, an in-memory duplex),
+    /// as stdio is served: the client is waited for, never dropped.
     pub async fn serve_io<R, W>(&self, reader: R, writer: W, shutdown: CancellationToken)
     where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin + Send + 'static,
+        R: AsyncRead + Send + 'static,
+        W: AsyncWrite + Send + 'static,
     {
-        let max = self.api.config.max_message_bytes;
-        let input = FramedRead::new(reader, JsonLinesCodec::new(max));
-        let output = FramedWrite::new(writer, JsonLinesCodec::new(max));
-        self.serve(input, output, shutdown).await
+        let config = &self.api.config;
+        let link = stdio::lines(
+            reader,
+            writer,
+            config.max_message_bytes,
+            config.max_outgoing_bytes,
+        );
+        self.serve(link, shutdown).await
     }
 
     pub async fn serve_stdio(&self, shutdown: CancellationToken) {
-        let (input, output) = stdio::framed(self.api.config.max_message_bytes);
-        self.serve(input, output, shutdown).await
+        let config = &self.api.config;
+        let link = stdio::link(config.max_message_bytes, config.max_outgoing_bytes);
+        self.serve(link, shutdown).await
     }
 
-    /// Serves WebSocket connections until `shutdown`, then waits for open sessions to end.
+    /// Serves WebSocket connections until `shutdown`, then waits for open sessions to end
+    /// (each within its shutdown grace).
     pub async fn serve_ws(
         self: &Arc<Self>,
         listener: TcpListener,
@@ -138,16 +133,17 @@ impl Server {
         let sessions = TaskTracker::new();
         let server = self.clone();
         let (tracker, session_shutdown) = (sessions.clone(), shutdown.clone());
-        let on_connection: ws::OnConnection = Arc::new(move |input, output| {
+        let on_connection: ws::OnConnection = Arc::new(move |link| {
             let server = server.clone();
             let shutdown = session_shutdown.clone();
-            Box::pin(
-                tracker.track_future(async move { server.serve(input, output, shutdown).await }),
-            )
+            Box::pin(tracker.track_future(async move { server.serve(link, shutdown).await }))
         });
+        let config = &self.api.config;
         let options = WsOptions {
             token_sha256,
-            max_message_bytes: self.api.config.max_message_bytes,
+            max_message_bytes: config.max_message_bytes,
+            max_outgoing_bytes: config.max_outgoing_bytes,
+            header_read_timeout: config.header_read_timeout,
         };
         ws::serve(listener, options, on_connection, shutdown).await?;
         sessions.close();

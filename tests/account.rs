@@ -731,10 +731,11 @@ async fn every_request_the_reference_allows_is_accepted() {
 async fn login_cancel_checks_the_id_and_finds_nothing_to_cancel() {
     let (_p, mut c) = started(Options::default(), false).await;
     let e = c
-        .err("account/login/cancel", json!({"loginId": "not-a-uuid"}))
+        .err("account/login/cancel", json!({"loginId": "sk-not-a-uuid"}))
         .await;
     assert_eq!(code(&e), -32600, "{e}");
-    assert_eq!(message(&e), "invalid login id: not-a-uuid");
+    // Whatever was pasted into the field does not come back.
+    assert_eq!(message(&e), "invalid login id: expected a UUID");
     let id = uuid::Uuid::new_v4().to_string();
     let r = c.ok("account/login/cancel", json!({"loginId": id})).await;
     assert_eq!(r, json!({"status": "notFound"}));

@@ -93,9 +93,37 @@ async fn bad_input_gets_json_rpc_errors_and_the_connection_goes_on() {
         .await;
     assert_eq!(e["code"], -32602);
     assert!(e["message"].as_str().unwrap().contains("`apiKey`"), "{e}");
-    let e = c.err("account/login/start", json!({"type": "bogus"})).await;
+    // A key pasted into the wrong field is not echoed; the expected values are listed.
+    let e = c
+        .err(
+            "account/login/start",
+            json!({"type": "sk-pasted-by-mistake"}),
+        )
+        .await;
     assert_eq!(e["code"], -32602);
-    assert!(e["message"].as_str().unwrap().contains("bogus"), "{e}");
+    let text = e["message"].as_str().unwrap();
+    assert!(!text.contains("sk-pasted"), "{e}");
+    assert!(text.contains("`chatgptAuthTokens`"), "{e}");
+    // Rejections carry the id whenever it was readable, so the client can match them.
+    for (line, code) in [
+        (
+            r#"{"jsonrpc":"1.0","id":31,"method":"account/read","params":{}}"#,
+            -32600,
+        ),
+        (
+            r#"{"jsonrpc":2.0,"id":31,"method":"account/read","params":{}}"#,
+            -32600,
+        ),
+        (
+            r#"{"id":31,"method":"account/read","params":[true]}"#,
+            -32602,
+        ),
+    ] {
+        c.send_raw(line);
+        let e = c.next().await;
+        assert_eq!(e["id"], 31, "{line} -> {e}");
+        assert_eq!(e["error"]["code"].as_i64(), Some(code), "{line} -> {e}");
+    }
     // Unknown notifications and responses nobody waits for are dropped silently.
     c.send_raw(r#"{"method":"something/else","params":{}}"#);
     c.send_raw(r#"{"id":4242,"result":{}}"#);

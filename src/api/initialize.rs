@@ -1,26 +1,21 @@
-//! `initialize`: fixes the connection's session and answers who we are.
+//! `initialize`: records the connection's session and answers who we are.
 
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
-use jsonrpsee::types::Params;
-
-use super::Api;
-use super::params::parse;
+use super::{Api, ApiError, Session};
 use crate::protocol::initialize::{ClientInfo, InitializeParams, InitializeResponse};
-use crate::rpc::{RequestContext, RpcError, Session};
+use crate::rpc::RequestContext;
 
-pub async fn initialize(
-    params: Params<'static>,
-    api: Arc<Api>,
-    ctx: RequestContext,
-) -> Result<InitializeResponse, RpcError> {
-    let p: InitializeParams = parse(&params)?;
+pub(super) async fn initialize(
+    api: &Api,
+    ctx: &RequestContext,
+    p: InitializeParams,
+) -> Result<InitializeResponse, ApiError> {
     let capabilities = p.capabilities.unwrap_or_default();
     let user_agent = user_agent(&p.client_info);
     let session = Session {
         client_name: p.client_info.name.clone(),
-        client_version: p.client_info.version.clone(),
         experimental_api: capabilities.experimental_api,
         opt_out: capabilities
             .opt_out_notification_methods
@@ -29,12 +24,11 @@ pub async fn initialize(
             .collect(),
         user_agent: user_agent.clone(),
     };
-    if !ctx.peer.set_session(session) {
-        return Err(RpcError::invalid_request_plain("Already initialized"));
-    }
+    // The connection layer lets `initialize` through once; this cannot fail twice.
+    api.connections.open(ctx.peer.clone(), session);
     // Joined to broadcasts only once the result is written, so no notification overtakes it.
-    let (connections, peer) = (api.connections.clone(), ctx.peer.clone());
-    ctx.after.push(async move { connections.add(peer) });
+    let (connections, id) = (api.connections.clone(), ctx.peer.id());
+    ctx.after.push(async move { connections.join(id) });
     Ok(InitializeResponse {
         user_agent,
         codex_home: absolute(&api.config.codex_home),
@@ -56,7 +50,7 @@ fn absolute(path: &Path) -> String {
 
 /// `<originator>/<version> (<os> <os version>; <arch>) <terminal> (<client>; <client version>)`,
 /// the reference's layout. The originator is the connection's own client name.
-pub fn user_agent(client: &ClientInfo) -> String {
+fn user_agent(client: &ClientInfo) -> String {
     format!(
         "{}/{} ({}; {}) {} ({}; {})",
         client.name,
@@ -69,20 +63,14 @@ pub fn user_agent(client: &ClientInfo) -> String {
     )
 }
 
+/// The OS name and version, read once (`os_info` knows every platform's way of telling).
 fn os_description() -> &'static str {
     static OS: OnceLock<String> = OnceLock::new();
     OS.get_or_init(|| {
-        let release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
-        let field = |key: &str| {
-            release
-                .lines()
-                .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
-                .map(|v| v.trim_matches('"').to_owned())
-        };
-        match (field("NAME"), field("VERSION_ID")) {
-            (Some(name), Some(version)) => format!("{name} {version}"),
-            (Some(name), None) => name,
-            _ => std::env::consts::OS.to_owned(),
+        let info = os_info::get();
+        match info.version() {
+            os_info::Version::Unknown => info.os_type().to_string(),
+            version => format!("{} {version}", info.os_type()),
         }
     })
 }

@@ -1,78 +1,135 @@
-//! The methods authbridge serves, registered in one jsonrpsee method table. Handlers get
-//! the process-wide [`Api`] and their connection's [`RequestContext`].
+//! The methods authbridge serves, registered in one jsonrpsee method table.
+//!
+//! Each handler is an `async fn(&Api, &RequestContext, Params) -> Result<Response, ApiError>`:
+//! registration parses the params into the method's type (errors name the field, never
+//! the value) and maps the error in one place, [`ApiError::into_rpc`].
 
-pub mod account;
-pub mod connections;
-pub mod errors;
-pub mod initialize;
-pub mod params;
-pub mod rate_limits;
-pub mod refresh_channel;
+mod account;
+mod connections;
+mod error;
+mod events;
+mod initialize;
+mod rate_limits;
+mod refresh_channel;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
 use jsonrpsee::RpcModule;
-use jsonrpsee::types::{ErrorObjectOwned, Params};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::auth::AuthManager;
 use crate::backend::BackendClient;
 use crate::config::Config;
+use crate::protocol::decode::decode_object;
 use crate::protocol::methods;
-use crate::rpc::{RequestContext, RpcError};
-use connections::Connections;
+use crate::rpc::envelope::SecretJson;
+use crate::rpc::{Dispatcher, MethodKind, RequestContext};
+
+pub(crate) use connections::{Connections, Session};
+pub(crate) use error::ApiError;
+pub(crate) use events::Announcer;
 
 /// Process-wide state shared by every handler.
-pub struct Api {
+pub(crate) struct Api {
     pub config: Arc<Config>,
     pub auth: Arc<AuthManager>,
     pub backend: BackendClient,
     pub connections: Arc<Connections>,
 }
 
-/// Registers one method. The adapter pulls the connection's context out of jsonrpsee's
-/// extensions, so handlers take it as a plain argument.
-fn register<T, F, Fut>(module: &mut RpcModule<Api>, name: &'static str, handler: F)
-where
-    T: Serialize + Clone + Send + 'static,
-    F: Fn(Params<'static>, Arc<Api>, RequestContext) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<T, RpcError>> + Send + 'static,
-{
-    module
-        .register_async_method(name, move |params, api, extensions| {
-            let handler = handler.clone();
-            async move {
-                let ctx = RequestContext::from_extensions(&extensions)
-                    .map_err(ErrorObjectOwned::from)?
-                    .clone();
-                handler(params, api, ctx)
-                    .await
-                    .map_err(ErrorObjectOwned::from)
-            }
-        })
-        .expect("method names are registered once");
+impl Api {
+    /// The calling connection's session; every method but `initialize` runs after it.
+    pub fn session(&self, ctx: &RequestContext) -> Result<Arc<Session>, ApiError> {
+        self.connections
+            .session(ctx.peer.id())
+            .ok_or(ApiError::NotInitialized)
+    }
 }
 
-pub fn methods(api: Arc<Api>) -> RpcModule<Api> {
-    let mut module = RpcModule::from_arc(api);
-    register(&mut module, methods::INITIALIZE, initialize::initialize);
-    register(
-        &mut module,
+/// Absent params read as `{}`, so a method whose fields are all optional accepts a bare
+/// request; anything else must be an object of the method's shape.
+fn params<P: DeserializeOwned>(raw: Option<&SecretJson>) -> Result<P, ApiError> {
+    Ok(decode_object(raw.map_or("{}", SecretJson::get))?)
+}
+
+struct Table {
+    module: RpcModule<Api>,
+    kinds: HashMap<&'static str, MethodKind>,
+}
+
+impl Table {
+    fn register<R, F, Fut>(&mut self, name: &'static str, kind: MethodKind, handler: F)
+    where
+        R: Serialize + Send + 'static,
+        F: Fn(Arc<Api>, RequestContext, Option<SecretJson>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, ApiError>> + Send + 'static,
+    {
+        self.kinds.insert(name, kind);
+        self.module
+            .register_async_method(name, move |_, api, mut extensions| {
+                let handler = handler.clone();
+                async move {
+                    let Some((ctx, raw)) = RequestContext::take(&mut extensions) else {
+                        return;
+                    };
+                    let outcome =
+                        events::in_request(ctx.after.clone(), handler(api, ctx.clone(), raw)).await;
+                    match outcome {
+                        Ok(result) => ctx.respond(Ok(&result)),
+                        Err(e) => ctx.respond::<()>(Err(e.into_rpc())),
+                    }
+                }
+            })
+            .expect("method names are registered once");
+    }
+}
+
+/// `method!(table, NAME, kind, handler)`: registers an `async fn(&Api, &RequestContext, P)`
+/// with its params parsed into `P`.
+macro_rules! method {
+    ($table:expr, $name:expr, $kind:expr, $handler:path) => {
+        $table.register(
+            $name,
+            $kind,
+            |api: Arc<Api>, ctx: RequestContext, raw: Option<SecretJson>| async move {
+                let p = params(raw.as_ref())?;
+                drop(raw);
+                $handler(&api, &ctx, p).await
+            },
+        )
+    };
+}
+
+/// The method table and how each method is scheduled.
+pub(crate) fn dispatcher(api: Arc<Api>) -> Dispatcher {
+    use MethodKind::{Concurrent, Handshake, Sequential};
+    let mut t = Table {
+        module: RpcModule::from_arc(api),
+        kinds: HashMap::new(),
+    };
+    method!(t, methods::INITIALIZE, Handshake, initialize::initialize);
+    method!(
+        t,
         methods::ACCOUNT_LOGIN_START,
-        account::login_start,
+        Sequential,
+        account::login_start
     );
-    register(
-        &mut module,
+    method!(
+        t,
         methods::ACCOUNT_LOGIN_CANCEL,
-        account::login_cancel,
+        Sequential,
+        account::login_cancel
     );
-    register(&mut module, methods::ACCOUNT_LOGOUT, account::logout);
-    register(&mut module, methods::ACCOUNT_READ, account::read);
-    register(
-        &mut module,
+    method!(t, methods::ACCOUNT_LOGOUT, Sequential, account::logout);
+    method!(t, methods::ACCOUNT_READ, Concurrent, account::read);
+    method!(
+        t,
         methods::ACCOUNT_RATE_LIMITS_READ,
-        rate_limits::read,
+        Concurrent,
+        rate_limits::read
     );
-    module
+    Dispatcher::new(t.module, t.kinds)
 }

@@ -1,42 +1,32 @@
 //! `account/rateLimits/read`, through the backend's 401 recovery loop.
 
-use std::sync::Arc;
-
-use jsonrpsee::types::Params;
-
-use super::params::parse;
-use super::{Api, errors};
+use super::{Api, ApiError};
+use crate::auth::{Mode, NoChatgpt};
 use crate::backend::Caller;
-use crate::protocol::account::AuthMode;
 use crate::protocol::rate_limits::{GetAccountRateLimitsParams, GetAccountRateLimitsResponse};
-use crate::rpc::error::INVALID_REQUEST;
-use crate::rpc::{RequestContext, RpcError};
+use crate::rpc::RequestContext;
 
-pub async fn read(
-    params: Params<'static>,
-    api: Arc<Api>,
-    ctx: RequestContext,
-) -> Result<GetAccountRateLimitsResponse, RpcError> {
-    let _p: GetAccountRateLimitsParams = parse(&params)?;
+pub(super) async fn read(
+    api: &Api,
+    ctx: &RequestContext,
+    _p: GetAccountRateLimitsParams,
+) -> Result<GetAccountRateLimitsResponse, ApiError> {
     match api.auth.mode() {
         None => {
-            return Err(RpcError::new(
-                INVALID_REQUEST,
-                "codex account authentication required to read rate limits",
-            ));
+            return Err(ApiError::NoChatgpt {
+                what: "codex account authentication required to read rate limits",
+                why: NoChatgpt::SignedOut,
+            });
         }
-        Some(AuthMode::ApiKey) => {
-            return Err(RpcError::new(
-                INVALID_REQUEST,
-                "chatgpt authentication required to read rate limits",
-            ));
+        Some(Mode::ApiKey) => {
+            return Err(ApiError::NoChatgpt {
+                what: "chatgpt authentication required to read rate limits",
+                why: NoChatgpt::ApiKey,
+            });
         }
-        Some(AuthMode::Chatgpt | AuthMode::ChatgptAuthTokens) => {}
+        Some(Mode::Chatgpt | Mode::ChatgptAuthTokens) => {}
     }
-    let session = ctx
-        .peer
-        .session()
-        .ok_or_else(|| RpcError::invalid_request_plain("Not initialized"))?;
+    let session = api.session(ctx)?;
     let caller = Caller {
         user_agent: session.user_agent.clone(),
         originator: session.client_name.clone(),
@@ -44,5 +34,8 @@ pub async fn read(
     api.backend
         .rate_limits(&caller)
         .await
-        .map_err(|e| errors::backend("failed to fetch codex rate limits", e))
+        .map_err(|error| ApiError::Backend {
+            what: "failed to fetch codex rate limits",
+            error,
+        })
 }

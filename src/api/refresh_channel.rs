@@ -3,14 +3,24 @@
 use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt};
-use serde_json::value::RawValue;
 
-use crate::auth::{ChannelError, RefreshChannel};
-use crate::protocol::account::ChatgptAuthTokensRefreshParams;
+use crate::auth::{ChannelError, RefreshChannel, SuppliedTokens};
+use crate::protocol::account::{
+    ChatgptAuthTokensRefreshParams, ChatgptAuthTokensRefreshReason, ExternalTokens,
+};
 use crate::protocol::methods::CHATGPT_AUTH_TOKENS_REFRESH;
-use crate::rpc::{Peer, PeerError};
+use crate::rpc::{Peer, PeerError, ServerRequest};
 
-pub struct PeerChannel(pub Peer);
+/// `account/chatgptAuthTokens/refresh`: the server asks, the parent answers with tokens.
+struct RefreshTokens;
+
+impl ServerRequest for RefreshTokens {
+    const METHOD: &'static str = CHATGPT_AUTH_TOKENS_REFRESH;
+    type Params = ChatgptAuthTokensRefreshParams;
+    type Response = ExternalTokens;
+}
+
+pub(super) struct PeerChannel(pub Peer);
 
 impl RefreshChannel for PeerChannel {
     fn id(&self) -> u64 {
@@ -23,19 +33,25 @@ impl RefreshChannel for PeerChannel {
 
     fn request_refresh(
         &self,
-        params: ChatgptAuthTokensRefreshParams,
+        previous_account_id: Option<String>,
         timeout: Duration,
-    ) -> BoxFuture<'static, Result<Box<RawValue>, ChannelError>> {
+    ) -> BoxFuture<'static, Result<SuppliedTokens, ChannelError>> {
         let peer = self.0.clone();
+        let params = ChatgptAuthTokensRefreshParams {
+            reason: ChatgptAuthTokensRefreshReason::Unauthorized,
+            previous_account_id,
+        };
         async move {
-            peer.request(CHATGPT_AUTH_TOKENS_REFRESH, &params, timeout)
+            peer.request::<RefreshTokens>(&params, timeout)
                 .await
+                .map(SuppliedTokens::from)
                 .map_err(|e| match e {
                     PeerError::Timeout(t) => ChannelError::Timeout(t),
                     PeerError::Disconnected => ChannelError::Disconnected,
-                    PeerError::Rejected { code, message, .. } => {
+                    PeerError::Rejected { code, message } => {
                         ChannelError::Rejected { code, message }
                     }
+                    PeerError::Invalid(why) => ChannelError::Invalid(why),
                 })
         }
         .boxed()

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     #[error("the parent application did not answer the token refresh request within {0:?}")]
     RefreshTimeout(Duration),
     #[error("the parent application refused the token refresh: {message} (code {code})")]

@@ -6,35 +6,59 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::value::RawValue;
 
 use super::jwt::{self, JwtError};
+use super::plan::PlanType;
 use super::policy::{Policy, PolicyError};
-use crate::protocol::account::{ChatgptAuthTokensRefreshParams, ExternalTokens, PlanType};
+
+/// Tokens as the parent application supplies them, at login or in a refresh answer. Two
+/// shapes are accepted: the current one (access token + account id [+ plan]) and the
+/// original one (ID token + access token, identity read from the ID token's claims).
+pub(crate) struct SuppliedTokens {
+    pub access_token: SecretString,
+    pub account_id: Option<String>,
+    pub plan: Option<String>,
+    pub id_token: Option<SecretString>,
+}
+
+impl std::fmt::Debug for SuppliedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SuppliedTokens")
+            .field("account_id", &self.account_id)
+            .field("plan", &self.plan)
+            .finish_non_exhaustive()
+    }
+}
 
 /// The way back to the parent application that owns the tokens. Implemented by the
 /// connection handle in the `api` layer; `auth` knows nothing of JSON-RPC.
-pub trait RefreshChannel: Send + Sync {
+pub(crate) trait RefreshChannel: Send + Sync {
     /// Connection identity, for logs.
     fn id(&self) -> u64;
     fn is_closed(&self) -> bool;
+    /// Asks for fresh tokens for the account in use.
     fn request_refresh(
         &self,
-        params: ChatgptAuthTokensRefreshParams,
+        previous_account_id: Option<String>,
         timeout: Duration,
-    ) -> BoxFuture<'static, Result<Box<RawValue>, ChannelError>>;
+    ) -> BoxFuture<'static, Result<SuppliedTokens, ChannelError>>;
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum ChannelError {
+pub(crate) enum ChannelError {
     Timeout(Duration),
     Disconnected,
-    Rejected { code: i64, message: String },
+    Rejected {
+        code: i64,
+        message: String,
+    },
+    /// The answer is not a token object.
+    Invalid(String),
 }
 
 /// Why supplied tokens cannot be installed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum TokensError {
+pub(crate) enum TokensError {
     #[error("`{field}` {source}")]
     NotJwt {
         field: &'static str,
@@ -47,7 +71,7 @@ pub enum TokensError {
 }
 
 /// Validated external tokens and the identity read from them.
-pub struct ExternalAuth {
+pub(crate) struct ExternalAuth {
     pub access_token: Arc<SecretString>,
     pub account_id: Option<String>,
     pub plan: PlanType,
@@ -70,7 +94,7 @@ impl ExternalAuth {
     /// Checks the shape of the tokens and the workspace policy. Signatures are not
     /// verified: the backend does that on every call.
     pub fn validate(
-        tokens: ExternalTokens,
+        tokens: SuppliedTokens,
         policy: &Policy,
         owner: Arc<dyn RefreshChannel>,
     ) -> Result<Self, TokensError> {
@@ -93,7 +117,7 @@ impl ExternalAuth {
         };
         // Identity claims come from the ID token in the original shape, else from the access token.
         let identity = id.as_ref().unwrap_or(&access);
-        let account_id = match (&tokens.chatgpt_account_id, &id) {
+        let account_id = match (&tokens.account_id, &id) {
             (Some(a), _) if !a.trim().is_empty() => Some(a.trim().to_owned()),
             (_, Some(id)) => id.chatgpt_account_id.clone(),
             _ => return Err(TokensError::MissingAccountId),
@@ -101,7 +125,7 @@ impl ExternalAuth {
         let claimed = identity.chatgpt_account_id.as_deref();
         policy.check_workspace(account_id.as_deref().into_iter().chain(claimed))?;
         let plan = tokens
-            .chatgpt_plan_type
+            .plan
             .as_deref()
             .map(PlanType::from_claim)
             .or(identity.chatgpt_plan_type)

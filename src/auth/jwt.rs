@@ -13,9 +13,11 @@ const AUTH_CLAIM: &str = "https://api.openai.com/auth";
 const PROFILE_CLAIM: &str = "https://api.openai.com/profile";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum JwtError {
+pub(crate) enum JwtError {
     #[error("is not a JWT: expected three non-empty dot-separated parts")]
     Shape,
+    #[error("is not a JWT: it holds characters outside base64url")]
+    Charset,
     #[error("is not a JWT: the payload is not base64url")]
     Encoding,
     #[error("is not a JWT: the payload is not a JSON object")]
@@ -24,7 +26,7 @@ pub enum JwtError {
 
 /// The claims authbridge reads.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Claims {
+pub(crate) struct Claims {
     pub email: Option<String>,
     pub exp: Option<i64>,
     pub chatgpt_account_id: Option<String>,
@@ -32,7 +34,7 @@ pub struct Claims {
     pub chatgpt_user_id: Option<String>,
 }
 
-pub fn parse(token: &str) -> Result<Claims, JwtError> {
+pub(crate) fn parse(token: &str) -> Result<Claims, JwtError> {
     let mut parts = token.split('.');
     let (Some(header), Some(payload), Some(signature), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -41,6 +43,15 @@ pub fn parse(token: &str) -> Result<Claims, JwtError> {
     };
     if header.is_empty() || payload.is_empty() || signature.is_empty() {
         return Err(JwtError::Shape);
+    }
+    // Every part must be base64url: a token is sent in an HTTP header, and one that holds
+    // a control character or a space would be accepted now and fail every call later.
+    let base64url = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'=');
+    if ![header, payload, signature]
+        .iter()
+        .all(|part| part.bytes().all(base64url))
+    {
+        return Err(JwtError::Charset);
     }
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
@@ -73,8 +84,9 @@ fn claims_of(map: &Map<String, Value>) -> Claims {
     }
 }
 
-/// Builds an unsigned token with `payload`; for tests, examples and benchmarks.
-pub fn unsigned_token(payload: &Value) -> String {
+/// Builds an unsigned token with `payload`, for unit tests.
+#[cfg(test)]
+pub(crate) fn unsigned_token(payload: &Value) -> String {
     let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     format!(
         "{}.{}.{}",
@@ -118,8 +130,12 @@ mod tests {
         assert_eq!(parse("abc"), Err(JwtError::Shape));
         assert_eq!(parse("a..c"), Err(JwtError::Shape));
         assert_eq!(parse("a.b.c.d"), Err(JwtError::Shape));
-        assert_eq!(parse("a.!!!.c"), Err(JwtError::Encoding));
+        assert_eq!(parse("a.!!!.c"), Err(JwtError::Charset));
+        assert_eq!(parse("a.A.c"), Err(JwtError::Encoding));
         assert_eq!(parse("a.WzFd.c"), Err(JwtError::Payload)); // "[1]"
+        assert_eq!(parse("a.e30.c\u{1}"), Err(JwtError::Charset));
+        assert_eq!(parse("a b.e30.c"), Err(JwtError::Charset));
+        assert!(parse("a.e30.c").is_ok()); // "{}"
         assert!(!JwtError::Shape.to_string().contains("abc"));
     }
 }

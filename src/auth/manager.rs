@@ -2,27 +2,26 @@
 //!
 //! External tokens take precedence over a stored credential, as in the reference: logging
 //! out of external mode reveals a stored API key again instead of deleting it.
+//!
+//! Every change bumps a generation number, published on a watch channel: a call waiting
+//! for a refresh learns at once that a logout or a new login made the wait pointless.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::watch;
 
-use super::external::{ExternalAuth, RefreshChannel, TokensError};
+use super::events::{AuthEvent, AuthStatus, Mode, Subscriber};
+use super::external::{ExternalAuth, RefreshChannel, SuppliedTokens, TokensError};
+use super::plan::PlanType;
 use super::policy::{Policy, PolicyError};
 use super::recovery::Inflight;
 use super::storage::{self, StorageError, Stored};
-use crate::protocol::account::{
-    Account, AccountUpdatedNotification, AuthMode, ExternalTokens, PlanType,
-};
-
-/// Told about changes that happen outside a request's own flow (a refresh that switched
-/// account or plan), so the `api` layer can notify clients.
-pub type Observer = Arc<dyn Fn(AccountUpdatedNotification) + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
-pub enum LoginError {
+pub(crate) enum LoginError {
     #[error(transparent)]
     Policy(#[from] PolicyError),
     #[error(transparent)]
@@ -45,7 +44,7 @@ impl From<TokensError> for LoginError {
 /// The credentials for one ChatGPT backend call. `generation` names the auth state they
 /// came from, so a 401 can tell "these tokens failed" from "tokens already replaced".
 #[derive(Clone)]
-pub struct ChatgptCredentials {
+pub(crate) struct ChatgptCredentials {
     pub access_token: Arc<SecretString>,
     pub account_id: Option<String>,
     pub generation: u64,
@@ -62,9 +61,20 @@ impl std::fmt::Debug for ChatgptCredentials {
 
 /// Why there are no ChatGPT credentials for a backend call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoChatgpt {
+pub(crate) enum NoChatgpt {
     SignedOut,
     ApiKey,
+}
+
+/// Who the user is, for `account/read`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Identity {
+    ApiKey,
+    Chatgpt {
+        email: Option<String>,
+        plan: PlanType,
+        user_id: Option<String>,
+    },
 }
 
 #[derive(Default)]
@@ -76,11 +86,11 @@ pub(super) struct State {
 }
 
 impl State {
-    pub fn mode(&self) -> Option<AuthMode> {
+    pub fn mode(&self) -> Option<Mode> {
         match (&self.external, &self.stored) {
-            (Some(_), _) => Some(AuthMode::ChatgptAuthTokens),
-            (None, Some(Stored::ApiKey(_))) => Some(AuthMode::ApiKey),
-            (None, Some(Stored::Chatgpt(_))) => Some(AuthMode::Chatgpt),
+            (Some(_), _) => Some(Mode::ChatgptAuthTokens),
+            (None, Some(Stored::ApiKey)) => Some(Mode::ApiKey),
+            (None, Some(Stored::Chatgpt(_))) => Some(Mode::Chatgpt),
             (None, None) => None,
         }
     }
@@ -95,10 +105,10 @@ impl State {
         }
     }
 
-    pub fn updated(&self) -> AccountUpdatedNotification {
-        AccountUpdatedNotification {
-            auth_mode: self.mode(),
-            plan_type: self.plan(),
+    pub fn status(&self) -> AuthStatus {
+        AuthStatus {
+            mode: self.mode(),
+            plan: self.plan(),
         }
     }
 
@@ -114,19 +124,20 @@ impl State {
                 account_id: t.account_id.clone(),
                 generation: self.generation,
             }),
-            (None, Some(Stored::ApiKey(_))) => Err(NoChatgpt::ApiKey),
+            (None, Some(Stored::ApiKey)) => Err(NoChatgpt::ApiKey),
             (None, None) => Err(NoChatgpt::SignedOut),
         }
     }
 }
 
-pub struct AuthManager {
+pub(crate) struct AuthManager {
     pub(super) codex_home: PathBuf,
     pub(super) policy: Policy,
     pub(super) refresh_timeout: Duration,
     pub(super) state: Mutex<State>,
     pub(super) inflight: Mutex<Option<Inflight>>,
-    pub(super) observer: OnceLock<Observer>,
+    pub(super) generation: watch::Sender<u64>,
+    subscriber: OnceLock<Subscriber>,
 }
 
 impl AuthManager {
@@ -147,7 +158,7 @@ impl AuthManager {
             Err(e) => return Err(e),
         };
         let stored = stored.filter(|s| match s {
-            Stored::ApiKey(_) => policy.allow_api_key().is_ok(),
+            Stored::ApiKey => policy.allow_api_key().is_ok(),
             Stored::Chatgpt(t) => {
                 policy.allow_managed_chatgpt().is_ok()
                     && policy.check_workspace(t.account_id.as_deref()).is_ok()
@@ -162,51 +173,56 @@ impl AuthManager {
                 ..State::default()
             }),
             inflight: Mutex::new(None),
-            observer: OnceLock::new(),
+            generation: watch::Sender::new(0),
+            subscriber: OnceLock::new(),
         })
     }
 
-    pub fn set_observer(&self, observer: Observer) {
-        let _ = self.observer.set(observer);
+    /// Sets the one receiver of [`AuthEvent`]s.
+    pub fn subscribe(&self, subscriber: Subscriber) {
+        let _ = self.subscriber.set(subscriber);
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn policy(&self) -> &Policy {
-        &self.policy
+    /// Records a change made under `state`'s lock: a new generation, published, and the
+    /// event, emitted before the lock is released so events keep the order of changes.
+    pub(super) fn changed(&self, state: &mut State, event: fn(AuthStatus) -> AuthEvent) {
+        state.generation += 1;
+        self.generation.send_replace(state.generation);
+        if let Some(subscriber) = self.subscriber.get() {
+            subscriber(event(state.status()));
+        }
     }
 
-    pub fn mode(&self) -> Option<AuthMode> {
+    /// A login or logout replaces the credentials: a refresh still waiting for the old ones
+    /// is abandoned (its waiters learn of the change through the generation).
+    fn replaced(&self) {
+        *self.inflight.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    pub fn mode(&self) -> Option<Mode> {
         self.lock().mode()
     }
 
-    /// What `account/updated` would say now.
-    pub fn updated(&self) -> AccountUpdatedNotification {
-        self.lock().updated()
-    }
-
-    /// The account and user id for `account/read`. Never touches the network.
-    pub fn account(&self) -> (Option<Account>, Option<String>) {
+    /// Who the user is, for `account/read`. Never touches the network.
+    pub fn identity(&self) -> Option<Identity> {
         let state = self.lock();
         match (&state.external, &state.stored) {
-            (Some(e), _) => (
-                Some(Account::Chatgpt {
-                    email: e.email.clone(),
-                    plan_type: e.plan,
-                }),
-                e.user_id.clone(),
-            ),
-            (None, Some(Stored::Chatgpt(t))) => (
-                Some(Account::Chatgpt {
-                    email: t.claims.email.clone(),
-                    plan_type: t.claims.chatgpt_plan_type.unwrap_or(PlanType::Unknown),
-                }),
-                t.claims.chatgpt_user_id.clone(),
-            ),
-            (None, Some(Stored::ApiKey(_))) => (Some(Account::ApiKey), None),
-            (None, None) => (None, None),
+            (Some(e), _) => Some(Identity::Chatgpt {
+                email: e.email.clone(),
+                plan: e.plan,
+                user_id: e.user_id.clone(),
+            }),
+            (None, Some(Stored::Chatgpt(t))) => Some(Identity::Chatgpt {
+                email: t.claims.email.clone(),
+                plan: t.claims.chatgpt_plan_type.unwrap_or(PlanType::Unknown),
+                user_id: t.claims.chatgpt_user_id.clone(),
+            }),
+            (None, Some(Stored::ApiKey)) => Some(Identity::ApiKey),
+            (None, None) => None,
         }
     }
 
@@ -217,35 +233,34 @@ impl AuthManager {
     /// Installs external tokens (replacing any). Nothing is installed when a check fails.
     pub fn login_external(
         &self,
-        tokens: ExternalTokens,
+        tokens: SuppliedTokens,
         owner: Arc<dyn RefreshChannel>,
-    ) -> Result<AccountUpdatedNotification, LoginError> {
+    ) -> Result<(), LoginError> {
         self.policy.allow_external()?;
         let external = ExternalAuth::validate(tokens, &self.policy, owner)?;
         let mut state = self.lock();
         tracing::info!(account = ?external.account_id, plan = ?external.plan, owner = external.owner.id(), "external auth installed");
         state.external = Some(external);
-        state.generation += 1;
-        Ok(state.updated())
+        self.replaced();
+        self.changed(&mut state, AuthEvent::LoggedIn);
+        Ok(())
     }
 
-    pub fn login_api_key(
-        &self,
-        key: SecretString,
-    ) -> Result<AccountUpdatedNotification, LoginError> {
+    pub fn login_api_key(&self, key: SecretString) -> Result<(), LoginError> {
         self.policy.allow_api_key()?;
+        if key.expose_secret().trim().is_empty() {
+            return Err(LoginError::EmptyApiKey);
+        }
         let mut state = self.lock();
         if state.external.is_some() {
             return Err(PolicyError::ExternalActive.into());
         }
-        if key.expose_secret().trim().is_empty() {
-            return Err(LoginError::EmptyApiKey);
-        }
         storage::save_api_key(&self.codex_home, &key)?;
-        state.stored = Some(Stored::ApiKey(key));
-        state.generation += 1;
+        state.stored = Some(Stored::ApiKey);
+        self.replaced();
+        self.changed(&mut state, AuthEvent::LoggedIn);
         tracing::info!("API key stored");
-        Ok(state.updated())
+        Ok(())
     }
 
     /// The checks a managed ChatGPT sign-in (browser or device code) must pass to start.
@@ -259,7 +274,7 @@ impl AuthManager {
 
     /// Signs out of the mode in effect. External mode only forgets its in-memory tokens:
     /// the server never wrote them, and a stored credential is not its to delete.
-    pub fn logout(&self) -> Result<AccountUpdatedNotification, StorageError> {
+    pub fn logout(&self) -> Result<(), StorageError> {
         let mut state = self.lock();
         if state.external.take().is_some() {
             tracing::info!("external auth cleared");
@@ -268,7 +283,8 @@ impl AuthManager {
             state.stored = None;
             tracing::info!("stored credential removed");
         }
-        state.generation += 1;
-        Ok(state.updated())
+        self.replaced();
+        self.changed(&mut state, AuthEvent::Changed);
+        Ok(())
     }
 }

@@ -1,16 +1,19 @@
 //! What the server knows about the user: the auth modes, the tokens (secret, in memory),
 //! their claims, the sign-in policy, the stored credential and recovery after a 401.
-//! Depends on neither `api` nor `backend`.
+//! Depends on neither `api` nor `backend`, and speaks its own types, not the wire's.
 
-pub mod error;
-pub mod external;
-pub mod jwt;
-pub mod manager;
-pub mod policy;
+pub(crate) mod error;
+pub(crate) mod events;
+pub(crate) mod external;
+pub(crate) mod jwt;
+pub(crate) mod manager;
+pub(crate) mod plan;
+pub(crate) mod policy;
 mod recovery;
-pub mod storage;
+pub(crate) mod storage;
 
-pub use error::AuthError;
-pub use external::{ChannelError, RefreshChannel};
-pub use manager::{AuthManager, ChatgptCredentials, LoginError, NoChatgpt};
-pub use policy::{Policy, PolicyError};
+pub(crate) use error::AuthError;
+pub(crate) use events::{AuthEvent, AuthStatus, Mode};
+pub(crate) use external::{ChannelError, RefreshChannel, SuppliedTokens};
+pub(crate) use manager::{AuthManager, ChatgptCredentials, Identity, LoginError, NoChatgpt};
+pub(crate) use policy::{Policy, PolicyError};

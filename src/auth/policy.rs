@@ -4,13 +4,13 @@
 use crate::config::ForcedLoginMethod;
 
 #[derive(Debug, Clone, Default)]
-pub struct Policy {
+pub(crate) struct Policy {
     pub workspaces: Option<Vec<String>>,
     pub login_method: Option<ForcedLoginMethod>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum PolicyError {
+pub(crate) enum PolicyError {
     #[error("External ChatGPT auth is disabled. Use API key login instead.")]
     ExternalDisabled,
     #[error("ChatGPT login is disabled. Use API key login instead.")]

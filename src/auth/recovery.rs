@@ -3,20 +3,18 @@
 //! One recovery per failed generation: every caller whose 401 came from the same tokens
 //! shares one refresh (single flight); a caller whose tokens were already replaced gets the
 //! new ones without asking. The shared refresh lives in `inflight` until it completes, so
-//! it keeps running even if the caller that started it goes away.
+//! it keeps running even if the caller that started it goes away; a login or logout drops
+//! it, and every waiter, watching the generation, ends at once instead of at a timeout.
 
 use std::sync::Arc;
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 
 use super::error::AuthError;
+use super::events::AuthEvent;
 use super::external::{ChannelError, ExternalAuth, RefreshChannel, TokensError};
 use super::manager::{AuthManager, ChatgptCredentials};
 use super::storage::Stored;
-use crate::protocol::account::{
-    AccountUpdatedNotification, AuthMode, ChatgptAuthTokensRefreshParams,
-    ChatgptAuthTokensRefreshReason, ExternalTokens,
-};
 
 type SharedRefresh = Shared<BoxFuture<'static, Result<ChatgptCredentials, AuthError>>>;
 
@@ -31,6 +29,7 @@ impl AuthManager {
         self: &Arc<Self>,
         failed: &ChatgptCredentials,
     ) -> Result<ChatgptCredentials, AuthError> {
+        let mut generation = self.generation.subscribe();
         let refresh = {
             let state = self.lock();
             match state.credentials() {
@@ -42,9 +41,7 @@ impl AuthManager {
                 (Some(e), _) => (e.owner.clone(), e.account_id.clone()),
                 // Managed sign-in's refresh-token grant plugs in here; until it exists the
                 // 401 is final, as for an API key.
-                (None, Some(Stored::Chatgpt(_)))
-                | (None, Some(Stored::ApiKey(_)))
-                | (None, None) => {
+                (None, Some(Stored::Chatgpt(_))) | (None, Some(Stored::ApiKey)) | (None, None) => {
                     return Err(AuthError::Unauthorized);
                 }
             };
@@ -65,7 +62,18 @@ impl AuthManager {
                 }
             }
         };
-        refresh.await
+        tokio::select! {
+            outcome = refresh => outcome,
+            // Someone else changed the credentials meanwhile (a login, a logout, or this
+            // very refresh installing its answer): use whatever is current now.
+            _ = generation.wait_for(|g| *g != failed.generation) => {
+                let state = self.lock();
+                match state.credentials() {
+                    Ok(current) => Ok(current),
+                    Err(_) => Err(AuthError::SignedOut),
+                }
+            }
+        }
     }
 
     async fn refresh_external(
@@ -100,16 +108,12 @@ impl AuthManager {
         if owner.is_closed() {
             return Err(AuthError::OwnerDisconnected);
         }
-        let params = ChatgptAuthTokensRefreshParams {
-            reason: ChatgptAuthTokensRefreshReason::Unauthorized,
-            previous_account_id,
-        };
         tracing::info!(
             owner = owner.id(),
             "asking the parent application for fresh tokens"
         );
-        let raw = owner
-            .request_refresh(params, self.refresh_timeout)
+        let tokens = owner
+            .request_refresh(previous_account_id, self.refresh_timeout)
             .await
             .map_err(|e| match e {
                 ChannelError::Timeout(t) => AuthError::RefreshTimeout(t),
@@ -117,14 +121,13 @@ impl AuthManager {
                 ChannelError::Rejected { code, message } => {
                     AuthError::RefreshRejected { code, message }
                 }
+                ChannelError::Invalid(why) => AuthError::RefreshInvalid(why),
             })?;
-        let tokens: ExternalTokens = serde_json::from_str(raw.get())
-            .map_err(|e| AuthError::RefreshInvalid(crate::protocol::describe_serde_error(&e)))?;
         let fresh = ExternalAuth::validate(tokens, &self.policy, owner).map_err(|e| match e {
             TokensError::Policy(p) => AuthError::WorkspaceMismatch(p.to_string()),
             other => AuthError::RefreshInvalid(other.to_string()),
         })?;
-        let (credentials, changed) = {
+        let credentials = {
             let mut state = self.lock();
             if state.generation != generation {
                 // Replaced (a new login) or signed out while we waited.
@@ -137,22 +140,19 @@ impl AuthManager {
                 return Err(AuthError::SignedOut);
             };
             let changed = old.account_id != fresh.account_id || old.plan != fresh.plan;
-            let plan = fresh.plan;
             state.external = Some(fresh);
-            state.generation += 1;
-            let credentials = state.credentials().map_err(|_| AuthError::SignedOut)?;
-            (credentials, changed.then_some(plan))
+            if changed {
+                self.changed(&mut state, AuthEvent::Changed);
+            } else {
+                state.generation += 1;
+                self.generation.send_replace(state.generation);
+            }
+            state.credentials().map_err(|_| AuthError::SignedOut)?
         };
         tracing::info!(
             generation = credentials.generation,
             "external tokens refreshed"
         );
-        if let (Some(plan), Some(observer)) = (changed, self.observer.get()) {
-            observer(AccountUpdatedNotification {
-                auth_mode: Some(AuthMode::ChatgptAuthTokens),
-                plan_type: Some(plan),
-            });
-        }
         Ok(credentials)
     }
 }
@@ -162,9 +162,11 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
+    use secrecy::SecretString;
     use serde_json::json;
 
     use super::*;
+    use crate::auth::external::SuppliedTokens;
     use crate::auth::jwt::unsigned_token;
     use crate::auth::policy::Policy;
 
@@ -173,6 +175,15 @@ mod tests {
         asked: AtomicUsize,
         delay: Duration,
         closed: bool,
+    }
+
+    fn supplied(token: String) -> SuppliedTokens {
+        SuppliedTokens {
+            access_token: SecretString::from(token),
+            account_id: Some("ws-1".into()),
+            plan: None,
+            id_token: None,
+        }
     }
 
     impl RefreshChannel for FakeParent {
@@ -184,42 +195,39 @@ mod tests {
         }
         fn request_refresh(
             &self,
-            _params: ChatgptAuthTokensRefreshParams,
-            _timeout: std::time::Duration,
-        ) -> BoxFuture<'static, Result<Box<serde_json::value::RawValue>, ChannelError>> {
+            _previous_account_id: Option<String>,
+            _timeout: Duration,
+        ) -> BoxFuture<'static, Result<SuppliedTokens, ChannelError>> {
             let n = self.asked.fetch_add(1, Ordering::SeqCst);
             let delay = self.delay;
             async move {
                 tokio::time::sleep(delay).await;
-                let token = unsigned_token(&json!({"n": n}));
-                Ok(serde_json::value::to_raw_value(
-                    &json!({"accessToken": token, "chatgptAccountId": "ws-1"}),
-                )
-                .unwrap())
+                Ok(supplied(unsigned_token(&json!({"n": n}))))
             }
             .boxed()
         }
+    }
+
+    fn parent(delay: Duration, closed: bool) -> Arc<FakeParent> {
+        Arc::new(FakeParent {
+            asked: AtomicUsize::new(0),
+            delay,
+            closed,
+        })
     }
 
     fn manager(parent: Arc<FakeParent>) -> Arc<AuthManager> {
         let home = std::env::temp_dir().join(format!("authbridge-unit-{}", uuid::Uuid::new_v4()));
         let m =
             Arc::new(AuthManager::new(home, Policy::default(), Duration::from_secs(5)).unwrap());
-        let tokens: ExternalTokens = serde_json::from_value(json!({
-            "accessToken": unsigned_token(&json!({"first": true})), "chatgptAccountId": "ws-1"
-        }))
-        .unwrap();
-        m.login_external(tokens, parent).unwrap();
+        m.login_external(supplied(unsigned_token(&json!({"first": true}))), parent)
+            .unwrap();
         m
     }
 
     #[tokio::test]
     async fn concurrent_recoveries_of_one_generation_share_one_request() {
-        let parent = Arc::new(FakeParent {
-            asked: AtomicUsize::new(0),
-            delay: Duration::from_millis(50),
-            closed: false,
-        });
+        let parent = parent(Duration::from_millis(50), false);
         let m = manager(parent.clone());
         let failed = m.chatgpt_credentials().unwrap();
         let all = futures::future::join_all((0..100).map(|_| m.recover(&failed))).await;
@@ -235,11 +243,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_401_from_tokens_already_replaced_retries_without_asking() {
-        let parent = Arc::new(FakeParent {
-            asked: AtomicUsize::new(0),
-            delay: Duration::ZERO,
-            closed: false,
-        });
+        let parent = parent(Duration::ZERO, false);
         let m = manager(parent.clone());
         let stale = m.chatgpt_credentials().unwrap();
         let fresh = m.recover(&stale).await.unwrap();
@@ -255,11 +259,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_closed_owner_fails_at_once_and_logout_ends_recovery() {
-        let parent = Arc::new(FakeParent {
-            asked: AtomicUsize::new(0),
-            delay: Duration::ZERO,
-            closed: true,
-        });
+        let parent = parent(Duration::ZERO, true);
         let m = manager(parent.clone());
         let creds = m.chatgpt_credentials().unwrap();
         assert_eq!(
@@ -269,5 +269,47 @@ mod tests {
         assert_eq!(parent.asked.load(Ordering::SeqCst), 0);
         m.logout().unwrap();
         assert_eq!(m.recover(&creds).await.unwrap_err(), AuthError::SignedOut);
+    }
+
+    #[tokio::test]
+    async fn a_logout_during_a_refresh_ends_every_waiter_at_once() {
+        let parent = parent(Duration::from_secs(30), false);
+        let m = manager(parent.clone());
+        let creds = m.chatgpt_credentials().unwrap();
+        let waiters = tokio::spawn({
+            let m = m.clone();
+            async move { futures::future::join_all((0..10).map(|_| m.recover(&creds))).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        m.logout().unwrap();
+        let all = tokio::time::timeout(Duration::from_secs(2), waiters)
+            .await
+            .expect("waiters ended at once")
+            .unwrap();
+        assert!(all.iter().all(|r| matches!(r, Err(AuthError::SignedOut))));
+        assert!(
+            m.inflight.lock().unwrap().is_none(),
+            "the refresh is dropped"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_login_during_a_refresh_hands_waiters_the_new_tokens() {
+        let parent = parent(Duration::from_secs(30), false);
+        let m = manager(parent.clone());
+        let creds = m.chatgpt_credentials().unwrap();
+        let waiter = tokio::spawn({
+            let m = m.clone();
+            async move { m.recover(&creds).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        m.login_external(supplied(unsigned_token(&json!({"second": true}))), parent)
+            .unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(2), waiter)
+            .await
+            .expect("waiter ended at once")
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.generation, m.chatgpt_credentials().unwrap().generation);
     }
 }

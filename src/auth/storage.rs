@@ -14,10 +14,10 @@ use zeroize::Zeroizing;
 
 use super::jwt::{self, Claims};
 
-pub const AUTH_FILE: &str = "auth.json";
+pub(crate) const AUTH_FILE: &str = "auth.json";
 
 #[derive(Debug, thiserror::Error)]
-pub enum StorageError {
+pub(crate) enum StorageError {
     #[error("cannot {action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -26,28 +26,30 @@ pub enum StorageError {
     },
     #[error("{path} is not a credential file authbridge understands")]
     Format { path: PathBuf },
+    #[error("{path} is not a regular file")]
+    NotAFile { path: PathBuf },
 }
 
 /// Managed ChatGPT credentials as stored by a ChatGPT sign-in.
 #[derive(Clone)]
-pub struct ManagedTokens {
+pub(crate) struct ManagedTokens {
     pub access_token: SecretString,
-    pub refresh_token: SecretString,
     pub account_id: Option<String>,
     /// Claims of the ID token, for `account/read`.
     pub claims: Claims,
 }
 
 #[derive(Clone)]
-pub enum Stored {
-    ApiKey(SecretString),
+pub(crate) enum Stored {
+    /// The key stays in the file: no backend call of authbridge uses it.
+    ApiKey,
     Chatgpt(ManagedTokens),
 }
 
 impl std::fmt::Debug for Stored {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Stored::ApiKey(_) => "Stored::ApiKey(..)",
+            Stored::ApiKey => "Stored::ApiKey",
             Stored::Chatgpt(_) => "Stored::Chatgpt(..)",
         })
     }
@@ -57,7 +59,9 @@ impl std::fmt::Debug for Stored {
 struct FileTokens {
     id_token: SecretString,
     access_token: SecretString,
-    refresh_token: SecretString,
+    /// Required by the format; not needed until the refresh grant is served.
+    #[serde(rename = "refresh_token")]
+    _refresh_token: SecretString,
     #[serde(default)]
     account_id: Option<String>,
 }
@@ -79,16 +83,19 @@ struct ApiKeyFile<'a> {
     api_key: &'a str,
 }
 
-pub fn path(codex_home: &Path) -> PathBuf {
+pub(crate) fn path(codex_home: &Path) -> PathBuf {
     codex_home.join(AUTH_FILE)
 }
 
 /// Reads the stored credential, if any.
-pub fn load(codex_home: &Path) -> Result<Option<Stored>, StorageError> {
+pub(crate) fn load(codex_home: &Path) -> Result<Option<Stored>, StorageError> {
     let path = path(codex_home);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => Zeroizing::new(b),
+    let bytes = match read_regular_file(&path) {
+        Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            return Err(StorageError::NotAFile { path });
+        }
         Err(source) => {
             return Err(StorageError::Io {
                 action: "read",
@@ -109,13 +116,12 @@ pub fn load(codex_home: &Path) -> Result<Option<Stored>, StorageError> {
             "chatgpt"
         });
     match (mode, file.api_key, file.tokens) {
-        ("apikey", Some(key), _) => Ok(Some(Stored::ApiKey(key))),
+        ("apikey", Some(_), _) => Ok(Some(Stored::ApiKey)),
         ("chatgpt", _, Some(t)) => {
             let claims = jwt::parse(t.id_token.expose_secret()).unwrap_or_default();
             let account_id = t.account_id.or_else(|| claims.chatgpt_account_id.clone());
             Ok(Some(Stored::Chatgpt(ManagedTokens {
                 access_token: t.access_token,
-                refresh_token: t.refresh_token,
                 account_id,
                 claims,
             })))
@@ -124,7 +130,31 @@ pub fn load(codex_home: &Path) -> Result<Option<Stored>, StorageError> {
     }
 }
 
-pub fn save_api_key(codex_home: &Path, key: &SecretString) -> Result<(), StorageError> {
+/// Reads a file that must be a regular file. It is opened without blocking, so a FIFO or a
+/// device put in its place is refused (`InvalidInput`) instead of hanging start-up.
+pub(crate) fn read_regular_file(path: &Path) -> std::io::Result<Zeroizing<Vec<u8>>> {
+    use std::io::Read;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let mut file = options.open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut bytes = Zeroizing::new(Vec::with_capacity(meta.len() as usize));
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+pub(crate) fn save_api_key(codex_home: &Path, key: &SecretString) -> Result<(), StorageError> {
     let body = serde_json::to_vec_pretty(&ApiKeyFile {
         auth_mode: "apikey",
         api_key: key.expose_secret(),
@@ -133,7 +163,7 @@ pub fn save_api_key(codex_home: &Path, key: &SecretString) -> Result<(), Storage
     write_atomic(&path(codex_home), &Zeroizing::new(body))
 }
 
-pub fn remove(codex_home: &Path) -> Result<(), StorageError> {
+pub(crate) fn remove(codex_home: &Path) -> Result<(), StorageError> {
     let path = path(codex_home);
     match std::fs::remove_file(&path) {
         Ok(()) => Ok(()),
@@ -201,10 +231,7 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        match load(dir.path()).unwrap() {
-            Some(Stored::ApiKey(k)) => assert_eq!(k.expose_secret(), "sk-test"),
-            other => panic!("unexpected {other:?}"),
-        }
+        assert!(matches!(load(dir.path()).unwrap(), Some(Stored::ApiKey)));
         remove(dir.path()).unwrap();
         assert!(load(dir.path()).unwrap().is_none());
         assert_eq!(
@@ -227,6 +254,18 @@ mod tests {
         };
         assert_eq!(t.account_id.as_deref(), Some("ws-9"));
         assert_eq!(t.claims.email.as_deref(), Some("m@example.com"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_in_place_of_the_file_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = std::ffi::CString::new(path(dir.path()).to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        assert!(matches!(
+            load(dir.path()),
+            Err(StorageError::NotAFile { .. })
+        ));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The one HTTP client for the ChatGPT backend, and the one loop every call goes through:
 //! send; on 401 ask the auth state to recover; resend once; a second 401 is final.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue, USER_AGENT};
@@ -18,7 +18,7 @@ const ORIGINATOR_HEADER: HeaderName = HeaderName::from_static("originator");
 const BODY_EXCERPT: usize = 300;
 
 #[derive(Debug, thiserror::Error)]
-pub enum BackendError {
+pub(crate) enum BackendError {
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error("not signed in with ChatGPT")]
@@ -38,55 +38,97 @@ pub enum BackendError {
     },
     #[error("unexpected response from {url}: {message}")]
     Decode { url: String, message: String },
+    #[error("the response from {url} is larger than {limit} bytes")]
+    TooLarge { url: String, limit: usize },
 }
+
+/// The HTTP client could not be built; start-up stops rather than run without it.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client for the ChatGPT backend: {0}")]
+pub(crate) struct ClientBuildError(String);
 
 /// Who a call is made for: the headers built from the calling connection's `initialize`.
 #[derive(Debug, Clone)]
-pub struct Caller {
+pub(crate) struct Caller {
     pub user_agent: String,
     pub originator: String,
 }
 
-pub struct BackendClient {
+pub(crate) struct BackendClient {
     base_url: String,
-    connect_timeout: Duration,
-    timeout: Duration,
-    /// Built on first use: loading TLS roots costs start-up time a pure-stdio session
-    /// that never calls the backend should not pay.
-    http: OnceLock<reqwest::Client>,
+    http: reqwest::Client,
+    max_body_bytes: usize,
     auth: Arc<AuthManager>,
 }
 
+/// How the client is built; every field comes from the validated configuration.
+pub(crate) struct BackendOptions {
+    /// Normalized base URL (see `Config::chatgpt_base_url`).
+    pub base_url: String,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub max_body_bytes: usize,
+}
+
 impl BackendClient {
-    pub fn new(
-        base_url: String,
-        connect_timeout: Duration,
-        timeout: Duration,
-        auth: Arc<AuthManager>,
-    ) -> Self {
-        Self {
-            base_url,
-            connect_timeout,
-            timeout,
-            http: OnceLock::new(),
+    /// Builds the one HTTP client, at start-up: no redirects (a token must not follow
+    /// one), https only unless the configuration allowed plain http to loopback.
+    pub fn new(options: BackendOptions, auth: Arc<AuthManager>) -> Result<Self, ClientBuildError> {
+        let plain_http = reqwest::Url::parse(&options.base_url)
+            .map(|u| u.scheme() == "http")
+            .unwrap_or(false);
+        let http = reqwest::Client::builder()
+            .connect_timeout(options.connect_timeout)
+            .timeout(options.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .https_only(!plain_http)
+            .build()
+            .map_err(|e| ClientBuildError(e.without_url().to_string()))?;
+        Ok(Self {
+            base_url: options.base_url,
+            http,
+            max_body_bytes: options.max_body_bytes,
             auth,
-        }
+        })
     }
 
     pub fn base_url(&self) -> &str {
         &self.base_url
     }
 
-    fn http(&self) -> &reqwest::Client {
-        self.http.get_or_init(|| {
-            reqwest::Client::builder()
-                .connect_timeout(self.connect_timeout)
-                .timeout(self.timeout)
-                .redirect(reqwest::redirect::Policy::none())
-                .https_only(!self.base_url.starts_with("http://"))
-                .build()
-                .unwrap_or_else(|_| reqwest::Client::new())
-        })
+    /// Reads a response body, at most `max_body_bytes` of it, chunk by chunk: a backend
+    /// (or something posing as one) cannot make the server buffer an unbounded body.
+    async fn read_body(
+        &self,
+        url: &str,
+        mut response: reqwest::Response,
+    ) -> Result<Vec<u8>, BackendError> {
+        let limit = self.max_body_bytes;
+        if response.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(BackendError::TooLarge {
+                url: url.to_owned(),
+                limit,
+            });
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| BackendError::Transport {
+                method: Method::GET,
+                url: url.to_owned(),
+                message: describe_transport_error(&e),
+            })?
+        {
+            if body.len() + chunk.len() > limit {
+                return Err(BackendError::TooLarge {
+                    url: url.to_owned(),
+                    limit,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     /// GETs `url` with the current ChatGPT credentials, recovering once from a 401.
@@ -109,14 +151,7 @@ impl BackendClient {
             }
         }
         let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| BackendError::Transport {
-                method: Method::GET,
-                url: url.to_owned(),
-                message: e.without_url().to_string(),
-            })?;
+        let bytes = self.read_body(url, response).await?;
         if !status.is_success() {
             let body: String = String::from_utf8_lossy(&bytes)
                 .chars()
@@ -131,7 +166,11 @@ impl BackendClient {
         }
         serde_json::from_slice(&bytes).map_err(|e| BackendError::Decode {
             url: url.to_owned(),
-            message: crate::protocol::describe_serde_error(&e),
+            message: format!(
+                "not the expected JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
         })
     }
 
@@ -153,7 +192,7 @@ impl BackendClient {
         })?;
         authorization.set_sensitive(true);
         let mut request = self
-            .http()
+            .http
             .request(method.clone(), url)
             .header(AUTHORIZATION, authorization)
             .header(USER_AGENT, header_value(&caller.user_agent))

@@ -1,6 +1,6 @@
 //! Calls to the ChatGPT backend. Every call goes through [`BackendClient`]'s 401 loop.
 
-pub mod client;
-pub mod rate_limits;
+pub(crate) mod client;
+pub(crate) mod rate_limits;
 
-pub use client::{BackendClient, BackendError, Caller};
+pub(crate) use client::{BackendClient, BackendError, BackendOptions, Caller, ClientBuildError};

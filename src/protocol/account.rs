@@ -4,6 +4,8 @@ use schemars::JsonSchema;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+pub use crate::auth::plan::PlanType;
+
 /// How the server is signed in. Only the values of the reference's list are ever sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum AuthMode {
@@ -16,46 +18,6 @@ pub enum AuthMode {
     /// ChatGPT tokens supplied by the parent application, held in memory only.
     #[serde(rename = "chatgptAuthTokens")]
     ChatgptAuthTokens,
-}
-
-/// ChatGPT plan, normalized. Strings outside this list read as `unknown`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum PlanType {
-    Free,
-    Go,
-    Plus,
-    Pro,
-    Prolite,
-    Promax,
-    Team,
-    SelfServeBusinessProlite,
-    SelfServeBusinessUsageBased,
-    Business,
-    Ent26,
-    EnterpriseCbpAutomation,
-    EnterpriseCbpUsageBased,
-    Enterprise,
-    Edu,
-    EduPlus,
-    EduPro,
-    Sci,
-    SciPlus,
-    Unknown,
-}
-
-impl PlanType {
-    /// Reads a plan as tokens and backends spell it: case-insensitive, with the aliases
-    /// `hc` (enterprise) and `education` (edu); anything else is `Unknown`.
-    pub fn from_claim(raw: &str) -> Self {
-        let lower = raw.trim().to_ascii_lowercase();
-        match lower.as_str() {
-            "hc" => return Self::Enterprise,
-            "education" => return Self::Edu,
-            _ => {}
-        }
-        serde_json::from_value(serde_json::Value::String(lower)).unwrap_or(Self::Unknown)
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -105,6 +67,8 @@ pub enum LoginAccountParams {
         api_key: SecretString,
     },
     #[serde(rename_all = "camelCase")]
+    // Accepted as the reference defines them; managed sign-in is not served yet.
+    #[allow(dead_code)]
     Chatgpt {
         #[serde(default)]
         codex_streamlined_login: Option<bool>,
@@ -186,6 +150,10 @@ pub struct GetAccountResponse {
     pub requires_openai_auth: bool,
 }
 
+/// `account/logout` takes no params; an absent, null or empty object is accepted.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LogoutAccountParams {}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct LogoutAccountResponse {}
 
@@ -231,18 +199,6 @@ pub struct ChatgptAuthTokensRefreshParams {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn plans_normalize() {
-        assert_eq!(PlanType::from_claim("PRO"), PlanType::Pro);
-        assert_eq!(PlanType::from_claim("hc"), PlanType::Enterprise);
-        assert_eq!(PlanType::from_claim("education"), PlanType::Edu);
-        assert_eq!(
-            PlanType::from_claim("self_serve_business_prolite"),
-            PlanType::SelfServeBusinessProlite
-        );
-        assert_eq!(PlanType::from_claim("platinum"), PlanType::Unknown);
-    }
 
     #[test]
     fn tokens_never_show_in_debug() {

@@ -1,118 +1,159 @@
-//! One connection's main loop: a reader that never waits on a handler, one writer fed by a
-//! bounded queue, requests run concurrently, notifications handled in arrival order.
+//! One connection's main loop: a reader that never waits on a handler, one writer fed by
+//! the byte-bounded outbox, requests run concurrently (or in order, for the methods that
+//! change state), notifications handled in arrival order.
 //!
-//! `initialize` is the one request handled inline, so a request pipelined right behind it
-//! already sees the session. Everything a handler may wait for from the client (a token
-//! refresh) arrives through this same reader, which is why handlers never run on it.
+//! Everything a handler may wait for from the client (a token refresh) arrives through
+//! this same reader, which is why handlers never run on it. Every way out is bounded: the
+//! input ending, a signal, or an abort stops the reader at once, even while it waits for
+//! room in the outbox; in-flight requests get `shutdown_grace`, and the ones cut off
+//! then still get an error reply when there is room for it; the writer gets the same grace.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Sink, SinkExt, Stream, StreamExt};
-use serde_json::value::RawValue;
-use tokio::sync::mpsc;
+use futures::{SinkExt, StreamExt};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use zeroize::Zeroize;
 
-use super::dispatch::{AfterResponse, Dispatcher, Outcome, RequestContext};
-use super::envelope::{self, Incoming, Parsed, RequestId, encode};
+use super::dispatch::{AfterResponse, Dispatcher, MethodKind};
+use super::envelope::{self, Incoming, Parsed, RequestId, SecretJson, encode};
 use super::error::RpcError;
 use super::peer::{ConnectionId, Peer};
-use crate::transport::Frame;
+use crate::transport::{Frame, Link, Outgoing};
 
-pub const INITIALIZE: &str = "initialize";
-pub const INITIALIZED: &str = "initialized";
-pub const OVERLOADED: i32 = -32001;
+pub(crate) const OVERLOADED: i32 = -32001;
+
+/// Most input read ahead while a frame's handling waits.
+const LOOKAHEAD_BYTES: usize = 1024 * 1024;
+
+fn frame_bytes(frame: &Frame) -> usize {
+    match frame {
+        Frame::Text(text) => text.len(),
+        _ => 0,
+    }
+}
 
 #[derive(Debug, Clone)]
-pub struct ConnectionOptions {
-    /// How long in-flight requests may run after the input ends.
+pub(crate) struct ConnectionOptions {
+    /// How long in-flight requests (and then the writer) may run after the input ends.
     pub shutdown_grace: Duration,
-    /// Capacity of the outgoing queue (messages).
-    pub outbound_queue: usize,
     /// Requests running at once before new ones are answered "overloaded".
     pub max_in_flight: usize,
-    /// Close the connection when a broadcast finds its outgoing queue full (WebSocket),
-    /// instead of waiting for the client (stdio).
-    pub drop_slow_client: bool,
 }
 
 impl Default for ConnectionOptions {
     fn default() -> Self {
         Self {
             shutdown_grace: Duration::from_secs(5),
-            outbound_queue: 1024,
             max_in_flight: 4096,
-            drop_slow_client: false,
         }
     }
 }
 
 /// What the layer above wants to know about a connection's life.
-pub trait ConnectionHooks: Send + Sync + 'static {
-    fn closed(&self, _id: ConnectionId) {}
+pub(crate) trait ConnectionHooks: Send + Sync + 'static {
+    fn closed(&self, id: ConnectionId);
 }
 
-impl ConnectionHooks for () {}
-
-/// Serves one connection until its input ends, the writer fails, or `shutdown` fires;
-/// then lets in-flight requests finish (bounded) and flushes what they wrote.
-pub async fn serve_connection<I, O>(
+/// Serves one connection until its input ends, it is aborted, or `shutdown` fires; then
+/// lets in-flight requests finish (bounded) and flushes what they wrote (bounded).
+pub(crate) async fn serve_connection(
     dispatcher: Arc<Dispatcher>,
-    mut input: I,
-    output: O,
+    link: Link,
     options: ConnectionOptions,
     shutdown: CancellationToken,
     hooks: Arc<dyn ConnectionHooks>,
-) where
-    I: Stream<Item = std::io::Result<Frame>> + Unpin,
-    O: Sink<String, Error = std::io::Error> + Unpin + Send + 'static,
-{
-    let (tx, rx) = mpsc::channel(options.outbound_queue.max(1));
-    let stop_reading = shutdown.child_token();
-    let peer = Peer::new(tx, options.drop_slow_client);
-    let aborted = peer.abort_token();
-    let stop_writer = CancellationToken::new();
-    let mut writer = tokio::spawn(write_loop(rx, output, stop_writer.clone(), aborted.clone()));
-    let abort_handlers = CancellationToken::new();
+) {
+    let Link {
+        mut input,
+        output,
+        policy,
+    } = link;
+    let peer = Peer::new(policy);
+    let aborted = peer.lifecycle().aborted().clone();
+    let mut writer = tokio::spawn(write_loop(peer.clone(), output));
+    let cut_off = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let conn = Conn {
+    let mut conn = Conn {
         dispatcher,
         peer: peer.clone(),
         tracker: tracker.clone(),
-        abort: abort_handlers.clone(),
+        cut_off: cut_off.clone(),
         max_in_flight: options.max_in_flight,
+        sequential_tail: None,
     };
+    let stop = shutdown.child_token();
     tracing::debug!(connection = peer.id().0, "connection opened");
 
-    loop {
-        let frame = tokio::select! {
-            biased;
-            _ = stop_reading.cancelled() => break,
-            _ = aborted.cancelled() => break,
-            frame = input.next() => frame,
+    // The input is watched even while a frame is being handled, which may wait for room
+    // in the outbox (a stdio client that is not reading): frames that arrive meanwhile are
+    // queued (at most LOOKAHEAD_BYTES of them), and the input's end is noticed. After the
+    // end, queued frames are still handled, within the shutdown grace.
+    let mut queued: VecDeque<Frame> = VecDeque::new();
+    let mut queued_bytes = 0usize;
+    let mut ended: Option<tokio::time::Instant> = None;
+    'read: loop {
+        let frame = match queued.pop_front() {
+            Some(frame) => {
+                queued_bytes -= frame_bytes(&frame);
+                Some(Ok(frame))
+            }
+            None if ended.is_some() => break,
+            None => tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                _ = aborted.cancelled() => break,
+                frame = input.next() => frame,
+            },
         };
-        match frame {
-            None => break,
-            Some(Err(e)) => {
-                tracing::debug!(connection = peer.id().0, error = %e, "input failed");
-                break;
+        let handled = conn.handle_frame(frame);
+        tokio::pin!(handled);
+        loop {
+            let deadline =
+                ended.unwrap_or_else(|| tokio::time::Instant::now() + options.shutdown_grace);
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break 'read,
+                _ = aborted.cancelled() => break 'read,
+                going = &mut handled => {
+                    if going {
+                        break;
+                    }
+                    break 'read;
+                }
+                _ = tokio::time::sleep_until(deadline), if ended.is_some() => break 'read,
+                next = input.next(), if ended.is_none() && queued_bytes < LOOKAHEAD_BYTES => {
+                    match next {
+                        Some(Ok(frame)) => {
+                            queued_bytes += frame_bytes(&frame);
+                            queued.push_back(frame);
+                        }
+                        // The input ended (or failed): finish what is queued, bounded.
+                        _ => ended = Some(tokio::time::Instant::now() + options.shutdown_grace),
+                    }
+                }
             }
-            Some(Ok(Frame::Text(line))) => conn.handle_line(&line).await,
-            Some(Ok(Frame::Oversized { limit })) => {
-                let e = RpcError::invalid_request(format!(
-                    "message longer than {limit} bytes was skipped"
-                ));
-                conn.send(encode::error(peer.jsonrpc(), None, &e)).await;
-            }
-            Some(Ok(Frame::Unreadable(why))) => {
-                let e = RpcError::new(super::error::PARSE_ERROR, format!("Parse error: {why}"));
-                conn.send(encode::error(peer.jsonrpc(), None, &e)).await;
-            }
+        }
+    }
+    drop(input);
+    for frame in queued {
+        if let Frame::Text(mut text) = frame {
+            text.zeroize();
         }
     }
 
     // The client can no longer answer: whoever waits for it learns so now, not at a timeout.
+    let unanswered = peer.outstanding_requests();
+    if !unanswered.is_empty() {
+        tracing::debug!(
+            connection = peer.id().0,
+            ?unanswered,
+            "input ended with requests to the client unanswered"
+        );
+    }
     peer.close();
     tracker.close();
     if tokio::time::timeout(options.shutdown_grace, tracker.wait())
@@ -123,11 +164,11 @@ pub async fn serve_connection<I, O>(
             connection = peer.id().0,
             "in-flight requests cut off at shutdown"
         );
-        abort_handlers.cancel();
+        cut_off.cancel();
         tracker.wait().await;
     }
     hooks.closed(peer.id());
-    stop_writer.cancel();
+    peer.outbox().close();
     // A client that stopped reading must not keep the writer (and the connection) forever;
     // an aborted connection's output is not waited for at all.
     let grace = if aborted.is_cancelled() {
@@ -142,61 +183,86 @@ pub async fn serve_connection<I, O>(
     tracing::debug!(connection = peer.id().0, "connection closed");
 }
 
-async fn write_loop<O>(
-    mut rx: mpsc::Receiver<String>,
-    mut output: O,
-    stop: CancellationToken,
-    on_failure: CancellationToken,
-) where
-    O: Sink<String, Error = std::io::Error> + Unpin,
-{
+async fn write_loop(peer: Peer, mut output: Outgoing) {
+    let aborted = peer.lifecycle().aborted().clone();
     let result: std::io::Result<()> = async {
-        loop {
-            let line = tokio::select! {
-                biased;
-                line = rx.recv() => line,
-                _ = stop.cancelled() => rx.try_recv().ok(),
+        while let Some(batch) = peer.outbox().next_batch().await {
+            let bytes: usize = batch.iter().map(String::len).sum();
+            let write = async {
+                for line in batch {
+                    output.feed(line).await?;
+                }
+                output.flush().await
             };
-            let Some(line) = line else { break };
-            output.feed(line).await?;
-            // Batch whatever else is queued into one flush.
-            while let Ok(more) = rx.try_recv() {
-                output.feed(more).await?;
+            tokio::select! {
+                biased;
+                _ = aborted.cancelled() => return Ok(()),
+                written = write => written?,
             }
-            output.flush().await?;
+            peer.outbox().written(bytes);
         }
         Ok(())
     }
     .await;
     if let Err(e) = result {
         tracing::debug!(error = %e, "output failed; closing the connection");
-        on_failure.cancel();
+        peer.abort();
     }
-    let _ = output.close().await;
+    if !aborted.is_cancelled() {
+        let _ = output.close().await;
+    }
 }
 
 struct Conn {
     dispatcher: Arc<Dispatcher>,
     peer: Peer,
     tracker: TaskTracker,
-    abort: CancellationToken,
+    /// Fired when the shutdown grace is over: in-flight handlers stop and reply an error.
+    cut_off: CancellationToken,
     max_in_flight: usize,
+    /// Completion of the last sequential request, which the next one waits for.
+    sequential_tail: Option<oneshot::Receiver<()>>,
 }
 
 impl Conn {
     async fn send(&self, line: String) {
-        let _ = self.peer.send_line(line).await;
+        let _ = self.peer.outbox().push(line).await;
     }
 
-    async fn handle_line(&self, line: &str) {
+    /// Handles one frame; false when the input is over.
+    async fn handle_frame(&mut self, frame: Option<std::io::Result<Frame>>) -> bool {
+        let jsonrpc = self.peer.jsonrpc();
+        match frame {
+            None => false,
+            Some(Err(e)) => {
+                tracing::debug!(connection = self.peer.id().0, error = %e, "input failed");
+                false
+            }
+            Some(Ok(Frame::Text(mut line))) => {
+                self.handle_line(&line).await;
+                line.zeroize();
+                true
+            }
+            Some(Ok(Frame::Oversized { limit })) => {
+                let e = RpcError::invalid_request(format!(
+                    "message longer than {limit} bytes was skipped"
+                ));
+                self.send(encode::error(jsonrpc, None, &e)).await;
+                true
+            }
+            Some(Ok(Frame::Unreadable(why))) => {
+                let e = RpcError::new(super::error::PARSE_ERROR, format!("Parse error: {why}"));
+                self.send(encode::error(jsonrpc, None, &e)).await;
+                true
+            }
+        }
+    }
+
+    async fn handle_line(&mut self, line: &str) {
         let Parsed { message, jsonrpc } = match envelope::parse(line) {
             Ok(parsed) => parsed,
             Err(rejected) => {
-                let dialect = self
-                    .peer
-                    .session()
-                    .map(|_| self.peer.jsonrpc())
-                    .unwrap_or(rejected.jsonrpc);
+                let dialect = self.peer.dialect().unwrap_or(rejected.jsonrpc);
                 tracing::debug!(
                     connection = self.peer.id().0,
                     code = rejected.error.code,
@@ -216,9 +282,9 @@ impl Conn {
             Incoming::Request { id, method, params } => {
                 self.handle_request(id, method, params).await
             }
-            Incoming::Notification { method, .. } => {
-                if method == INITIALIZED {
-                    self.peer.mark_initialized_notification();
+            Incoming::Notification { method } => {
+                if method == "initialized" {
+                    self.peer.lifecycle().saw_initialized();
                 } else {
                     tracing::debug!(
                         connection = self.peer.id().0,
@@ -227,35 +293,48 @@ impl Conn {
                     );
                 }
             }
-            Incoming::Response { id, result } => self.peer.route_response(&id, result),
-            Incoming::Unattributed { error } => {
+            Incoming::Response { id, reply } => {
+                if self.peer.pending().complete(&id, reply).is_err() {
+                    tracing::debug!(
+                        connection = self.peer.id().0,
+                        %id,
+                        "response with an unknown id dropped"
+                    );
+                }
+            }
+            Incoming::Unattributed { code } => {
                 tracing::warn!(
                     connection = self.peer.id().0,
-                    ?error,
+                    code,
                     "client reported an error without an id"
                 );
             }
         }
     }
 
-    async fn handle_request(&self, id: RequestId, method: String, params: Option<Box<RawValue>>) {
+    async fn handle_request(&mut self, id: RequestId, method: String, params: Option<SecretJson>) {
         let jsonrpc = self.peer.jsonrpc();
         let refuse = |e: RpcError| encode::error(jsonrpc, Some(&id), &e);
-        if !self.dispatcher.has_method(&method) {
+        let Some(kind) = self.dispatcher.kind(&method) else {
             return self.send(refuse(RpcError::method_not_found(&method))).await;
-        }
-        if method == INITIALIZE {
-            if self.peer.session().is_some() {
+        };
+        let lifecycle = self.peer.lifecycle();
+        if kind == MethodKind::Handshake {
+            if lifecycle.handshake_done() {
                 return self
                     .send(refuse(RpcError::invalid_request_plain(
                         "Already initialized",
                     )))
                     .await;
             }
-            // Inline: the next request must already see the session.
-            return run_request(&self.dispatcher, &self.peer, id, &method, params).await;
+            // Inline: the next request must already see the handshake's effect.
+            let ok = run_request(&self.dispatcher, &self.peer, id, &method, params).await;
+            if ok {
+                self.peer.lifecycle().finish_handshake();
+            }
+            return;
         }
-        if self.peer.session().is_none() {
+        if !lifecycle.handshake_done() {
             return self
                 .send(refuse(RpcError::invalid_request_plain("Not initialized")))
                 .await;
@@ -268,34 +347,49 @@ impl Conn {
                 )))
                 .await;
         }
+        let (before, done) = match kind {
+            MethodKind::Sequential => {
+                let (tx, rx) = oneshot::channel::<()>();
+                (self.sequential_tail.replace(rx), Some(tx))
+            }
+            _ => (None, None),
+        };
         let dispatcher = self.dispatcher.clone();
         let peer = self.peer.clone();
-        let abort = self.abort.clone();
+        let cut_off = self.cut_off.clone();
         self.tracker.spawn(async move {
+            let run = async {
+                if let Some(before) = before {
+                    // Sent or dropped when the previous one is done; either way, go on.
+                    let _ = before.await;
+                }
+                run_request(&dispatcher, &peer, id.clone(), &method, params).await;
+            };
             tokio::select! {
-                _ = run_request(&dispatcher, &peer, id, &method, params) => {}
-                _ = abort.cancelled() => {}
+                _ = run => {}
+                _ = cut_off.cancelled() => {
+                    let e = RpcError::internal("the request was cut off: the server is shutting down");
+                    let _ = peer.outbox().push_now(encode::error(peer.jsonrpc(), Some(&id), &e));
+                }
             }
+            drop(done);
         });
     }
 }
 
+/// Runs one request to the end: its response, then the work queued behind it.
 async fn run_request(
     dispatcher: &Dispatcher,
     peer: &Peer,
     id: RequestId,
     method: &str,
-    params: Option<Box<RawValue>>,
-) {
+    params: Option<SecretJson>,
+) -> bool {
     let after = AfterResponse::default();
-    let ctx = RequestContext {
-        peer: peer.clone(),
-        after: after.clone(),
-    };
-    let line = match dispatcher.call(method, params, ctx).await {
-        Outcome::Result(result) => encode::result(peer.jsonrpc(), &id, &result),
-        Outcome::Error(error) => encode::error_raw(peer.jsonrpc(), Some(&id), &error),
-    };
-    let _ = peer.send_line(line).await;
+    let outcome = dispatcher
+        .call(method, id, params, peer.clone(), after.clone())
+        .await;
+    let _ = peer.outbox().push(outcome.line).await;
     after.run().await;
+    outcome.ok
 }

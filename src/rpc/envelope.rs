@@ -3,7 +3,8 @@
 //!
 //! Parsing borrows from the input line and keeps `params`, `result` and `error` as raw JSON,
 //! so a message is classified without building a `Value` tree; the method handler parses
-//! its own params into its own type.
+//! its own params into its own type. Output is built from serde types, never by pasting
+//! strings together.
 
 use std::fmt;
 
@@ -16,7 +17,7 @@ use super::error::RpcError;
 /// A request id as the Codex schema defines it: a string or an int64.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(untagged)]
-pub enum RequestId {
+pub(crate) enum RequestId {
     Int(i64),
     Str(String),
 }
@@ -57,29 +58,76 @@ impl<'de> Deserialize<'de> for RequestId {
     }
 }
 
+/// Raw JSON that may carry secrets (login params, refresh answers): wiped when dropped.
+pub(crate) struct SecretJson(Option<Box<RawValue>>);
+
+impl SecretJson {
+    pub fn get(&self) -> &str {
+        self.0.as_deref().map_or("null", RawValue::get)
+    }
+}
+
+impl From<&RawValue> for SecretJson {
+    fn from(raw: &RawValue) -> Self {
+        Self(Some(raw.to_owned()))
+    }
+}
+
+impl Drop for SecretJson {
+    fn drop(&mut self) {
+        if let Some(raw) = self.0.take() {
+            let text: Box<str> = raw.into();
+            zeroize::Zeroize::zeroize(&mut String::from(text));
+        }
+    }
+}
+
+impl fmt::Debug for SecretJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretJson(..)")
+    }
+}
+
 /// One incoming message, classified.
 #[derive(Debug)]
-pub enum Incoming {
+pub(crate) enum Incoming {
     Request {
         id: RequestId,
         method: String,
-        params: Option<Box<RawValue>>,
+        params: Option<SecretJson>,
     },
     Notification {
         method: String,
-        params: Option<Box<RawValue>>,
     },
     Response {
         id: RequestId,
-        result: Result<Box<RawValue>, ErrorObject>,
+        reply: Reply,
     },
     /// A response with a null id: nothing can be routed, nothing is answered.
-    Unattributed { error: Option<String> },
+    Unattributed {
+        code: Option<i64>,
+    },
 }
+
+/// What the client answered to one of our requests.
+pub(crate) type Reply = Result<SecretJson, ReplyError>;
+
+/// Why a response carries no usable result.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum ReplyError {
+    /// The client answered with an error object.
+    Error(ErrorObject),
+    /// The response itself breaks the envelope (both `result` and `error`, a bad `error`).
+    Malformed(&'static str),
+}
+
+/// Longest error message kept from a client's error object: the text is quoted back in our
+/// own errors, and a client must not be able to make them arbitrarily large.
+pub(crate) const MAX_CLIENT_MESSAGE_CHARS: usize = 256;
 
 /// The error member of a response, as received or as sent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ErrorObject {
+pub(crate) struct ErrorObject {
     pub code: i64,
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,8 +136,8 @@ pub struct ErrorObject {
 
 /// Why a line could not be taken as a message; each maps to an error response.
 #[derive(Debug)]
-pub struct Rejected {
-    /// The id, when one could be read, so the error can be correlated.
+pub(crate) struct Rejected {
+    /// The id, whenever one could be read, so the client can correlate the error.
     pub id: Option<RequestId>,
     pub error: RpcError,
     /// Whether the line carried `"jsonrpc":"2.0"` (for the connection's dialect).
@@ -98,7 +146,7 @@ pub struct Rejected {
 
 /// A parsed line: the message and whether it carried the `jsonrpc` member.
 #[derive(Debug)]
-pub struct Parsed {
+pub(crate) struct Parsed {
     pub message: Incoming,
     pub jsonrpc: bool,
 }
@@ -113,9 +161,9 @@ struct RawEnvelope<'a> {
     method: Option<String>,
     #[serde(default, borrow)]
     params: Option<&'a RawValue>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     result: Option<&'a RawValue>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     error: Option<&'a RawValue>,
 }
 
@@ -124,188 +172,270 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
     <&RawValue>::deserialize(d).map(Some)
 }
 
+/// The code of an error object, read without keeping anything else of it.
+#[derive(Deserialize)]
+struct ErrorCode {
+    #[serde(default)]
+    code: Option<i64>,
+}
+
+/// The member's JSON type, for messages that must not quote the value.
+fn is_object(raw: &RawValue) -> bool {
+    raw.get().trim_start().starts_with('{')
+}
+
 /// Classifies one line of input.
-pub fn parse(line: &str) -> Result<Parsed, Rejected> {
-    let reject = |id, error, jsonrpc| Rejected { id, error, jsonrpc };
+pub(crate) fn parse(line: &str) -> Result<Parsed, Rejected> {
     let trimmed = line.trim_start();
     if trimmed.starts_with('[') {
         // Still answer a well-formed batch with one error rather than silence.
-        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(line) {
-            Ok(_) => reject(
-                None,
-                RpcError::invalid_request("batch requests are not supported"),
-                false,
-            ),
-            Err(e) => reject(None, RpcError::parse_error(&e), false),
+        let error = match serde_json::from_str::<de::IgnoredAny>(line) {
+            Ok(_) => RpcError::invalid_request("batch requests are not supported"),
+            Err(e) => RpcError::parse_error(&e),
+        };
+        return Err(Rejected {
+            id: None,
+            error,
+            jsonrpc: false,
         });
     }
     let env: RawEnvelope<'_> = match serde_json::from_str(line) {
         Ok(env) => env,
         Err(e) if e.is_syntax() || e.is_eof() => {
-            return Err(reject(None, RpcError::parse_error(&e), false));
+            return Err(Rejected {
+                id: None,
+                error: RpcError::parse_error(&e),
+                jsonrpc: false,
+            });
         }
         Err(_) => {
-            return Err(reject(
-                None,
-                RpcError::invalid_request("a message must be a JSON object"),
-                false,
-            ));
+            return Err(Rejected {
+                id: None,
+                error: RpcError::invalid_request("a message must be a JSON object"),
+                jsonrpc: false,
+            });
         }
+    };
+    // The id is read first, so that every later rejection can carry it.
+    let null_id = env.id.is_some_and(|id| id.get() == "null");
+    let id = match env.id {
+        None => None,
+        Some(_) if null_id => None,
+        Some(raw) => match serde_json::from_str::<RequestId>(raw.get()) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                return Err(Rejected {
+                    id: None,
+                    error: RpcError::invalid_request("`id` must be a string or a 64-bit integer"),
+                    jsonrpc: false,
+                });
+            }
+        },
     };
     let jsonrpc = match env.jsonrpc {
         None => false,
         Some(v) if v.get() == "\"2.0\"" => true,
         Some(_) => {
-            return Err(reject(
-                None,
-                RpcError::invalid_request("unsupported `jsonrpc` version (only \"2.0\")"),
-                false,
-            ));
+            return Err(Rejected {
+                id,
+                error: RpcError::invalid_request("unsupported `jsonrpc` version (only \"2.0\")"),
+                jsonrpc: false,
+            });
         }
     };
+    let reject = |id: Option<RequestId>, error: RpcError| Rejected { id, error, jsonrpc };
     // A response with `"id": null` is the peer reporting that it could not read something
     // of ours: answering it could start an error ping-pong, so it is only logged.
-    if env.method.is_none() && env.id.is_some_and(|id| id.get() == "null") {
+    if env.method.is_none() && null_id {
+        let code = env
+            .error
+            .and_then(|e| serde_json::from_str::<ErrorCode>(e.get()).ok())
+            .and_then(|e| e.code);
         return Ok(Parsed {
-            message: Incoming::Unattributed {
-                error: env.error.map(|e| e.get().chars().take(256).collect()),
-            },
+            message: Incoming::Unattributed { code },
             jsonrpc,
         });
     }
-    let id = match env.id {
-        None => None,
-        Some(raw) => match serde_json::from_str::<RequestId>(raw.get()) {
-            Ok(id) => Some(id),
-            Err(_) => {
-                return Err(reject(
-                    None,
-                    RpcError::invalid_request("`id` must be a string or a 64-bit integer"),
-                    jsonrpc,
-                ));
-            }
-        },
-    };
-    let params = env
-        .params
-        .filter(|p| p.get() != "null")
-        .map(|p| p.to_owned());
+    if null_id {
+        return Err(reject(
+            None,
+            RpcError::invalid_request("`id` must be a string or a 64-bit integer"),
+        ));
+    }
     let message = match (env.method, id, env.result, env.error) {
-        (Some(method), Some(id), None, None) => Incoming::Request { id, method, params },
-        (Some(method), None, None, None) => Incoming::Notification { method, params },
-        (None, Some(id), Some(result), None) => Incoming::Response {
-            id,
-            result: Ok(result.to_owned()),
-        },
-        (None, Some(id), None, Some(error)) => {
-            match serde_json::from_str::<ErrorObject>(error.get()) {
-                Ok(error) => Incoming::Response {
-                    id,
-                    result: Err(error),
-                },
-                Err(_) => {
+        (Some(method), id, None, None) => {
+            let params = match env.params {
+                None => None,
+                Some(p) if p.get() == "null" => None,
+                Some(p) if is_object(p) => Some(SecretJson::from(p)),
+                Some(_) => {
                     return Err(reject(
-                        Some(id),
-                        RpcError::invalid_request(
-                            "`error` must be an object with `code` and `message`",
-                        ),
-                        jsonrpc,
+                        id,
+                        RpcError::invalid_params("`params` must be an object"),
                     ));
                 }
+            };
+            match id {
+                Some(id) => Incoming::Request { id, method, params },
+                None => Incoming::Notification { method },
             }
         }
+        (None, Some(id), Some(result), None) => Incoming::Response {
+            id,
+            reply: Ok(SecretJson::from(result)),
+        },
+        (None, Some(id), None, Some(error)) => {
+            let reply = match serde_json::from_str::<ErrorObject>(error.get()) {
+                Ok(mut error) => {
+                    cap_chars(&mut error.message, MAX_CLIENT_MESSAGE_CHARS);
+                    // `data` is the client's own business and is not kept.
+                    error.data = None;
+                    Err(ReplyError::Error(error))
+                }
+                Err(_) => Err(ReplyError::Malformed(
+                    "`error` must be an object with an integer `code` and a string `message`",
+                )),
+            };
+            Incoming::Response { id, reply }
+        }
+        (None, Some(id), Some(_), Some(_)) => Incoming::Response {
+            id,
+            reply: Err(ReplyError::Malformed(
+                "a response carries both `result` and `error`",
+            )),
+        },
         (_, id, _, _) => {
             return Err(reject(
                 id,
                 RpcError::invalid_request(
                     "not a request, notification or response (needs `method`, or `id` with `result` or `error`)",
                 ),
-                jsonrpc,
             ));
         }
     };
     Ok(Parsed { message, jsonrpc })
 }
 
-/// Builds outgoing lines. Every function returns one line without the trailing newline.
-pub mod encode {
+/// Cuts `text` to at most `max` characters, marking the cut.
+pub(crate) fn cap_chars(text: &mut String, max: usize) {
+    if let Some((cut, _)) = text.char_indices().nth(max) {
+        text.truncate(cut);
+        text.push('…');
+    }
+}
+
+/// Builds outgoing lines from serde types. Every function returns one line without the
+/// trailing newline.
+pub(crate) mod encode {
     use super::*;
 
-    fn open(out: &mut String, jsonrpc: bool) {
-        out.push('{');
-        if jsonrpc {
-            out.push_str("\"jsonrpc\":\"2.0\",");
-        }
+    /// `"jsonrpc":"2.0"`, written only to clients that sent it.
+    #[derive(Serialize)]
+    enum Version {
+        #[serde(rename = "2.0")]
+        V2,
     }
 
-    fn push_id(out: &mut String, id: Option<&RequestId>) {
-        out.push_str("\"id\":");
-        match id {
-            None => out.push_str("null"),
-            Some(RequestId::Int(n)) => {
-                use std::fmt::Write;
-                let _ = write!(out, "{n}");
-            }
-            Some(RequestId::Str(s)) => out.push_str(&serde_json::to_string(s).unwrap_or_default()),
-        }
+    fn version(jsonrpc: bool) -> Option<Version> {
+        jsonrpc.then_some(Version::V2)
     }
 
-    pub fn result(jsonrpc: bool, id: &RequestId, result: &RawValue) -> String {
-        let mut out = String::with_capacity(result.get().len() + 32);
-        open(&mut out, jsonrpc);
-        push_id(&mut out, Some(id));
-        out.push_str(",\"result\":");
-        out.push_str(result.get());
-        out.push('}');
-        out
+    #[derive(Serialize)]
+    struct ResultOut<'a, T: ?Sized> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        jsonrpc: Option<Version>,
+        id: &'a RequestId,
+        result: &'a T,
     }
 
-    pub fn error_raw(jsonrpc: bool, id: Option<&RequestId>, error: &RawValue) -> String {
-        let mut out = String::with_capacity(error.get().len() + 32);
-        open(&mut out, jsonrpc);
-        push_id(&mut out, id);
-        out.push_str(",\"error\":");
-        out.push_str(error.get());
-        out.push('}');
-        out
+    #[derive(Serialize)]
+    struct ErrorOut<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        jsonrpc: Option<Version>,
+        id: Option<&'a RequestId>,
+        error: &'a ErrorObject,
+    }
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct NotificationOut<'a, P: ?Sized> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        jsonrpc: Option<Version>,
+        method: &'a str,
+        params: &'a P,
+        emitted_at_ms: u64,
+    }
+
+    #[derive(Serialize)]
+    struct RequestOut<'a, P: ?Sized> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        jsonrpc: Option<Version>,
+        id: i64,
+        method: &'a str,
+        params: &'a P,
+    }
+
+    fn line<T: Serialize>(message: &T) -> Result<String, serde_json::Error> {
+        serde_json::to_string(message)
+    }
+
+    /// A result, serialized straight from the handler's value.
+    pub fn result<T: Serialize + ?Sized>(
+        jsonrpc: bool,
+        id: &RequestId,
+        result: &T,
+    ) -> Result<String, serde_json::Error> {
+        line(&ResultOut {
+            jsonrpc: version(jsonrpc),
+            id,
+            result,
+        })
     }
 
     pub fn error(jsonrpc: bool, id: Option<&RequestId>, error: &RpcError) -> String {
-        let raw = serde_json::value::to_raw_value(&error.to_object()).unwrap_or_else(|_| {
-            RawValue::from_string("{\"code\":-32603,\"message\":\"internal error\"}".into())
-                .expect("valid")
-        });
-        error_raw(jsonrpc, id, &raw)
+        line(&ErrorOut {
+            jsonrpc: version(jsonrpc),
+            id,
+            error: &error.to_object(),
+        })
+        .unwrap_or_else(|_| {
+            // Only a `data` value that cannot serialize gets here; send the error without it.
+            let bare = RpcError::new(error.code, error.message.clone());
+            line(&ErrorOut {
+                jsonrpc: version(jsonrpc),
+                id,
+                error: &bare.to_object(),
+            })
+            .expect("an error without data serializes")
+        })
     }
 
-    pub fn notification(
+    pub fn notification<P: Serialize + ?Sized>(
         jsonrpc: bool,
         method: &str,
-        params: &RawValue,
+        params: &P,
         emitted_at_ms: u64,
-    ) -> String {
-        let mut out = String::with_capacity(params.get().len() + method.len() + 64);
-        open(&mut out, jsonrpc);
-        out.push_str("\"method\":");
-        out.push_str(&serde_json::to_string(method).unwrap_or_default());
-        out.push_str(",\"params\":");
-        out.push_str(params.get());
-        out.push_str(",\"emittedAtMs\":");
-        out.push_str(&emitted_at_ms.to_string());
-        out.push('}');
-        out
+    ) -> Result<String, serde_json::Error> {
+        line(&NotificationOut {
+            jsonrpc: version(jsonrpc),
+            method,
+            params,
+            emitted_at_ms,
+        })
     }
 
-    pub fn request(jsonrpc: bool, id: i64, method: &str, params: &RawValue) -> String {
-        let mut out = String::with_capacity(params.get().len() + method.len() + 48);
-        open(&mut out, jsonrpc);
-        push_id(&mut out, Some(&RequestId::Int(id)));
-        out.push_str(",\"method\":");
-        out.push_str(&serde_json::to_string(method).unwrap_or_default());
-        out.push_str(",\"params\":");
-        out.push_str(params.get());
-        out.push('}');
-        out
+    pub fn request<P: Serialize + ?Sized>(
+        jsonrpc: bool,
+        id: i64,
+        method: &str,
+        params: &P,
+    ) -> Result<String, serde_json::Error> {
+        line(&RequestOut {
+            jsonrpc: version(jsonrpc),
+            id,
+            method,
+            params,
+        })
     }
 }
 
@@ -324,13 +454,25 @@ mod tests {
                 ..
             }) => "notification".into(),
             Ok(Parsed {
-                message: Incoming::Response { result: Ok(_), .. },
+                message: Incoming::Response { reply: Ok(_), .. },
                 ..
             }) => "result".into(),
             Ok(Parsed {
-                message: Incoming::Response { result: Err(_), .. },
+                message:
+                    Incoming::Response {
+                        reply: Err(ReplyError::Error(_)),
+                        ..
+                    },
                 ..
             }) => "error".into(),
+            Ok(Parsed {
+                message:
+                    Incoming::Response {
+                        reply: Err(ReplyError::Malformed(_)),
+                        ..
+                    },
+                ..
+            }) => "malformed".into(),
             Ok(Parsed {
                 message: Incoming::Unattributed { .. },
                 ..
@@ -355,6 +497,16 @@ mod tests {
     }
 
     #[test]
+    fn a_null_result_is_a_result_and_result_with_error_is_malformed() {
+        assert_eq!(kind(r#"{"id":7,"result":null}"#), "result");
+        assert_eq!(
+            kind(r#"{"id":7,"result":{},"error":{"code":1,"message":"x"}}"#),
+            "malformed"
+        );
+        assert_eq!(kind(r#"{"id":7,"error":"nope"}"#), "malformed");
+    }
+
+    #[test]
     fn rejects_what_is_not_a_message() {
         assert_eq!(kind("{not json"), "rejected -32700");
         assert_eq!(kind(r#"[{"id":1,"method":"a"}]"#), "rejected -32600");
@@ -371,6 +523,55 @@ mod tests {
             "rejected -32600"
         );
         assert_eq!(kind(r#"{"id":1}"#), "rejected -32600");
+        assert_eq!(
+            kind(r#"{"id":1,"method":"a","params":[1]}"#),
+            "rejected -32602"
+        );
+        assert_eq!(
+            kind(r#"{"id":1,"method":"a","params":"x"}"#),
+            "rejected -32602"
+        );
+    }
+
+    #[test]
+    fn rejections_echo_the_id_whenever_it_was_readable() {
+        for line in [
+            r#"{"jsonrpc":"1.0","id":9,"method":"a"}"#,
+            r#"{"jsonrpc":2.0,"id":9,"method":"a"}"#,
+            r#"{"id":9,"method":"a","params":[]}"#,
+            r#"{"id":9}"#,
+        ] {
+            let rejected = parse(line).unwrap_err();
+            assert_eq!(rejected.id, Some(RequestId::Int(9)), "{line}");
+        }
+    }
+
+    #[test]
+    fn client_error_text_is_capped_and_unattributed_errors_keep_only_their_code() {
+        let long = "x".repeat(10_000);
+        let line =
+            format!(r#"{{"id":1,"error":{{"code":-1,"message":"{long}","data":"{long}"}}}}"#);
+        let Ok(Parsed {
+            message:
+                Incoming::Response {
+                    reply: Err(ReplyError::Error(e)),
+                    ..
+                },
+            ..
+        }) = parse(&line)
+        else {
+            panic!("not an error response")
+        };
+        assert!(e.message.chars().count() <= MAX_CLIENT_MESSAGE_CHARS + 1);
+        assert!(e.data.is_none());
+        let Ok(Parsed {
+            message: Incoming::Unattributed { code },
+            ..
+        }) = parse(r#"{"id":null,"error":{"code":-32700,"message":"sk-secret"}}"#)
+        else {
+            panic!("not unattributed")
+        };
+        assert_eq!(code, Some(-32700));
     }
 
     #[test]
@@ -385,13 +586,21 @@ mod tests {
         assert_eq!(id, RequestId::Int(-9007199254740993));
         assert!(!jsonrpc);
         assert_eq!(
-            encode::result(false, &id, &RawValue::from_string("1".into()).unwrap()),
+            encode::result(false, &id, &1).unwrap(),
             r#"{"id":-9007199254740993,"result":1}"#
         );
         let sid = RequestId::Str("a\"b".into());
         assert_eq!(
-            encode::result(true, &sid, &RawValue::from_string("{}".into()).unwrap()),
+            encode::result(true, &sid, &serde_json::json!({})).unwrap(),
             r#"{"jsonrpc":"2.0","id":"a\"b","result":{}}"#
+        );
+        assert_eq!(
+            encode::notification(false, "m", &serde_json::json!({"a":1}), 5).unwrap(),
+            r#"{"method":"m","params":{"a":1},"emittedAtMs":5}"#
+        );
+        assert_eq!(
+            encode::request(true, 3, "m", &serde_json::json!({})).unwrap(),
+            r#"{"jsonrpc":"2.0","id":3,"method":"m","params":{}}"#
         );
     }
 }

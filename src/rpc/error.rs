@@ -1,23 +1,22 @@
 //! JSON-RPC error values as the server sends them. Typed errors from the inner layers are
 //! mapped into this shape at the `api` edge; nothing below `api` builds one by hand.
 
-use jsonrpsee::types::ErrorObjectOwned;
 use serde_json::Value;
 
 use super::envelope::ErrorObject;
 
-pub const PARSE_ERROR: i32 = -32700;
-pub const INVALID_REQUEST: i32 = -32600;
-pub const METHOD_NOT_FOUND: i32 = -32601;
-pub const INVALID_PARAMS: i32 = -32602;
-pub const INTERNAL_ERROR: i32 = -32603;
+pub(crate) const PARSE_ERROR: i32 = -32700;
+pub(crate) const INVALID_REQUEST: i32 = -32600;
+pub(crate) const METHOD_NOT_FOUND: i32 = -32601;
+pub(crate) const INVALID_PARAMS: i32 = -32602;
+pub(crate) const INTERNAL_ERROR: i32 = -32603;
 
 /// Several client libraries give up on lines over 64 KiB; an error message never needs
 /// more than this.
 const MAX_MESSAGE_CHARS: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct RpcError {
+pub(crate) struct RpcError {
     pub code: i32,
     pub message: String,
     pub data: Option<Value>,
@@ -46,10 +45,15 @@ impl RpcError {
         self
     }
 
+    /// Says where the JSON broke, never what it said: the text may hold a token.
     pub fn parse_error(e: &serde_json::Error) -> Self {
         Self::new(
             PARSE_ERROR,
-            format!("Parse error: {}", crate::protocol::describe_serde_error(e)),
+            format!(
+                "Parse error: not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
         )
     }
 
@@ -90,9 +94,9 @@ impl RpcError {
     }
 }
 
-impl From<RpcError> for ErrorObjectOwned {
-    fn from(e: RpcError) -> Self {
-        ErrorObjectOwned::owned(e.code, e.message, e.data)
+impl std::fmt::Display for RpcError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
     }
 }
 

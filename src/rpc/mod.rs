@@ -1,16 +1,19 @@
 //! JSON-RPC over any transport that moves one message per frame: envelope, per-connection
-//! peer, dispatch through a jsonrpsee method table. Knows nothing of accounts.
+//! peer (outbox, pending requests, lifecycle), dispatch through a jsonrpsee method table.
+//! Knows nothing of accounts.
 
-pub mod connection;
-pub mod dispatch;
-pub mod envelope;
-pub mod error;
-pub mod peer;
-pub mod session;
+pub(crate) mod connection;
+pub(crate) mod dispatch;
+pub(crate) mod envelope;
+pub(crate) mod error;
+pub(crate) mod outbox;
+pub(crate) mod peer;
+pub(crate) mod pending;
 
-pub use connection::{ConnectionHooks, ConnectionOptions, serve_connection};
-pub use dispatch::{AfterResponse, RequestContext};
-pub use envelope::RequestId;
-pub use error::RpcError;
-pub use peer::{ConnectionId, Peer, PeerError};
-pub use session::Session;
+pub(crate) use connection::{ConnectionHooks, ConnectionOptions, serve_connection};
+pub(crate) use dispatch::{Dispatcher, MethodKind, RequestContext};
+pub(crate) use error::RpcError;
+pub(crate) use peer::{ConnectionId, Peer, PeerError, ServerRequest};
+
+#[cfg(test)]
+mod tests;

@@ -7,11 +7,12 @@
 
 use bytes::{Buf, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
+use zeroize::Zeroize;
 
 use super::Frame;
 
 #[derive(Debug)]
-pub struct JsonLinesCodec {
+pub(crate) struct JsonLinesCodec {
     max_len: usize,
     /// Bytes of the buffer already searched for a newline.
     scanned: usize,
@@ -20,7 +21,7 @@ pub struct JsonLinesCodec {
 }
 
 impl JsonLinesCodec {
-    pub fn new(max_len: usize) -> Self {
+    pub(crate) fn new(max_len: usize) -> Self {
         Self {
             max_len,
             scanned: 0,
@@ -42,13 +43,14 @@ impl Decoder for JsonLinesCodec {
             if self.discarding {
                 match newline {
                     Some(i) => {
+                        buf[..=i].zeroize();
                         buf.advance(i + 1);
                         self.scanned = 0;
                         self.discarding = false;
                         continue;
                     }
                     None => {
-                        buf.clear();
+                        wipe(buf);
                         self.scanned = 0;
                         return Ok(None);
                     }
@@ -56,6 +58,7 @@ impl Decoder for JsonLinesCodec {
             }
             match newline {
                 Some(i) if i > self.max_len => {
+                    buf[..=i].zeroize();
                     buf.advance(i + 1);
                     self.scanned = 0;
                     return Ok(Some(Frame::Oversized {
@@ -63,15 +66,17 @@ impl Decoder for JsonLinesCodec {
                     }));
                 }
                 Some(i) => {
-                    let line = buf.split_to(i + 1);
+                    let mut line = buf.split_to(i + 1);
                     self.scanned = 0;
-                    match frame_of(&line[..i]) {
+                    let frame = frame_of(&line[..i]);
+                    line.zeroize();
+                    match frame {
                         Some(frame) => return Ok(Some(frame)),
                         None => continue, // blank line
                     }
                 }
                 None if buf.len() > self.max_len => {
-                    buf.clear();
+                    wipe(buf);
                     self.scanned = 0;
                     self.discarding = true;
                     return Ok(Some(Frame::Oversized {
@@ -92,13 +97,21 @@ impl Decoder for JsonLinesCodec {
         }
         // A last line without its newline still counts.
         if self.discarding || buf.is_empty() {
-            buf.clear();
+            wipe(buf);
             return Ok(None);
         }
-        let rest = buf.split();
+        let mut rest = buf.split();
         self.scanned = 0;
-        Ok(frame_of(&rest))
+        let frame = frame_of(&rest);
+        rest.zeroize();
+        Ok(frame)
     }
+}
+
+/// Input may carry tokens: bytes are overwritten before the buffer lets go of them.
+fn wipe(buf: &mut BytesMut) {
+    buf.zeroize();
+    buf.clear();
 }
 
 fn frame_of(line: &[u8]) -> Option<Frame> {

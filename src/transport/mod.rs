@@ -1,17 +1,51 @@
 //! Byte streams to messages and back. A transport yields one [`Frame`] per message and
-//! accepts one line of JSON per message; it knows nothing of JSON-RPC.
+//! accepts one line of JSON per message; it knows nothing of JSON-RPC. Each transport also
+//! says how its peer is to be treated when it stops reading ([`Backpressure`]), so the
+//! server cannot forget to pass the right policy along.
 
-pub mod codec;
-pub mod stdio;
-pub mod ws;
+pub(crate) mod codec;
+pub(crate) mod stdio;
+pub(crate) mod ws;
+
+use std::pin::Pin;
+
+use futures::{Sink, Stream};
 
 /// One unit of input from a transport.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Frame {
-    /// One message's text, trimmed of surrounding whitespace.
+pub(crate) enum Frame {
+    /// One message's text, trimmed of surrounding whitespace. The connection wipes it once
+    /// handled, since it may carry tokens.
     Text(String),
     /// A message longer than the limit; its bytes were discarded without being buffered.
     Oversized { limit: usize },
     /// Input that cannot be a message (a binary WebSocket frame, invalid UTF-8).
     Unreadable(&'static str),
+}
+
+/// What to do with a client whose outgoing queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backpressure {
+    /// Wait for it: the only client of the process (stdio), and nothing may be lost.
+    Wait,
+    /// Disconnect it: one of many clients (WebSocket), which must not hold the others up.
+    Disconnect,
+}
+
+/// How a transport's connections are served.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LinkPolicy {
+    pub backpressure: Backpressure,
+    /// Most bytes queued for the client before [`Backpressure`] applies.
+    pub max_outgoing_bytes: usize,
+}
+
+pub(crate) type Incoming = Pin<Box<dyn Stream<Item = std::io::Result<Frame>> + Send>>;
+pub(crate) type Outgoing = Pin<Box<dyn Sink<String, Error = std::io::Error> + Send>>;
+
+/// One connection as a transport hands it over: messages in, lines out, and its policy.
+pub(crate) struct Link {
+    pub input: Incoming,
+    pub output: Outgoing,
+    pub policy: LinkPolicy,
 }

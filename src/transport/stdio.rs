@@ -11,21 +11,43 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use super::codec::JsonLinesCodec;
+use super::{Backpressure, Link, LinkPolicy};
 
-pub type Input = Pin<Box<dyn AsyncRead + Send>>;
-pub type Output = Pin<Box<dyn AsyncWrite + Send>>;
+type Input = Pin<Box<dyn AsyncRead + Send>>;
+type Output = Pin<Box<dyn AsyncWrite + Send>>;
 
-/// The input and output halves for [`crate::rpc::serve_connection`].
-pub fn framed(
+/// The process's stdin and stdout as one connection.
+pub(crate) fn link(max_message_bytes: usize, max_outgoing_bytes: usize) -> Link {
+    lines(input(), output(), max_message_bytes, max_outgoing_bytes)
+}
+
+/// Newline-delimited JSON over any pair of byte streams (stdio, a pipe, an in-memory
+/// duplex). The peer is the process's only client, so a full queue waits for it.
+pub(crate) fn lines<R, W>(
+    reader: R,
+    writer: W,
     max_message_bytes: usize,
-) -> (
-    FramedRead<Input, JsonLinesCodec>,
-    FramedWrite<Output, JsonLinesCodec>,
-) {
-    (
-        FramedRead::with_capacity(input(), JsonLinesCodec::new(max_message_bytes), 64 * 1024),
-        FramedWrite::new(output(), JsonLinesCodec::new(max_message_bytes)),
-    )
+    max_outgoing_bytes: usize,
+) -> Link
+where
+    R: AsyncRead + Send + 'static,
+    W: AsyncWrite + Send + 'static,
+{
+    Link {
+        input: Box::pin(FramedRead::with_capacity(
+            reader,
+            JsonLinesCodec::new(max_message_bytes),
+            64 * 1024,
+        )),
+        output: Box::pin(FramedWrite::new(
+            writer,
+            JsonLinesCodec::new(max_message_bytes),
+        )),
+        policy: LinkPolicy {
+            backpressure: Backpressure::Wait,
+            max_outgoing_bytes,
+        },
+    }
 }
 
 fn input() -> Input {

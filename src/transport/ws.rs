@@ -1,79 +1,200 @@
 //! WebSocket: one JSON message per text frame, one session per connection, plus the
 //! `/readyz` and `/healthz` probes on the same listener.
 //!
+//! Served with hyper directly rather than a web framework, because the connection policy
+//! lives here and needs the pieces a framework hides: TCP_NODELAY at accept (replies are
+//! small and must not wait for a delayed ACK), a deadline for the request head (a client
+//! that never finishes its request must not hold the listener, nor shutdown), dropping
+//! unfinished HTTP connections at shutdown, and the raw socket under the WebSocket so that
+//! a closed session drains what the client still sends instead of resetting the
+//! connection under its error reply.
+//!
 //! Two gates stand before any JSON-RPC: a request carrying `Origin` is refused (403), since
 //! a browser page must never drive a server that holds the user's tokens; and when a
 //! capability token is configured, the upgrade needs `Authorization: Bearer <token>`,
 //! compared by SHA-256 digest in constant time (401 otherwise).
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::State;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use futures::{Sink, SinkExt, Stream, StreamExt};
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use http_body_util::Full;
+use hyper::body::Incoming as Body;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, handshake::derive_accept_key};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::Frame;
+use super::{Backpressure, Frame, Link, LinkPolicy};
 
-pub type Incoming = Pin<Box<dyn Stream<Item = std::io::Result<Frame>> + Send>>;
-pub type Outgoing = Pin<Box<dyn Sink<String, Error = std::io::Error> + Send>>;
-/// Called once per accepted WebSocket with its two halves; serves it to the end.
-pub type OnConnection =
-    Arc<dyn Fn(Incoming, Outgoing) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+/// Called once per accepted WebSocket; serves it to the end.
+pub(crate) type OnConnection =
+    Arc<dyn Fn(Link) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 #[derive(Clone)]
-pub struct WsOptions {
+pub(crate) struct WsOptions {
     /// SHA-256 of the capability token, when one is required.
     pub token_sha256: Option<[u8; 32]>,
     pub max_message_bytes: usize,
+    pub max_outgoing_bytes: usize,
+    pub header_read_timeout: Duration,
 }
 
-#[derive(Clone)]
-struct AppState {
+/// Most pings a client may send in one second; a flood is cut off, not answered.
+const MAX_PINGS_PER_SECOND: u32 = 64;
+/// How long a closed session keeps reading (and discarding) what the client still sends.
+const DRAIN_FOR: Duration = Duration::from_secs(2);
+/// Bytes read at most from an idle socket at a time; tungstenite grows it for big messages.
+const READ_BUFFER: usize = 8 * 1024;
+
+struct State {
     options: WsOptions,
     on_connection: OnConnection,
 }
 
-/// Accepts connections on `listener` until `shutdown` fires.
-pub async fn serve(
+/// Accepts connections on `listener` until `shutdown` fires. HTTP connections that have
+/// not become WebSocket sessions are dropped then; sessions end through `shutdown` too.
+pub(crate) async fn serve(
     listener: TcpListener,
     options: WsOptions,
     on_connection: OnConnection,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let router = Router::new()
-        .route("/readyz", get(|| async { "ok" }))
-        .route("/healthz", get(|| async { "ok" }))
-        .fallback(upgrade)
-        .layer(axum::middleware::from_fn(refuse_origin))
-        .with_state(AppState {
-            options,
-            on_connection,
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout)
+        .keep_alive(true);
+    let state = Arc::new(State {
+        options,
+        on_connection,
+    });
+    let pending_http = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors or a connection reset before accept: keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let shutdown = shutdown.clone();
+        let connection = http
+            .serve_connection(
+                TokioIo::new(stream),
+                hyper::service::service_fn(move |request| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(route(request, &state)) }
+                }),
+            )
+            .with_upgrades();
+        pending_http.spawn(async move {
+            tokio::select! {
+                served = connection => {
+                    if let Err(e) = served {
+                        tracing::debug!(error = %e, "HTTP connection ended with an error");
+                    }
+                }
+                _ = shutdown.cancelled() => {}
+            }
         });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    }
+    pending_http.close();
+    pending_http.wait().await;
+    Ok(())
 }
 
-async fn refuse_origin(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response
+}
+
+fn route(request: Request<Body>, state: &Arc<State>) -> Response<Full<Bytes>> {
     if request.headers().contains_key(header::ORIGIN) {
-        return (
+        return text(
             StatusCode::FORBIDDEN,
             "requests with an Origin header are not accepted",
-        )
-            .into_response();
+        );
     }
-    next.run(request).await
+    match request.uri().path() {
+        "/readyz" | "/healthz" => return text(StatusCode::OK, "ok"),
+        _ => {}
+    }
+    if let Some(expected) = &state.options.token_sha256
+        && !authorized(request.headers(), expected)
+    {
+        return text(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
+    }
+    let Some(accept) = upgrade_key(&request) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "expected a WebSocket upgrade (GET with Connection: upgrade, Upgrade: websocket, Sec-WebSocket-Version: 13)",
+        );
+    };
+    let state = state.clone();
+    tokio::spawn(async move {
+        match hyper::upgrade::on(request).await {
+            Ok(upgraded) => {
+                let link = session(TokioIo::new(upgraded), &state.options).await;
+                (state.on_connection)(link).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
+        }
+    });
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(value) = HeaderValue::from_str(&accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, value);
+    }
+    response
+}
+
+/// The `Sec-WebSocket-Accept` value, when `request` is a valid WebSocket upgrade.
+fn upgrade_key(request: &Request<Body>) -> Option<String> {
+    let headers = request.headers();
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    let valid = request.method() == hyper::Method::GET
+        && has_token(header::CONNECTION, "upgrade")
+        && has_token(header::UPGRADE, "websocket")
+        && headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .is_some_and(|v| v == "13");
+    let key = headers.get(header::SEC_WEBSOCKET_KEY)?;
+    valid.then(|| derive_accept_key(key.as_bytes()))
 }
 
 /// Whether `headers` carry the expected bearer token.
@@ -94,49 +215,238 @@ fn authorized(headers: &HeaderMap, expected: &[u8; 32]) -> bool {
     digest.ct_eq(expected).into()
 }
 
-async fn upgrade(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
-) -> Response {
-    if let Some(expected) = &state.options.token_sha256
-        && !authorized(&headers, expected)
-    {
-        return (StatusCode::UNAUTHORIZED, "missing or invalid bearer token").into_response();
-    }
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(rejection) => return rejection.into_response(),
+/// One upgraded connection as a [`Link`]. A client that stops reading is disconnected
+/// (it is one of many), and tungstenite's own buffers are bounded like the outbox.
+async fn session<IO>(io: IO, options: &WsOptions) -> Link
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limit = options.max_message_bytes;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(options.max_outgoing_bytes.max(limit) + 64 * 1024)
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit));
+    let socket =
+        WebSocketStream::from_raw_socket(Draining::new(io), Role::Server, Some(config)).await;
+    let oversized = Arc::new(AtomicBool::new(false));
+    let (sink, stream) = socket.split();
+    let input = Input {
+        stream,
+        limit,
+        oversized: oversized.clone(),
+        done: false,
+        pings: PingBudget::default(),
     };
-    let limit = state.options.max_message_bytes;
-    ws.max_message_size(limit)
-        .max_frame_size(limit)
-        .on_upgrade(move |socket| {
-            let (incoming, outgoing) = halves(socket);
-            (state.on_connection)(incoming, outgoing)
-        })
+    let output = Output {
+        sink,
+        oversized,
+        close_sent: false,
+    };
+    Link {
+        input: Box::pin(input),
+        output: Box::pin(output),
+        policy: LinkPolicy {
+            backpressure: Backpressure::Disconnect,
+            max_outgoing_bytes: options.max_outgoing_bytes,
+        },
+    }
 }
 
-fn halves(socket: WebSocket) -> (Incoming, Outgoing) {
-    let (sink, stream) = socket.split();
-    let incoming = stream
-        .take_while(|m| std::future::ready(!matches!(m, Ok(Message::Close(_)))))
-        .filter_map(|m| {
-            std::future::ready(match m {
-                Ok(Message::Text(text)) => Some(Ok(Frame::Text(text.as_str().trim().to_owned()))),
-                Ok(Message::Binary(_)) => Some(Ok(Frame::Unreadable(
+#[derive(Default)]
+struct PingBudget {
+    window: Option<Instant>,
+    count: u32,
+}
+
+impl PingBudget {
+    /// False once the client sent more pings in one second than the budget allows.
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        match self.window {
+            Some(start) if now.duration_since(start) < Duration::from_secs(1) => {
+                self.count += 1;
+            }
+            _ => {
+                self.window = Some(now);
+                self.count = 1;
+            }
+        }
+        self.count <= MAX_PINGS_PER_SECOND
+    }
+}
+
+type WsStream<IO> = futures::stream::SplitStream<WebSocketStream<Draining<IO>>>;
+
+/// Messages in. A message over the limit is reported once as [`Frame::Oversized`] and
+/// ends the input: tungstenite cannot skip the rest of it, so the session closes (with
+/// code 1009 after the error reply).
+struct Input<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
+    stream: WsStream<IO>,
+    limit: usize,
+    oversized: Arc<AtomicBool>,
+    done: bool,
+    pings: PingBudget,
+}
+
+impl<IO> futures::Stream for Input<IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Item = std::io::Result<Frame>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if self.done {
+                return Poll::Ready(None);
+            }
+            let message = match self.stream.poll_next_unpin(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(m) => m,
+            };
+            let frame = match message {
+                None | Some(Ok(Message::Close(_))) => None,
+                Some(Ok(Message::Text(text))) => {
+                    Some(Ok(Frame::Text(text.as_str().trim().to_owned())))
+                }
+                Some(Ok(Message::Binary(_))) => Some(Ok(Frame::Unreadable(
                     "binary frames are not supported; send JSON as text",
                 ))),
-                Ok(_) => None,
-                Err(e) => Some(Err(std::io::Error::other(e))),
-            })
-        });
-    let outgoing = sink
-        .sink_map_err(std::io::Error::other)
-        .with(|line: String| {
-            std::future::ready(Ok::<_, std::io::Error>(Message::Text(line.into())))
-        });
-    (Box::pin(incoming), Box::pin(outgoing))
+                Some(Ok(Message::Ping(_))) => {
+                    if self.pings.allow() {
+                        continue;
+                    }
+                    tracing::warn!("client sends pings faster than allowed; disconnecting it");
+                    None
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(WsError::Capacity(
+                    CapacityError::MessageTooLong { .. } | CapacityError::TooManyHeaders,
+                ))) => {
+                    self.oversized.store(true, Ordering::Relaxed);
+                    self.done = true;
+                    let limit = self.limit;
+                    return Poll::Ready(Some(Ok(Frame::Oversized { limit })));
+                }
+                Some(Err(e)) => Some(Err(std::io::Error::other(e))),
+            };
+            if frame.is_none() {
+                self.done = true;
+            }
+            return Poll::Ready(frame);
+        }
+    }
+}
+
+type WsSink<IO> = futures::stream::SplitSink<WebSocketStream<Draining<IO>>, Message>;
+
+/// Lines out, one text frame each. Closing after an oversized message sends close code
+/// 1009 (message too big), so the client learns why besides the error reply.
+struct Output<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
+    sink: WsSink<IO>,
+    oversized: Arc<AtomicBool>,
+    close_sent: bool,
+}
+
+fn io_error(e: WsError) -> std::io::Error {
+    std::io::Error::other(e)
+}
+
+impl<IO> futures::Sink<String> for Output<IO>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Error = std::io::Error;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.sink.poll_ready_unpin(cx).map_err(io_error)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, line: String) -> std::io::Result<()> {
+        self.sink
+            .start_send_unpin(Message::Text(line.into()))
+            .map_err(io_error)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.sink.poll_flush_unpin(cx).map_err(io_error)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if !self.close_sent && self.oversized.load(Ordering::Relaxed) {
+            std::task::ready!(self.sink.poll_ready_unpin(cx)).map_err(io_error)?;
+            let frame = CloseFrame {
+                code: CloseCode::Size,
+                reason: "message too big".into(),
+            };
+            self.sink
+                .start_send_unpin(Message::Close(Some(frame)))
+                .map_err(io_error)?;
+            self.close_sent = true;
+        }
+        self.sink.poll_close_unpin(cx).map_err(io_error)
+    }
+}
+
+/// The socket under a session. When the session lets go of it, a task keeps reading and
+/// discarding for a moment: closing a socket with unread input makes the kernel send a
+/// reset, which can destroy the error reply the client has not read yet.
+struct Draining<IO: AsyncRead + Unpin + Send + 'static> {
+    io: Option<IO>,
+}
+
+impl<IO: AsyncRead + Unpin + Send + 'static> Draining<IO> {
+    fn new(io: IO) -> Self {
+        Self { io: Some(io) }
+    }
+
+    fn io(&mut self) -> &mut IO {
+        self.io.as_mut().expect("present until dropped")
+    }
+}
+
+impl<IO: AsyncRead + Unpin + Send + 'static> Drop for Draining<IO> {
+    fn drop(&mut self) {
+        let Some(mut io) = self.io.take() else { return };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let mut sink = [0u8; 8192];
+                let _ = tokio::time::timeout(DRAIN_FOR, async {
+                    while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
+                })
+                .await;
+            });
+        }
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for Draining<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(self.io()).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for Draining<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(self.io()).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(self.io()).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(self.io()).poll_shutdown(cx)
+    }
 }
 
 /// Reads a token file (trimmed, as clients write it with a trailing newline) into its digest.
@@ -157,7 +467,7 @@ pub fn parse_hex_digest(hex: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// Listener address helper for logs.
+/// Listener address as printed for logs and tools.
 pub fn describe(addr: SocketAddr) -> String {
     format!("ws://{addr}")
 }
@@ -185,5 +495,12 @@ mod tests {
         let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(parse_hex_digest(&hex), Some(d));
         assert_eq!(parse_hex_digest("zz"), None);
+    }
+
+    #[test]
+    fn a_ping_flood_exhausts_the_budget() {
+        let mut budget = PingBudget::default();
+        assert!((0..MAX_PINGS_PER_SECOND).all(|_| budget.allow()));
+        assert!(!budget.allow());
     }
 }

@@ -1,0 +1,112 @@
+//! `ApiError`: every way a method can fail, and the one place where a failure becomes a
+//! JSON-RPC error code, message and `data`.
+
+use serde_json::json;
+
+use crate::auth::storage::StorageError;
+use crate::auth::{AuthError, LoginError, NoChatgpt, PolicyError};
+use crate::backend::BackendError;
+use crate::protocol::decode::ParamsError;
+use crate::rpc::RpcError;
+use crate::rpc::error::{INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST};
+
+pub(crate) const EXPERIMENTAL_REQUIRED: &str =
+    "account/login/start.chatgptAuthTokens requires experimentalApi capability";
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApiError {
+    #[error("{0}")]
+    Params(#[from] ParamsError),
+    #[error("Not initialized")]
+    NotInitialized,
+    #[error("{EXPERIMENTAL_REQUIRED}")]
+    ExperimentalRequired,
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// A request the protocol defines that authbridge does not serve (yet); `feature`
+    /// names it in `data.unavailable`.
+    #[error("{message}")]
+    Unavailable {
+        message: &'static str,
+        feature: Option<&'static str>,
+    },
+    #[error("invalid login id: expected a UUID")]
+    InvalidLoginId,
+    #[error(transparent)]
+    Login(#[from] LoginError),
+    #[error("failed to update the stored credential: {0}")]
+    Storage(#[from] StorageError),
+    /// A backend call was needed and there are no ChatGPT credentials for it.
+    #[error("{what}")]
+    NoChatgpt { what: &'static str, why: NoChatgpt },
+    #[error("{what}: {error}")]
+    Backend {
+        what: &'static str,
+        error: BackendError,
+    },
+}
+
+/// Auth failures carry `data.authError`, the stable reason documented in the README.
+fn auth_error(message: String, e: &AuthError) -> RpcError {
+    let mut data = json!({ "authError": e.kind() });
+    if let AuthError::RefreshRejected { code, message } = e {
+        data["parentError"] = json!({ "code": code, "message": message });
+    }
+    RpcError::new(INTERNAL_ERROR, message).with_data(data)
+}
+
+impl ApiError {
+    pub fn into_rpc(self) -> RpcError {
+        let message = self.to_string();
+        match self {
+            ApiError::Params(_) => {
+                RpcError::new(INVALID_PARAMS, format!("Invalid params: {message}"))
+            }
+            ApiError::NotInitialized
+            | ApiError::ExperimentalRequired
+            | ApiError::Policy(_)
+            | ApiError::InvalidLoginId => RpcError::new(INVALID_REQUEST, message),
+            ApiError::Unavailable { feature, .. } => {
+                let error = RpcError::new(INVALID_REQUEST, message);
+                match feature {
+                    Some(f) => error.with_data(json!({ "unavailable": f })),
+                    None => error,
+                }
+            }
+            ApiError::Login(LoginError::Policy(_)) => RpcError::new(INVALID_REQUEST, message),
+            ApiError::Login(LoginError::Tokens(_) | LoginError::EmptyApiKey) => {
+                RpcError::new(INVALID_PARAMS, format!("Invalid params: {message}"))
+            }
+            ApiError::Login(LoginError::Storage(s)) => RpcError::new(
+                INTERNAL_ERROR,
+                format!("failed to store the credential: {s}"),
+            ),
+            ApiError::Storage(_) => RpcError::new(INTERNAL_ERROR, message),
+            ApiError::NoChatgpt { .. } => RpcError::new(INVALID_REQUEST, message),
+            ApiError::Backend {
+                error: BackendError::Auth(a),
+                ..
+            } => auth_error(message, &a),
+            ApiError::Backend {
+                error: BackendError::NoCredentials(NoChatgpt::SignedOut),
+                ..
+            } => RpcError::new(
+                INVALID_REQUEST,
+                "codex account authentication required; sign in with account/login/start",
+            ),
+            ApiError::Backend {
+                error: BackendError::NoCredentials(NoChatgpt::ApiKey),
+                ..
+            } => RpcError::new(
+                INVALID_REQUEST,
+                "chatgpt authentication required; an API key cannot be used for this",
+            ),
+            ApiError::Backend {
+                error: BackendError::Status { status, .. },
+                ..
+            } => RpcError::new(INTERNAL_ERROR, message)
+                .with_data(json!({ "httpStatus": status.as_u16() })),
+            ApiError::Backend { .. } => RpcError::new(INTERNAL_ERROR, message),
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! What the auth state tells the outside world: its status, and each change to it, in
+//! auth's own types. The `api` layer subscribes once and turns them into notifications.
+
+use std::sync::Arc;
+
+use super::plan::PlanType;
+
+/// How the server is signed in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// An API key stored by the server.
+    ApiKey,
+    /// ChatGPT sign-in managed by the server.
+    Chatgpt,
+    /// ChatGPT tokens supplied by the parent application, held in memory only.
+    ChatgptAuthTokens,
+}
+
+/// The part of the auth state clients are told about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AuthStatus {
+    pub mode: Option<Mode>,
+    pub plan: Option<PlanType>,
+}
+
+/// One change of the auth state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AuthEvent {
+    /// A login finished and is now in effect.
+    LoggedIn(AuthStatus),
+    /// Anything else changed what clients see: a logout, a refresh that switched account
+    /// or plan.
+    Changed(AuthStatus),
+}
+
+/// Receives every event, in the order the changes happened. Called with the state's lock
+/// held, so it must only hand the event on.
+pub(crate) type Subscriber = Arc<dyn Fn(AuthEvent) + Send + Sync>;
