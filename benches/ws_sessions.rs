@@ -1,0 +1,800 @@
+//! Many WebSocket sessions on the real binary: the server's resident memory per open,
+//! initialized, idle session, and `account/read` latency with every session open, the
+//! requests spread round-robin over the sessions, 1 and 64 in flight. Prints a table; no
+//! bench framework.
+//!
+//! Run: `cargo bench --bench ws_sessions` (add `-- --quick` for a smaller, faster run).
+//!
+//! The bench process and the server each hold one socket per session. The bench raises its
+//! soft open-file limit to the hard limit first; the server inherits it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::sync::{Barrier, oneshot};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// Upper bound for any single phase of the bench; nothing waits longer.
+const PHASE: Duration = Duration::from_secs(180);
+/// Upper bound for one session's open or close, one request, a start or a shutdown.
+const STEP: Duration = Duration::from_secs(10);
+/// Sessions being opened at once. Kept under the server's listen backlog (128, what
+/// `tokio::net::TcpListener::bind` asks for): beyond it, a burst of connects overflows the
+/// accept queue and the dropped SYNs come back a second later, which would be measured as
+/// a 1 s session open.
+const OPEN_CONCURRENCY: usize = 100;
+/// Sessions being closed at once.
+const CLOSE_CONCURRENCY: usize = 500;
+/// Requests in flight for the loaded latency figure (each on its own session).
+const LOADED: usize = 64;
+/// Descriptors either process needs beyond one per session.
+const FD_SPARE: u64 = 128;
+/// The client's read buffer per session: responses here are a few hundred bytes, and
+/// tungstenite's default (128 KiB, touched on the first read) would make the bench process
+/// itself weigh over a GiB at 10,000 sessions.
+const CLIENT_READ_BUFFER: usize = 4096;
+
+const INITIALIZE: &str =
+    r#"{"id":0,"method":"initialize","params":{"clientInfo":{"name":"bench","version":"1.0"}}}"#;
+const INITIALIZED: &str = r#"{"method":"initialized"}"#;
+
+/// One session, kept whole: each is used by one task at a time, so splitting it would only
+/// add a lock and an allocation per session.
+type Ws = WebSocketStream<TcpStream>;
+
+struct Sizes {
+    sessions: usize,
+    warmup: usize,
+    requests: usize,
+}
+
+/// What the bench needs from a message.
+#[derive(Deserialize)]
+struct Reply {
+    id: Option<u64>,
+    method: Option<IgnoredAny>,
+    error: Option<IgnoredAny>,
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; anything unknown is ignored.
+    let quick = std::env::args().skip(1).any(|a| a == "--quick");
+    let sizes = if quick {
+        Sizes {
+            sessions: 1_000,
+            warmup: 200,
+            requests: 2_000,
+        }
+    } else {
+        Sizes {
+            sessions: 10_000,
+            warmup: 1_000,
+            requests: 20_000,
+        }
+    };
+    let limit = raise_fd_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime
+        .block_on(async { tokio::spawn(run(sizes, quick, limit)).await })
+        .expect("the bench panicked");
+    runtime.shutdown_timeout(Duration::from_secs(1));
+}
+
+async fn run(sizes: Sizes, quick: bool, fd_limit: Option<u64>) {
+    let n = sizes.sessions;
+    println!(
+        "load average before: {}",
+        load_average().unwrap_or_else(|| "n/a".into())
+    );
+    println!(
+        "authbridge ws sessions bench{}: {n} idle sessions, {} account/read at 1 and {LOADED} \
+         in flight after {} warm-up, open-file limit {}",
+        if quick { " (--quick)" } else { "" },
+        sizes.requests,
+        sizes.warmup,
+        fd_limit.map_or("unknown".into(), |l| l.to_string()),
+    );
+    if let Some(limit) = fd_limit {
+        assert!(
+            limit >= n as u64 + FD_SPARE,
+            "the open-file limit ({limit}) is too low for {n} sessions: the bench and the \
+             server each need about {}; raise the hard limit (`ulimit -Hn`) or use --quick",
+            n as u64 + FD_SPARE
+        );
+    }
+    let mut table = Table::default();
+
+    let server = within(STEP, "server start", Spawned::start()).await;
+    let pid = server.pid;
+    if let Some(limit) = fd_limit_of(pid)
+        && limit < n as u64 + FD_SPARE
+    {
+        panic!("the server's open-file limit ({limit}) is too low for {n} sessions");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = proc_status_kib(pid, "VmRSS");
+    table.kib("server RSS before any session", before);
+
+    // Open every session and initialize it.
+    let started = Instant::now();
+    let cpu = Cpu::now(pid);
+    let (mut sessions, mut open_samples) = open_sessions(server.addr, n).await;
+    let open_wall = started.elapsed();
+    let opened = Cpu::now(pid);
+    open_samples.sort_unstable();
+    table.row(
+        &format!("open {n} sessions ({OPEN_CONCURRENCY} at a time), wall"),
+        ms(open_wall.as_nanos() as u64),
+    );
+    table.row(
+        "open sessions rate",
+        format!(
+            "{} sessions/s",
+            thousands((n as f64 / open_wall.as_secs_f64()) as u64)
+        ),
+    );
+    table.latency("one session: connect + upgrade + initialize", &open_samples);
+    table.cpu("per session opened", &cpu, &opened, n);
+
+    let idle = settled_rss(pid).await;
+    table.kib(&format!("server RSS with {n} idle sessions"), idle);
+    if let (Some(b), Some(a)) = (before, idle) {
+        let per = a.saturating_sub(b) as f64 / n as f64;
+        table.row("server RSS per idle session", format!("{per:.1} KiB"));
+    }
+    table.row(
+        "server open descriptors",
+        open_fds(pid).map_or("n/a".into(), |c| c.to_string()),
+    );
+    table.kib(
+        "bench (client) RSS with the sessions open",
+        proc_status_kib_self("VmRSS"),
+    );
+
+    // Latency with every session open, the requests spread over them.
+    let mut next_id = 1;
+    for in_flight in [1, LOADED] {
+        let cpu = Cpu::now(pid);
+        let run = latency_run(sessions, in_flight, &sizes, next_id).await;
+        let used = Cpu::now(pid);
+        next_id += (sizes.warmup + sizes.requests) as u64;
+        sessions = run.sessions;
+        let what = format!("account/read across {n} sessions, {in_flight} in flight");
+        table.latency(&what, &run.samples);
+        table.row(
+            &format!("{what}, rate"),
+            format!(
+                "{} req/s",
+                thousands((run.samples.len() as f64 / run.wall.as_secs_f64()) as u64)
+            ),
+        );
+        table.cpu(
+            &format!("per request, {in_flight} in flight (warm-up included)"),
+            &cpu,
+            &used,
+            sizes.warmup + sizes.requests,
+        );
+    }
+    table.kib(
+        "server RSS after the latency runs",
+        proc_status_kib(pid, "VmRSS"),
+    );
+    table.kib("server peak RSS (VmHWM)", proc_status_kib(pid, "VmHWM"));
+
+    // Close every session, then the server.
+    let started = Instant::now();
+    let answered = close_sessions(sessions).await;
+    table.row(
+        &format!("close {n} sessions, wall"),
+        ms(started.elapsed().as_nanos() as u64),
+    );
+    table.row(
+        "closes answered with a close frame",
+        format!("{answered} / {n}"),
+    );
+    let fds = within(STEP, "the server releasing the sockets", async {
+        loop {
+            match open_fds(pid) {
+                Some(c) if c as u64 > FD_SPARE => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                other => return other,
+            }
+        }
+    })
+    .await;
+    table.row(
+        "server open descriptors after the closes",
+        fds.map_or("n/a".into(), |c| c.to_string()),
+    );
+    table.kib("server RSS after the closes", settled_rss(pid).await);
+    let stopped = server.stop().await;
+    table.row("server exit after SIGTERM", ms(stopped.as_nanos() as u64));
+    table.print();
+    println!(
+        "load average after: {}",
+        load_average().unwrap_or_else(|| "n/a".into())
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The server
+
+struct Spawned {
+    child: Child,
+    pid: u32,
+    addr: SocketAddr,
+    /// Stderr after the address line, kept for failures.
+    log: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Spawned {
+    /// `authbridge app-server --listen ws://127.0.0.1:0` with a fresh CODEX_HOME; waits for
+    /// the address on stderr.
+    async fn start() -> Spawned {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).expect("CODEX_HOME");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_authbridge"))
+            .args(["app-server", "--listen", "ws://127.0.0.1:0"])
+            .env("CODEX_HOME", &home)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn authbridge");
+        let pid = child.id().expect("a pid");
+        let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = oneshot::channel();
+        let kept = log.clone();
+        // Reads stderr to the end, so the server never blocks on a full pipe.
+        tokio::spawn(async move {
+            let mut tx = Some(tx);
+            while let Ok(Some(line)) = stderr.next_line().await {
+                if let Some(addr) = line.strip_prefix("authbridge listening on ws://")
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(addr.trim().to_owned());
+                    continue;
+                }
+                let mut kept = kept.lock().expect("log lock");
+                if kept.len() < 200 {
+                    kept.push(line);
+                }
+            }
+        });
+        let addr = match rx.await {
+            Ok(addr) => addr
+                .parse()
+                .unwrap_or_else(|e| panic!("server printed address {addr:?}: {e}")),
+            Err(_) => panic!(
+                "the server exited before printing its address; stderr:\n{}",
+                log.lock().expect("log lock").join("\n")
+            ),
+        };
+        Spawned {
+            child,
+            pid,
+            addr,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// SIGTERM, then a kill if it has not exited within [`STEP`]. Returns the time to exit.
+    async fn stop(mut self) -> Duration {
+        let started = Instant::now();
+        terminate(self.pid);
+        let exited = tokio::time::timeout(STEP, self.child.wait()).await;
+        let elapsed = started.elapsed();
+        let log = self.log.lock().expect("log lock").join("\n");
+        if !log.trim().is_empty() {
+            eprintln!("server stderr:\n{log}");
+        }
+        match exited {
+            Ok(Ok(status)) if status.success() => {}
+            Ok(status) => eprintln!("warning: the server exited with {status:?}"),
+            Err(_) => {
+                eprintln!("warning: the server did not exit within {STEP:?} of SIGTERM");
+                let _ = self.child.start_kill();
+                let _ = tokio::time::timeout(STEP, self.child.wait()).await;
+            }
+        }
+        elapsed
+    }
+}
+
+#[cfg(unix)]
+fn terminate(pid: u32) {
+    // SAFETY: kill(2) has no memory effects; the pid is our own child, not yet reaped.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+    }
+}
+
+#[cfg(not(unix))]
+fn terminate(_pid: u32) {}
+
+/// Raises the soft open-file limit to the hard limit; returns the soft limit then in force.
+#[cfg(unix)]
+fn raise_fd_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) writes one `rlimit` through the pointer, which is valid.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit(2) reads one `rlimit` through the pointer, which is valid.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        } else {
+            eprintln!(
+                "warning: could not raise the open-file limit from {} to {}: {}",
+                limit.rlim_cur,
+                limit.rlim_max,
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    // `rlim_t` is `u64` here but not on every target.
+    #[allow(clippy::useless_conversion)]
+    u64::try_from(limit.rlim_cur).ok()
+}
+
+#[cfg(not(unix))]
+fn raise_fd_limit() -> Option<u64> {
+    None
+}
+
+// ---------------------------------------------------------------------------------------
+// Sessions
+
+/// Opens `n` sessions, [`OPEN_CONCURRENCY`] at a time; each is initialized and then left
+/// idle. Returns the sessions and each one's time to its `initialize` result (ns).
+async fn open_sessions(addr: SocketAddr, n: usize) -> (Vec<Ws>, Vec<u64>) {
+    let url: Arc<str> = format!("ws://{addr}/").into();
+    let results: Vec<Result<(Ws, u64), String>> = within(
+        PHASE,
+        &format!("opening {n} sessions"),
+        futures::stream::iter(0..n)
+            .map(|_| {
+                let url = url.clone();
+                let open = tokio::spawn(async move {
+                    tokio::time::timeout(STEP, open_session(addr, &url))
+                        .await
+                        .unwrap_or_else(|_| Err(format!("no initialize result within {STEP:?}")))
+                });
+                async move { open.await.unwrap_or_else(|e| Err(e.to_string())) }
+            })
+            .buffer_unordered(OPEN_CONCURRENCY)
+            .collect(),
+    )
+    .await;
+    let mut sessions = Vec::with_capacity(n);
+    let mut samples = Vec::with_capacity(n);
+    let mut failed = Vec::new();
+    for result in results {
+        match result {
+            Ok((ws, ns)) => {
+                sessions.push(ws);
+                samples.push(ns);
+            }
+            Err(e) => failed.push(e),
+        }
+    }
+    if let Some(first) = failed.first() {
+        panic!(
+            "{} of {n} sessions failed to open; the first: {first} (the open-file limits, \
+             the ephemeral port range and the listen backlog are the usual suspects)",
+            failed.len()
+        );
+    }
+    (sessions, samples)
+}
+
+async fn open_session(addr: SocketAddr, url: &str) -> Result<(Ws, u64), String> {
+    let started = Instant::now();
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    tcp.set_nodelay(true)
+        .map_err(|e| format!("TCP_NODELAY: {e}"))?;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(CLIENT_READ_BUFFER)
+        .write_buffer_size(0);
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(config))
+        .await
+        .map_err(|e| format!("upgrade: {e}"))?;
+    ws.send(Message::text(INITIALIZE))
+        .await
+        .map_err(|e| format!("sending initialize: {e}"))?;
+    reply(&mut ws, 0).await?;
+    let elapsed = started.elapsed().as_nanos() as u64;
+    ws.send(Message::text(INITIALIZED))
+        .await
+        .map_err(|e| format!("sending initialized: {e}"))?;
+    Ok((ws, elapsed))
+}
+
+/// Reads up to the response to `id`, skipping notifications; an error response fails.
+async fn reply(ws: &mut Ws, id: u64) -> Result<(), String> {
+    loop {
+        let text = match ws.next().await {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(frame))) => {
+                return Err(format!("the server closed the session: {frame:?}"));
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(format!("reading: {e}")),
+            None => return Err("the session ended".into()),
+        };
+        let reply: Reply = serde_json::from_str(&text)
+            .map_err(|e| format!("server sent {text:?}, not JSON-RPC: {e}"))?;
+        if reply.method.is_some() {
+            continue;
+        }
+        if reply.id != Some(id) {
+            return Err(format!("expected the response to {id}, got {text}"));
+        }
+        if reply.error.is_some() {
+            return Err(format!("request {id} failed: {text}"));
+        }
+        return Ok(());
+    }
+}
+
+/// Sends a Close on every session and reads to the end, [`CLOSE_CONCURRENCY`] at a time.
+/// Returns how many got a close frame back.
+async fn close_sessions(sessions: Vec<Ws>) -> usize {
+    let n = sessions.len();
+    let answered: Vec<bool> = within(
+        PHASE,
+        &format!("closing {n} sessions"),
+        futures::stream::iter(sessions)
+            .map(|mut ws| {
+                let close = tokio::spawn(async move {
+                    tokio::time::timeout(STEP, async move {
+                        if ws.close(None).await.is_err() {
+                            return false;
+                        }
+                        let mut answered = false;
+                        while let Some(Ok(message)) = ws.next().await {
+                            answered |= message.is_close();
+                        }
+                        answered
+                    })
+                    .await
+                    .unwrap_or(false)
+                });
+                async move { close.await.unwrap_or(false) }
+            })
+            .buffer_unordered(CLOSE_CONCURRENCY)
+            .collect(),
+    )
+    .await;
+    answered.into_iter().filter(|&a| a).count()
+}
+
+struct LatencyRun {
+    sessions: Vec<Ws>,
+    /// Measured round trips (ns), sorted.
+    samples: Vec<u64>,
+    /// From the end of the warm-up to the last response.
+    wall: Duration,
+}
+
+/// `account/read` round trips with `in_flight` requests outstanding: as many workers, each
+/// owning every `in_flight`-th session and taking its sessions in turn, one request at a
+/// time. A warm-up precedes the measured requests; both are split between the workers.
+async fn latency_run(
+    sessions: Vec<Ws>,
+    in_flight: usize,
+    sizes: &Sizes,
+    first_id: u64,
+) -> LatencyRun {
+    let mut owned: Vec<Vec<Ws>> = (0..in_flight).map(|_| Vec::new()).collect();
+    for (i, ws) in sessions.into_iter().enumerate() {
+        owned[i % in_flight].push(ws);
+    }
+    let warmup = sizes.warmup.div_ceil(in_flight);
+    let measured = sizes.requests.div_ceil(in_flight);
+    let barrier = Arc::new(Barrier::new(in_flight + 1));
+    let workers: Vec<_> = owned
+        .into_iter()
+        .enumerate()
+        .map(|(w, mut mine)| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                let mut samples = Vec::with_capacity(measured);
+                let mut turn = 0;
+                let mut id = first_id + w as u64;
+                for i in 0..warmup + measured {
+                    if i == warmup {
+                        barrier.wait().await;
+                    }
+                    let owned = mine.len();
+                    let ws = &mut mine[turn];
+                    turn = (turn + 1) % owned;
+                    let request = format!(r#"{{"id":{id},"method":"account/read","params":{{}}}}"#);
+                    let started = Instant::now();
+                    let exchange = async {
+                        ws.send(Message::text(request))
+                            .await
+                            .map_err(|e| format!("sending: {e}"))?;
+                        reply(ws, id).await
+                    };
+                    match tokio::time::timeout(STEP, exchange).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => panic!("account/read {id}: {e}"),
+                        Err(_) => panic!("account/read {id}: no response within {STEP:?}"),
+                    }
+                    if i >= warmup {
+                        samples.push(started.elapsed().as_nanos() as u64);
+                    }
+                    id += in_flight as u64;
+                }
+                (mine, samples)
+            })
+        })
+        .collect();
+    let aborts: Vec<_> = workers.iter().map(|w| w.abort_handle()).collect();
+    let what = format!("{in_flight} in flight");
+    let joined = tokio::time::timeout(PHASE, async {
+        barrier.wait().await;
+        let started = Instant::now();
+        let mut done = Vec::with_capacity(in_flight);
+        for worker in workers {
+            done.push(worker.await);
+        }
+        (done, started.elapsed())
+    })
+    .await;
+    let Ok((done, wall)) = joined else {
+        aborts.iter().for_each(|a| a.abort());
+        panic!("the latency run with {what} did not finish within {PHASE:?}");
+    };
+    let mut sessions = Vec::new();
+    let mut samples = Vec::new();
+    for worker in done {
+        let (mine, s) = worker.unwrap_or_else(|e| panic!("latency run, {what}: {e}"));
+        sessions.extend(mine);
+        samples.extend(s);
+    }
+    samples.sort_unstable();
+    LatencyRun {
+        sessions,
+        samples,
+        wall,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Processes
+
+async fn within<T>(limit: Duration, what: &str, work: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, work).await {
+        Ok(done) => done,
+        Err(_) => panic!("{what} did not finish within {limit:?}"),
+    }
+}
+
+/// RSS once two readings 250 ms apart are within 0.5 % of each other (at most [`STEP`]).
+async fn settled_rss(pid: u32) -> Option<u64> {
+    let deadline = Instant::now() + STEP;
+    let mut last = proc_status_kib(pid, "VmRSS")?;
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = proc_status_kib(pid, "VmRSS")?;
+        if now.abs_diff(last) * 200 <= last || Instant::now() > deadline {
+            return Some(now);
+        }
+        last = now;
+    }
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    status_field(
+        &Path::new("/proc").join(pid.to_string()).join("status"),
+        field,
+    )
+}
+
+fn proc_status_kib_self(field: &str) -> Option<u64> {
+    status_field(Path::new("/proc/self/status"), field)
+}
+
+fn status_field(path: &Path, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(path).ok()?;
+    status.lines().find_map(|l| {
+        l.strip_prefix(field)?
+            .strip_prefix(':')?
+            .trim()
+            .strip_suffix("kB")?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// CPU time used so far by the server and by the bench process, in ns.
+struct Cpu {
+    server: Option<u64>,
+    bench: Option<u64>,
+}
+
+impl Cpu {
+    fn now(server: u32) -> Cpu {
+        Cpu {
+            server: cpu_ns(&Path::new("/proc").join(server.to_string())),
+            bench: cpu_ns(Path::new("/proc/self")),
+        }
+    }
+}
+
+/// The time on CPU of a process's threads, summed from their `schedstat` (ns resolution,
+/// where `stat` counts 10 ms ticks). A thread that exits between two readings is missed.
+fn cpu_ns(process: &Path) -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(process.join("task")).ok()? {
+        let Ok(schedstat) = std::fs::read_to_string(task.ok()?.path().join("schedstat")) else {
+            continue;
+        };
+        total += schedstat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+/// The 1, 5 and 15 minute load averages: other work on the machine shows in the latencies.
+fn load_average() -> Option<String> {
+    let loadavg = std::fs::read_to_string("/proc/loadavg").ok()?;
+    Some(
+        loadavg
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+fn open_fds(pid: u32) -> Option<usize> {
+    Some(
+        std::fs::read_dir(Path::new("/proc").join(pid.to_string()).join("fd"))
+            .ok()?
+            .count(),
+    )
+}
+
+/// The soft "Max open files" of a process.
+fn fd_limit_of(pid: u32) -> Option<u64> {
+    let limits =
+        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.strip_prefix("Max open files")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+// ---------------------------------------------------------------------------------------
+// Figures
+
+fn pct(sorted: &[u64], q: f64) -> u64 {
+    let n = sorted.len();
+    assert!(n > 0, "no samples");
+    let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+    sorted[rank - 1]
+}
+
+fn us(ns: u64) -> String {
+    format!("{:.1} µs", ns as f64 / 1e3)
+}
+
+fn ms(ns: u64) -> String {
+    format!("{:.2} ms", ns as f64 / 1e6)
+}
+
+#[derive(Default)]
+struct Table {
+    rows: Vec<(String, String)>,
+}
+
+impl Table {
+    fn row(&mut self, what: &str, value: String) {
+        self.rows.push((what.to_owned(), value));
+    }
+
+    /// p50/p99/max of sorted samples.
+    fn latency(&mut self, what: &str, sorted: &[u64]) {
+        for (name, q) in [("p50", 0.50), ("p99", 0.99), ("max", 1.0)] {
+            self.row(&format!("{what} {name}"), us(pct(sorted, q)));
+        }
+    }
+
+    /// CPU time per unit of work between two readings, server and bench.
+    fn cpu(&mut self, per: &str, before: &Cpu, after: &Cpu, units: usize) {
+        let each = |b: Option<u64>, a: Option<u64>| match (b, a) {
+            (Some(b), Some(a)) => us(a.saturating_sub(b) / units as u64),
+            _ => "n/a (no /proc)".into(),
+        };
+        self.row(
+            &format!("server CPU {per}"),
+            each(before.server, after.server),
+        );
+        self.row(&format!("bench CPU {per}"), each(before.bench, after.bench));
+    }
+
+    fn kib(&mut self, what: &str, kib: Option<u64>) {
+        let value = match kib {
+            Some(kib) => format!("{} KiB ({:.1} MiB)", thousands(kib), kib as f64 / 1024.0),
+            None => "n/a (no /proc)".into(),
+        };
+        self.row(what, value);
+    }
+
+    fn print(&self) {
+        let w0 = self
+            .rows
+            .iter()
+            .map(|r| r.0.chars().count())
+            .max()
+            .unwrap_or(0);
+        let w1 = self
+            .rows
+            .iter()
+            .map(|r| r.1.chars().count())
+            .max()
+            .unwrap_or(0);
+        println!();
+        for (what, value) in &self.rows {
+            let pad0 = w0 - what.chars().count();
+            let pad1 = w1 - value.chars().count();
+            println!(
+                "{what}{:pad0$}  {:pad1$}{value}",
+                "",
+                "",
+                pad0 = pad0,
+                pad1 = pad1
+            );
+        }
+    }
+}
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
