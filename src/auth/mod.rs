@@ -5,6 +5,8 @@
 pub mod error;
 pub mod external;
 pub mod jwt;
+#[cfg(test)]
+mod jwt_props;
 pub mod manager;
 pub mod policy;
 mod recovery;

@@ -4,6 +4,8 @@
 pub mod connection;
 pub mod dispatch;
 pub mod envelope;
+#[cfg(test)]
+mod envelope_props;
 pub mod error;
 pub mod peer;
 pub mod session;

@@ -2,6 +2,8 @@
 //! accepts one line of JSON per message; it knows nothing of JSON-RPC.
 
 pub mod codec;
+#[cfg(test)]
+mod codec_props;
 pub mod stdio;
 pub mod ws;
 
