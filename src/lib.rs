@@ -11,6 +11,10 @@ pub mod api;
 pub mod auth;
 pub mod backend;
 pub mod config;
+/// Entry points for the fuzz targets in `fuzz/`; they exist only so that the fuzzers,
+/// which see the public API alone, can reach the parsers.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod protocol;
 pub mod rpc;
 pub mod schema;
