@@ -150,8 +150,10 @@ fn model(input: &[u8], max: usize) -> Vec<Frame> {
     lines.into_iter().filter_map(frame).collect()
 }
 
-/// Reads claims from `token`; errors never show the token, and the claims read from a
-/// payload are those read from the same payload re-encoded.
+/// Reads claims from `token`; errors never show a secret spliced into it, and the claims
+/// read from a payload are those read from the same payload re-encoded. (Checking that an
+/// error does not contain the whole input is no invariant: the fuzzer soon offers the
+/// error's own text as a token.)
 pub fn jwt(token: &str) {
     for text in [token.to_owned(), text_with_secret(token)] {
         match jwt::parse(&text) {
@@ -159,10 +161,6 @@ pub fn jwt(token: &str) {
                 let shown = format!("{e} {e:?}");
                 assert!(
                     !shown.contains(SECRET),
-                    "the error shows its input: {shown}"
-                );
-                assert!(
-                    text.len() < 12 || !shown.contains(&text),
                     "the error shows its input: {shown}"
                 );
             }
@@ -237,7 +235,9 @@ mod tests {
         codec(&[b"{}\n{\"a\"", b":1}\r\n\xff\n", b"0123456789abcdef"], 8);
         codec(&[], 0);
         let token = jwt::unsigned_token(&serde_json::json!({"email": "e@example.com"}));
-        for t in [token.as_str(), "a.b.c", "", "sk-abc.def"] {
+        // The last one is the error's own text, which the fuzzer offered as a token.
+        let own_text = "is not a JWT: expected three non-empty dot-separated parts Shape";
+        for t in [token.as_str(), "a.b.c", "", "sk-abc.def", own_text] {
             jwt(t);
         }
         for file in [
