@@ -12,6 +12,10 @@ mod api;
 mod auth;
 mod backend;
 pub mod config;
+/// Entry points for the fuzz targets in `fuzz/`; they exist only so that the fuzzers,
+/// which see the public API alone, can reach the parsers.
+#[doc(hidden)]
+pub mod fuzzing;
 mod protocol;
 mod rpc;
 pub mod schema;

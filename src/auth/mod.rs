@@ -6,6 +6,8 @@ pub(crate) mod error;
 pub(crate) mod events;
 pub(crate) mod external;
 pub(crate) mod jwt;
+#[cfg(test)]
+mod jwt_props;
 pub(crate) mod manager;
 pub(crate) mod plan;
 pub(crate) mod policy;

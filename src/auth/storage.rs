@@ -104,8 +104,15 @@ pub(crate) fn load(codex_home: &Path) -> Result<Option<Stored>, StorageError> {
             });
         }
     };
-    let file: File =
-        serde_json::from_slice(&bytes).map_err(|_| StorageError::Format { path: path.clone() })?;
+    parse(&bytes, &path).map(Some)
+}
+
+/// Reads the content of an auth file; `path` only names the file in errors.
+pub(crate) fn parse(bytes: &[u8], path: &Path) -> Result<Stored, StorageError> {
+    let format = || StorageError::Format {
+        path: path.to_path_buf(),
+    };
+    let file: File = serde_json::from_slice(bytes).map_err(|_| format())?;
     // Older files have no `auth_mode`: a key means API key, anything else ChatGPT.
     let mode = file
         .auth_mode
@@ -116,17 +123,17 @@ pub(crate) fn load(codex_home: &Path) -> Result<Option<Stored>, StorageError> {
             "chatgpt"
         });
     match (mode, file.api_key, file.tokens) {
-        ("apikey", Some(_), _) => Ok(Some(Stored::ApiKey)),
+        ("apikey", Some(_), _) => Ok(Stored::ApiKey),
         ("chatgpt", _, Some(t)) => {
             let claims = jwt::parse(t.id_token.expose_secret()).unwrap_or_default();
             let account_id = t.account_id.or_else(|| claims.chatgpt_account_id.clone());
-            Ok(Some(Stored::Chatgpt(ManagedTokens {
+            Ok(Stored::Chatgpt(ManagedTokens {
                 access_token: t.access_token,
                 account_id,
                 claims,
-            })))
+            }))
         }
-        _ => Err(StorageError::Format { path }),
+        _ => Err(format()),
     }
 }
 

@@ -179,7 +179,18 @@ struct ErrorCode {
     code: Option<i64>,
 }
 
-/// The member's JSON type, for messages that must not quote the value.
+/// The id of an object whose other members do not fit the envelope, when it has one.
+fn readable_id(line: &str) -> Option<RequestId> {
+    #[derive(Deserialize)]
+    struct IdOnly<'a> {
+        #[serde(default, borrow)]
+        id: Option<&'a RawValue>,
+    }
+    let raw = serde_json::from_str::<IdOnly<'_>>(line).ok()?.id?;
+    serde_json::from_str::<RequestId>(raw.get()).ok()
+}
+
+/// Whether a raw member is a JSON object (serde would also fill a struct from an array).
 fn is_object(raw: &RawValue) -> bool {
     raw.get().trim_start().starts_with('{')
 }
@@ -210,8 +221,10 @@ pub(crate) fn parse(line: &str) -> Result<Parsed, Rejected> {
         }
         Err(_) => {
             return Err(Rejected {
-                id: None,
-                error: RpcError::invalid_request("a message must be a JSON object"),
+                id: readable_id(line),
+                error: RpcError::invalid_request(
+                    "not a JSON-RPC message object (a member has the wrong type, or appears twice)",
+                ),
                 jsonrpc: false,
             });
         }
@@ -285,14 +298,17 @@ pub(crate) fn parse(line: &str) -> Result<Parsed, Rejected> {
             reply: Ok(SecretJson::from(result)),
         },
         (None, Some(id), None, Some(error)) => {
-            let reply = match serde_json::from_str::<ErrorObject>(error.get()) {
-                Ok(mut error) => {
+            let parsed = is_object(error)
+                .then(|| serde_json::from_str::<ErrorObject>(error.get()).ok())
+                .flatten();
+            let reply = match parsed {
+                Some(mut error) => {
                     cap_chars(&mut error.message, MAX_CLIENT_MESSAGE_CHARS);
                     // `data` is the client's own business and is not kept.
                     error.data = None;
                     Err(ReplyError::Error(error))
                 }
-                Err(_) => Err(ReplyError::Malformed(
+                None => Err(ReplyError::Malformed(
                     "`error` must be an object with an integer `code` and a string `message`",
                 )),
             };

@@ -5,6 +5,8 @@
 pub(crate) mod connection;
 pub(crate) mod dispatch;
 pub(crate) mod envelope;
+#[cfg(test)]
+mod envelope_props;
 pub(crate) mod error;
 pub(crate) mod outbox;
 pub(crate) mod peer;

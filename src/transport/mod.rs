@@ -4,6 +4,8 @@
 //! server cannot forget to pass the right policy along.
 
 pub(crate) mod codec;
+#[cfg(test)]
+mod codec_props;
 pub(crate) mod stdio;
 pub(crate) mod ws;
 
