@@ -186,7 +186,7 @@ impl Config {
             max_outgoing_bytes: at_least(
                 "max_outgoing_bytes",
                 own.max_outgoing_bytes,
-                16 * 1024 * 1024,
+                4 * 1024 * 1024,
                 64 * 1024,
             )?,
             max_backend_body_bytes: at_least(

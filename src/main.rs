@@ -183,9 +183,8 @@ async fn app_server(overrides: &[String], args: AppServerArgs) -> Result<(), Str
                      pass --ws-token-file PATH or --ws-token-sha256 HEX"
                 ));
             }
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let listener =
+                bind_listener(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             let bound = listener.local_addr().map_err(|e| e.to_string())?;
             tracing::info!("listening on {}", ws::describe(bound));
             // One line on stderr that tools can wait for (the port may have been 0).
@@ -197,6 +196,18 @@ async fn app_server(overrides: &[String], args: AppServerArgs) -> Result<(), Str
         }
     }
     Ok(())
+}
+
+/// A listener with room for bursts of clients: the default backlog of 128 overflowed
+/// when a fleet connected at once, and each dropped SYN costs the client a second.
+fn bind_listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG`. Dependencies never log below `info`,
