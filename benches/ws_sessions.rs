@@ -11,21 +11,25 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
-use tokio::sync::{Barrier, oneshot};
+use tokio::sync::Barrier;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+#[path = "../tests/kit/mod.rs"]
+mod kit;
+
+use kit::process::{Options, Proc};
+
+/// Upper bound for the whole bench.
+const WHOLE: Duration = Duration::from_secs(900);
 /// Upper bound for any single phase of the bench; nothing waits longer.
 const PHASE: Duration = Duration::from_secs(180);
 /// Upper bound for one session's open or close, one request, a start or a shutdown.
@@ -69,8 +73,7 @@ struct Reply {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; anything unknown is ignored.
-    let quick = std::env::args().skip(1).any(|a| a == "--quick");
+    let quick = kit::bench::quick();
     let sizes = if quick {
         Sizes {
             sessions: 1_000,
@@ -85,15 +88,7 @@ fn main() {
         }
     };
     let limit = raise_fd_limit();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    runtime
-        .block_on(async { tokio::spawn(run(sizes, quick, limit)).await })
-        .expect("the bench panicked");
-    runtime.shutdown_timeout(Duration::from_secs(1));
+    kit::bench::run(WHOLE, run(sizes, quick, limit));
 }
 
 async fn run(sizes: Sizes, quick: bool, fd_limit: Option<u64>) {
@@ -237,105 +232,39 @@ async fn run(sizes: Sizes, quick: bool, fd_limit: Option<u64>) {
 // The server
 
 struct Spawned {
-    child: Child,
+    proc: Proc,
     pid: u32,
     addr: SocketAddr,
-    /// Stderr after the address line, kept for failures.
-    log: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
 }
 
 impl Spawned {
-    /// `authbridge app-server --listen ws://127.0.0.1:0` with a fresh CODEX_HOME; waits for
-    /// the address on stderr.
+    /// `authbridge app-server --listen ws://127.0.0.1:0` with a fresh CODEX_HOME (the
+    /// kit's), once it reports its address.
     async fn start() -> Spawned {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let home = dir.path().join("home");
-        std::fs::create_dir(&home).expect("CODEX_HOME");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_authbridge"))
-            .args(["app-server", "--listen", "ws://127.0.0.1:0"])
-            .env("CODEX_HOME", &home)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn authbridge");
-        let pid = child.id().expect("a pid");
-        let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = oneshot::channel();
-        let kept = log.clone();
-        // Reads stderr to the end, so the server never blocks on a full pipe.
-        tokio::spawn(async move {
-            let mut tx = Some(tx);
-            while let Ok(Some(line)) = stderr.next_line().await {
-                if let Some(addr) = line.strip_prefix("authbridge listening on ws://")
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(addr.trim().to_owned());
-                    continue;
-                }
-                let mut kept = kept.lock().expect("log lock");
-                if kept.len() < 200 {
-                    kept.push(line);
-                }
-            }
-        });
-        let addr = match rx.await {
-            Ok(addr) => addr
-                .parse()
-                .unwrap_or_else(|e| panic!("server printed address {addr:?}: {e}")),
-            Err(_) => panic!(
-                "the server exited before printing its address; stderr:\n{}",
-                log.lock().expect("log lock").join("\n")
-            ),
-        };
-        Spawned {
-            child,
-            pid,
-            addr,
-            log,
-            _dir: dir,
-        }
+        let (proc, addr) = Proc::ws(Options::default()).await;
+        let pid = proc.child.id().expect("a pid");
+        let addr = addr
+            .parse()
+            .unwrap_or_else(|e| panic!("server printed address {addr:?}: {e}"));
+        Spawned { proc, pid, addr }
     }
 
-    /// SIGTERM, then a kill if it has not exited within [`STEP`]. Returns the time to exit.
+    /// SIGTERM; returns the time to exit (the kit bounds the wait).
     async fn stop(mut self) -> Duration {
         let started = Instant::now();
-        terminate(self.pid);
-        let exited = tokio::time::timeout(STEP, self.child.wait()).await;
+        self.proc.signal("TERM");
+        let code = self.proc.exit_code().await;
         let elapsed = started.elapsed();
-        let log = self.log.lock().expect("log lock").join("\n");
-        if !log.trim().is_empty() {
-            eprintln!("server stderr:\n{log}");
-        }
-        match exited {
-            Ok(Ok(status)) if status.success() => {}
-            Ok(status) => eprintln!("warning: the server exited with {status:?}"),
-            Err(_) => {
-                eprintln!("warning: the server did not exit within {STEP:?} of SIGTERM");
-                let _ = self.child.start_kill();
-                let _ = tokio::time::timeout(STEP, self.child.wait()).await;
-            }
+        if code != 0 {
+            eprintln!(
+                "warning: the server exited with {code}; stderr:\n{}",
+                self.proc.stderr()
+            );
         }
         elapsed
     }
 }
 
-#[cfg(unix)]
-fn terminate(pid: u32) {
-    // SAFETY: kill(2) has no memory effects; the pid is our own child, not yet reaped.
-    unsafe {
-        libc::kill(pid as libc::pid_t, libc::SIGTERM);
-    }
-}
-
-#[cfg(not(unix))]
-fn terminate(_pid: u32) {}
-
-/// Raises the soft open-file limit to the hard limit; returns the soft limit then in force.
 #[cfg(unix)]
 fn raise_fd_limit() -> Option<u64> {
     let mut limit = libc::rlimit {

@@ -16,6 +16,8 @@ pub mod config;
 /// which see the public API alone, can reach the parsers.
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(test)]
+mod props;
 mod protocol;
 mod rpc;
 pub mod schema;

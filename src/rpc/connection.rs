@@ -357,7 +357,7 @@ impl Conn {
         let dispatcher = self.dispatcher.clone();
         let peer = self.peer.clone();
         let cut_off = self.cut_off.clone();
-        self.tracker.spawn(async move {
+        let mut request = Box::pin(async move {
             let run = async {
                 if let Some(before) = before {
                     // Sent or dropped when the previous one is done; either way, go on.
@@ -374,6 +374,12 @@ impl Conn {
             }
             drop(done);
         });
+        // Most requests (reading state) finish without ever waiting: polled once here, they
+        // cost no task and no hop to another thread. One that waits (a backend call, a
+        // refresh, a full outbox, an earlier sequential request) becomes a task from there.
+        if futures::poll!(request.as_mut()).is_pending() {
+            self.tracker.spawn(request);
+        }
     }
 }
 

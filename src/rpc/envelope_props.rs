@@ -2,6 +2,8 @@
 //! with its id and method intact, and keeps the id of what it rejects.
 
 use proptest::prelude::*;
+
+use crate::props::json_value;
 use serde_json::Value;
 
 use super::envelope::{ErrorObject, Incoming, Parsed, Rejected, ReplyError, RequestId, parse};
@@ -13,23 +15,6 @@ fn config() -> ProptestConfig {
         failure_persistence: None,
         ..ProptestConfig::default()
     }
-}
-
-fn json_value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::from),
-        any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_map(Value::from),
-        "\\PC{0,12}".prop_map(Value::from),
-    ];
-    leaf.prop_recursive(3, 24, 4, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
-            prop::collection::btree_map("\\PC{0,8}", inner, 0..4)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
 }
 
 fn json_object() -> impl Strategy<Value = String> {
