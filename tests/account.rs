@@ -1,6 +1,6 @@
 //! The account methods over the real binary: external (`chatgptAuthTokens`) login in both
-//! shapes, API key login and its file, policy, logout, several connections, and the
-//! reference's request shapes.
+//! shapes, API key login and its file, policy, logout, several connections, the
+//! reference's request shapes, and state changes pipelined in one write.
 
 mod kit;
 
@@ -190,6 +190,43 @@ async fn external_login_with_a_token_that_is_not_a_jwt_is_refused() {
         }
         c.assert_still_signed_out().await;
     }
+}
+
+/// A token sent in an HTTP header cannot hold a control character or a space: such a token
+/// is refused at login instead of being installed and failing every backend call.
+#[tokio::test]
+async fn external_login_with_a_control_character_or_a_space_in_a_token_is_refused() {
+    let (_p, mut c) = started(Options::default(), true).await;
+    let good = token("ws-1", "plus", "a@example.com", "charset");
+    let (header, rest) = good.split_once('.').unwrap();
+    let bad = [
+        format!("{good}\u{1}"),
+        format!("{header}. {rest}"),
+        format!("{good}\t"),
+        format!("{good}\u{7f}"),
+    ];
+    for access in &bad {
+        let e = c
+            .err("account/login/start", tokens_params(access, "ws-1"))
+            .await;
+        assert_eq!(code(&e), -32602, "{access:?}: {e}");
+        assert!(message(&e).contains("`accessToken`"), "{e}");
+        assert!(
+            !e.to_string().contains(rest),
+            "the error shows the token: {e}"
+        );
+        c.assert_still_signed_out().await;
+    }
+    // The original shape's ID token is held to the same rule.
+    let e = c
+        .err(
+            "account/login/start",
+            json!({"type": "chatgptAuthTokens", "idToken": bad[0], "accessToken": good}),
+        )
+        .await;
+    assert_eq!(code(&e), -32602, "{e}");
+    assert!(message(&e).contains("`idToken`"), "{e}");
+    c.assert_still_signed_out().await;
 }
 
 // 4 -------------------------------------------------------------------------------------
@@ -762,4 +799,65 @@ async fn bedrock_logins_from_the_reference_list_get_a_clear_refusal() {
         c.ok("account/read", json!({})).await["account"],
         Value::Null
     );
+}
+
+// 13 ------------------------------------------------------------------------------------
+
+/// A request line with id `id`.
+fn request(id: &str, method: &str, params: Value) -> Value {
+    json!({"id": id, "method": method, "params": params})
+}
+
+/// Sends `requests` in one write without waiting, then waits for every response and
+/// asserts each succeeded. The account notifications they cause are dropped.
+async fn pipelined(c: &mut Client, requests: &[Value]) {
+    c.send_all(requests);
+    for r in requests {
+        let response = c.response(&r["id"]).await;
+        assert!(
+            response.get("result").is_some(),
+            "{} failed: {response}",
+            r["method"]
+        );
+    }
+    c.drop_notifications();
+}
+
+/// Logins and logouts written back to back take effect in the order sent: each round
+/// pipelines `login A; login B`, `logout; login A` and `login B; logout`, then reads the
+/// account. When they ran concurrently, the earlier one sometimes won.
+#[tokio::test]
+async fn pipelined_logins_and_logouts_take_effect_in_the_order_sent() {
+    let (_p, mut c) = started(Options::default(), true).await;
+    let a = token("ws-a", "plus", "a@example.com", "pipelined-a");
+    let b = token("ws-b", "pro", "b@example.com", "pipelined-b");
+    let login = |id: String, access: &str, account: &str| {
+        request(&id, "account/login/start", tokens_params(access, account))
+    };
+    let logout = |id: String| request(&id, "account/logout", Value::Null);
+    for round in 0..30 {
+        let id = |n: u32| format!("r{round}-{n}");
+        pipelined(
+            &mut c,
+            &[login(id(1), &a, "ws-a"), login(id(2), &b, "ws-b")],
+        )
+        .await;
+        assert_eq!(
+            c.account().await,
+            chatgpt_account("b@example.com", "pro", Some("user-ws-b")),
+            "round {round}: login A; login B"
+        );
+        pipelined(&mut c, &[logout(id(3)), login(id(4), &a, "ws-a")]).await;
+        assert_eq!(
+            c.account().await,
+            chatgpt_account("a@example.com", "plus", Some("user-ws-a")),
+            "round {round}: logout; login A"
+        );
+        pipelined(&mut c, &[login(id(5), &b, "ws-b"), logout(id(6))]).await;
+        assert_eq!(
+            c.account().await,
+            kit::client::signed_out(),
+            "round {round}: login B; logout"
+        );
+    }
 }

@@ -6,7 +6,7 @@ mod kit;
 
 use std::time::{Duration, Instant};
 
-use kit::client::{REFRESH, account_updated, refreshed};
+use kit::client::{REFRESH, account_updated, refreshed, tokens_params};
 use kit::jwt::token;
 use kit::{Client, MockBackend, Options, Proc, USAGE_PATH, wait};
 use serde_json::{Value, json};
@@ -350,4 +350,158 @@ async fn backend_failures_other_than_401_are_reported_without_recovery() {
             .contains("failed to fetch codex rate limits")
     );
     assert_no_refresh(&mut c, "refresh request", Duration::from_millis(100)).await;
+}
+
+/// Refresh requests no answer may come back to: how long a test waits at most for the
+/// call that waits on one to end, well under the default 10 s refresh timeout.
+const AT_ONCE: Duration = Duration::from_secs(3);
+
+/// Waits for the response to `call`, which must come within [`AT_ONCE`].
+async fn response_at_once(c: &mut Client, call: &Value) -> Value {
+    let started = Instant::now();
+    let r = c.response(call).await;
+    assert!(
+        started.elapsed() < AT_ONCE,
+        "the waiting call ended only after {:?}: {r}",
+        started.elapsed()
+    );
+    r
+}
+
+#[tokio::test]
+async fn a_logout_during_a_pending_refresh_fails_the_waiting_call_at_once() {
+    let (backend, _expired, _p, mut c) = expired_session(Options::default()).await;
+    let fresh = ws1("new");
+    backend.allow(&fresh);
+    let (call, req) = hit_401(&mut c).await;
+    // The parent does not answer; it signs out instead.
+    let logout = c.request("account/logout", None);
+    let r = response_at_once(&mut c, &call).await;
+    assert_eq!(auth_error(&r), "signedOut", "{r}");
+    assert_eq!(c.response(&logout).await["result"], json!({}));
+    // The abandoned request's late answer installs nothing.
+    c.respond(&req["id"], refreshed(&fresh, "ws-1"));
+    c.assert_signed_out().await;
+    assert_eq!(backend.calls_with(USAGE_PATH, &fresh), 0);
+}
+
+/// The designed behaviour: a call waiting for a refresh retries with whatever credentials
+/// are in effect once a new login replaces the old ones, without waiting for the answer.
+#[tokio::test]
+async fn a_new_login_during_a_pending_refresh_retries_the_waiting_call_with_it_at_once() {
+    let (backend, expired, _p, mut c) = expired_session(Options::default()).await;
+    let fresh = ws1("relogin");
+    backend.allow(&fresh);
+    let (call, _unanswered) = hit_401(&mut c).await;
+    let login = c.request("account/login/start", Some(tokens_params(&fresh, "ws-1")));
+    let r = response_at_once(&mut c, &call).await;
+    assert_eq!(
+        r["result"]["rateLimits"]["primary"]["usedPercent"], 42,
+        "{r}"
+    );
+    assert_eq!(
+        c.response(&login).await["result"],
+        json!({"type": "chatgptAuthTokens"})
+    );
+    assert_eq!(backend.calls_with(USAGE_PATH, &expired), 1);
+    assert_eq!(backend.calls_with(USAGE_PATH, &fresh), 1);
+}
+
+#[tokio::test]
+async fn a_huge_parent_error_message_is_capped_in_the_reply() {
+    let (_backend, _expired, _p, mut c) = expired_session(Options::default()).await;
+    let (call, req) = hit_401(&mut c).await;
+    c.respond_error(&req["id"], -32001, &"E".repeat(1 << 20));
+    let r = c.response(&call).await;
+    assert_eq!(auth_error(&r), "refreshRejected");
+    let quoted = r["error"]["data"]["parentError"]["message"]
+        .as_str()
+        .unwrap_or_else(|| {
+            panic!(
+                "no parentError.message in a reply of {} bytes",
+                r.to_string().len()
+            )
+        });
+    assert!(quoted.starts_with("EEEE"), "{quoted}");
+    assert!(
+        quoted.chars().count() <= 260,
+        "parentError.message holds {} characters",
+        quoted.chars().count()
+    );
+    let line = r.to_string();
+    assert!(line.len() < 2048, "the reply is {} bytes", line.len());
+}
+
+/// Tokens travel in an HTTP header; a refresh answer whose token holds a control character
+/// or a space, or that is not a token object at all, is refused and nothing is installed:
+/// the next call still uses the old token and asks again.
+#[tokio::test]
+async fn unusable_refresh_answers_are_refused_and_install_nothing() {
+    let (backend, expired, _p, mut c) = expired_session(Options::default()).await;
+    let fresh = ws1("fresh");
+    backend.allow(&fresh);
+    let (header, rest) = fresh.split_once('.').unwrap();
+    let answers = [
+        refreshed(&format!("{fresh}\u{1}"), "ws-1"),
+        refreshed(&format!("{header}. {rest}"), "ws-1"),
+        json!([fresh, "ws-1", "plus"]),
+        Value::Null,
+    ];
+    for (n, answer) in answers.iter().enumerate() {
+        let (call, req) = hit_401(&mut c).await;
+        c.respond(&req["id"], answer.clone());
+        let r = c.response(&call).await;
+        assert_eq!(auth_error(&r), "refreshInvalid", "{answer} -> {r}");
+        assert!(!r.to_string().contains(rest), "the token is echoed: {r}");
+        assert_eq!(backend.calls_with(USAGE_PATH, &expired), n + 1);
+        assert_eq!(backend.calls(USAGE_PATH), n + 1, "no retry");
+    }
+    // Still signed in with the old token: a good answer now works.
+    let (call, req) = hit_401(&mut c).await;
+    assert_eq!(backend.calls_with(USAGE_PATH, &expired), answers.len() + 1);
+    c.respond(&req["id"], refreshed(&fresh, "ws-1"));
+    assert!(c.response(&call).await.get("result").is_some());
+    assert_eq!(backend.calls_with(USAGE_PATH, &fresh), 1);
+}
+
+/// The most resident memory process `pid` has had, in bytes (Linux's `VmHWM`): a body
+/// buffered and freed again still shows here.
+#[cfg(target_os = "linux")]
+fn peak_rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in {status}"));
+    kb * 1024
+}
+
+#[tokio::test]
+async fn an_oversized_backend_body_fails_the_call_without_being_buffered() {
+    const LIMIT: usize = 64 * 1024;
+    let options = Options::default().config(&format!("authbridge.max_backend_body_bytes={LIMIT}"));
+    let (backend, good, p, mut c) = session("big", options).await;
+    backend.allow(&good);
+    backend.oversized_usage(Some(128 << 20));
+    let e = c.err(RATE_LIMITS, json!({})).await;
+    assert_eq!(e["code"], -32603, "{e}");
+    assert!(
+        kit::client::message(&e).contains(&format!("larger than {LIMIT} bytes")),
+        "{e}"
+    );
+    #[cfg(target_os = "linux")]
+    {
+        let peak = peak_rss_bytes(p.child.id().expect("the server is running"));
+        assert!(
+            peak < 100 << 20,
+            "the server's memory peaked at {} MiB",
+            peak >> 20
+        );
+    }
+    // The server keeps serving once the backend answers normally again.
+    backend.oversized_usage(None);
+    let r = c.ok(RATE_LIMITS, json!({})).await;
+    assert_eq!(r["rateLimits"]["primary"]["usedPercent"], 42);
 }

@@ -292,3 +292,90 @@ async fn no_secret_reaches_the_logs_with_a_second_websocket_connection() {
     let run = ws_run().await;
     run.secrets.assert_not_in_stderr(&run.p.stderr());
 }
+
+/// A client's error response with `"id": null` cannot be routed, so it is only logged:
+/// by its code, never with its message or data, which may quote what the client received.
+#[tokio::test]
+async fn an_error_without_an_id_is_logged_by_its_code_only() {
+    const IN_MESSAGE: &str = "sk-SECRET-IN-ERROR-6f1d0b9a";
+    const IN_DATA: &str = "sk-SECRET-IN-DATA-a27c94e3";
+    let (mut p, mut c) = Proc::initialized(Options::default().log("trace"), "host", false).await;
+    c.send(&json!({"id": null, "error": {"code": -32700, "message": IN_MESSAGE, "data": {"line": IN_DATA}}}));
+    p.wait_stderr("client reported an error without an id")
+        .await;
+    // Nothing is answered, and the connection goes on.
+    c.assert_no("a reply to the error", kit::wait::QUIET, |_| true)
+        .await;
+    c.assert_signed_out().await;
+    c.close();
+    assert_eq!(p.exit_code().await, 0);
+    let mut secrets = Secrets::new();
+    secrets.text("the error's message", IN_MESSAGE);
+    secrets.text("the error's data", IN_DATA);
+    let stderr = p.stderr();
+    assert!(stderr.contains("-32700"), "the code is logged: {stderr}");
+    secrets.assert_not_in_stderr(&stderr);
+}
+
+/// A params error names the field and the kind of value found, never the value: whatever
+/// was pasted into the wrong place (a key, a token, a number) does not come back.
+#[tokio::test]
+async fn params_errors_never_echo_the_values() {
+    let (_p, mut c) = Proc::initialized(Options::default(), "host", true).await;
+    let access = token("ws-1", "plus", "a@example.com", "params");
+    let cases = [
+        (json!({"type": "apiKey", "apiKey": 918273645}), "918273645"),
+        (json!({"type": "apiKey", "apiKey": 1234.5678}), "1234.5678"),
+        (
+            json!({"type": "apiKey", "apiKey": true, "x": "sk-unused-SECRET"}),
+            "sk-unused-SECRET",
+        ),
+        (
+            json!({"type": "chatgptAuthTokens", "accessToken": {"sk-x-SECRET": 1}, "chatgptAccountId": "ws-1"}),
+            "sk-x-SECRET",
+        ),
+        (
+            json!({"type": "chatgptAuthTokens", "accessToken": access, "chatgptAccountId": 564738291}),
+            "564738291",
+        ),
+        (
+            json!({"type": "chatgptAuthTokens", "accessToken": access, "chatgptAccountId": "ws-1", "chatgptPlanType": ["sk-plan-SECRET"]}),
+            "sk-plan-SECRET",
+        ),
+        (json!({"type": "sk-variant-SECRET"}), "sk-variant-SECRET"),
+        (json!({"type": 77881199}), "77881199"),
+    ];
+    for (params, value) in cases {
+        let e = c.err("account/login/start", params.clone()).await;
+        assert_eq!(code(&e), -32602, "{params} -> {e}");
+        let text = e.to_string();
+        assert!(!text.contains(value), "the error shows {value}: {e}");
+        assert!(
+            !text.contains(signature_of(&access)),
+            "the error shows the token: {e}"
+        );
+        assert!(
+            kit::client::message(&e).starts_with("Invalid params"),
+            "{e}"
+        );
+    }
+    let e = c
+        .err("account/read", json!({"refreshToken": "sk-read-SECRET"}))
+        .await;
+    assert_eq!(code(&e), -32602, "{e}");
+    assert!(kit::client::message(&e).contains("refreshToken"), "{e}");
+    assert!(!e.to_string().contains("sk-read-SECRET"), "{e}");
+    // Positional params never fill the named fields.
+    for (method, params) in [
+        (
+            "account/login/start",
+            json!(["apiKey", "sk-positional-SECRET"]),
+        ),
+        ("account/read", json!([true])),
+    ] {
+        let e = c.err(method, params).await;
+        assert_eq!(code(&e), -32602, "{method} -> {e}");
+        assert!(!e.to_string().contains("sk-positional-SECRET"), "{e}");
+    }
+    c.assert_still_signed_out().await;
+}

@@ -1,13 +1,14 @@
 //! A stand-in ChatGPT backend on 127.0.0.1 (ephemeral port): answers the usage path for
 //! allowed bearer tokens and 401 otherwise, and counts every call by path and token. A
 //! token can be allowed for good or for a number of uses, after which it 401s as an
-//! expired one would.
+//! expired one would. The usage answer can be made oversized, to test body limits.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +21,8 @@ struct MockState {
     calls: Mutex<HashMap<(String, String), usize>>,
     headers: Mutex<Vec<HeaderMap>>,
     status: Mutex<Option<u16>>,
+    /// When set, allowed tokens get a usage body of about this many bytes.
+    oversized: Mutex<Option<usize>>,
 }
 
 pub struct MockBackend {
@@ -44,6 +47,22 @@ fn usage_body() -> Value {
         },
         "credits": {"has_credits": true, "unlimited": false, "balance": "10"}
     })
+}
+
+/// A JSON object of about `total` bytes, streamed in 1 MiB chunks without a
+/// `content-length`, so only counting what arrives can stop a reader. The chunks share one
+/// buffer: the mock itself stays small however large the body.
+fn oversized_body(total: usize) -> Response {
+    const CHUNK: usize = 1 << 20;
+    let pad = Bytes::from(vec![b'a'; CHUNK]);
+    let chunks = std::iter::once(Bytes::from_static(br#"{"plan_type":"plus","pad":""#))
+        .chain(std::iter::repeat_n(pad, total / CHUNK))
+        .chain(std::iter::once(Bytes::from_static(br#""}"#)))
+        .map(Ok::<_, std::convert::Infallible>);
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Body::from_stream(futures::stream::iter(chunks)))
+        .unwrap()
 }
 
 async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Response {
@@ -86,6 +105,9 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
             axum::Json(json!({"detail": "token expired"})),
         )
             .into_response();
+    }
+    if let Some(total) = *state.oversized.lock().unwrap() {
+        return oversized_body(total);
     }
     axum::Json(usage_body()).into_response()
 }
@@ -137,6 +159,12 @@ impl MockBackend {
 
     pub fn force_status(&self, status: Option<u16>) {
         *self.state.status.lock().unwrap() = status;
+    }
+
+    /// While `Some(bytes)`, the usage path answers allowed tokens with a JSON body of about
+    /// that many bytes, streamed without a length; `None` restores the normal answer.
+    pub fn oversized_usage(&self, bytes: Option<usize>) {
+        *self.state.oversized.lock().unwrap() = bytes;
     }
 
     /// Calls to `path` with any token.
