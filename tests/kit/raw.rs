@@ -1,8 +1,8 @@
 //! Raw sockets for the tests that misbehave on purpose: a WebSocket client that writes its
-//! frames by hand and reads only when told to (optionally with a small kernel receive
-//! buffer, so that not reading is felt soon), unfinished HTTP request heads, a backend
-//! that accepts connections and never answers, and what the kernel says about a child
-//! process (`/proc`) and a pipe (bytes unread).
+//! frames by hand and reads only when told to (optionally on a cramped socket, so that
+//! not reading is felt soon), unfinished HTTP request heads, a backend that accepts
+//! connections and never answers, and what the kernel says about a child process, a pipe
+//! and the server's end of a socket (`/proc`, `ioctl`, `fcntl`).
 
 use std::io;
 use std::net::SocketAddr;
