@@ -3,7 +3,9 @@
 mod kit;
 
 use kit::client::{account_updated, api_key_params, assert_error, signed_out};
-use kit::wait::QUIET;
+use kit::jwt::token;
+use kit::raw::SilentBackend;
+use kit::wait::{QUIET, until};
 use kit::{Options, Proc, process};
 use serde_json::{Value, json};
 
@@ -157,6 +159,31 @@ async fn eof_on_stdin_finishes_and_exits_zero() {
     // The request sent just before EOF is still answered.
     let r = c.response(&json!(77)).await;
     assert!(r.get("result").is_some());
+    assert_eq!(p.exit_code().await, 0);
+}
+
+#[tokio::test]
+async fn a_request_cut_off_at_the_end_of_the_grace_still_gets_an_error_reply() {
+    let backend = SilentBackend::start().await;
+    let options = Options::default()
+        .base_url(&backend.base_url())
+        .config("authbridge.shutdown_grace_ms=500");
+    let (mut p, mut c) = Proc::initialized(options, "t", true).await;
+    let jwt = token("acct-cut", "plus", "cut@example.com", "cut-off");
+    c.login_tokens(&jwt, "acct-cut", Some("plus")).await;
+    // The backend takes the call and never answers.
+    let id = c.request("account/rateLimits/read", None);
+    until("the backend call", || backend.accepted() > 0).await;
+    c.close();
+    let r = c.response(&id).await;
+    assert_eq!(r["error"]["code"], -32603, "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("shutting down"),
+        "{r}"
+    );
     assert_eq!(p.exit_code().await, 0);
 }
 

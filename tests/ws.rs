@@ -1,6 +1,8 @@
 //! The WebSocket transport against the real binary: probes, the Origin and bearer-token
 //! gates, the refusal to listen unauthenticated beyond loopback, one session per
-//! connection, account broadcasts, closing, bad frames and the JSON-RPC dialect.
+//! connection, account broadcasts, closing, bad frames and the JSON-RPC dialect; and the
+//! clients that misbehave: one that never reads, one that floods pings, one that stalls
+//! while others work, one that sends a message over the size cap.
 
 mod kit;
 
@@ -9,6 +11,7 @@ use std::path::Path;
 use futures::{SinkExt, StreamExt};
 use kit::client::{account_updated, assert_error, signed_out, tokens_params};
 use kit::jwt::token;
+use kit::raw::{RawWs, Socket};
 use kit::wait::{QUIET, within};
 use kit::{Client, Options, Proc, process};
 use serde_json::{Value, json};
@@ -358,4 +361,195 @@ async fn ws_answers_in_the_clients_dialect() {
     assert_eq!(n["jsonrpc"], "2.0", "{n}");
     let n = plain.notification("account/updated").await;
     assert!(n.get("jsonrpc").is_none(), "{n}");
+}
+
+/// A new client gets served: the listener survived whatever came before.
+async fn assert_serves_a_new_client(addr: &str) {
+    let mut fresh = Client::connect(addr, &[]).await;
+    fresh.initialize("fresh", false).await;
+    assert!(fresh.account().await.get("account").is_some());
+}
+
+/// Clients that misbehave on purpose, on raw sockets: one that never reads, one that
+/// floods pings, one that stalls while another works. Linux only: the server's memory and
+/// its socket queues are read from `/proc`.
+#[cfg(target_os = "linux")]
+mod misbehaving {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::kit::raw;
+
+    /// What the server logs when it cuts off a client that does not read its messages.
+    const NOT_READING: &str = "client is not reading its messages; disconnecting it";
+    /// What the server logs when it cuts off a client that floods it with pings.
+    const PING_FLOOD: &str = "client sends pings faster than allowed; disconnecting it";
+    /// The smallest outgoing queue the server accepts: a client that stops reading is felt
+    /// soon.
+    const SMALL_QUEUE: &str = "authbridge.max_outgoing_bytes=65536";
+    /// Generous: the server idles at a few MiB, and a client not reading may cost it at most
+    /// its queue bound plus socket buffers.
+    const RSS_BOUND: u64 = 200 * 1024 * 1024;
+
+    fn initialize_line(name: &str) -> String {
+        json!({"id": 1, "method": "initialize", "params": {"clientInfo": {"name": name, "version": "1"}}})
+            .to_string()
+    }
+
+    /// Initializes a raw client and reads the answer (the last thing it reads).
+    async fn initialize_raw(ws: &mut RawWs, name: &str) {
+        ws.send_text(&initialize_line(name)).await;
+        let r = ws.next_json().await;
+        assert!(r["result"]["userAgent"].is_string(), "{r}");
+        ws.send_text(r#"{"method":"initialized"}"#).await;
+    }
+
+    /// Tracks the highest resident memory seen of a process.
+    struct PeakRss {
+        pid: u32,
+        peak: u64,
+    }
+
+    impl PeakRss {
+        fn of(p: &Proc) -> PeakRss {
+            let pid = p.child.id().expect("running");
+            PeakRss {
+                pid,
+                peak: raw::rss_bytes(pid).expect("VmRSS"),
+            }
+        }
+
+        fn sample(&mut self) {
+            if let Some(rss) = raw::rss_bytes(self.pid) {
+                self.peak = self.peak.max(rss);
+            }
+        }
+
+        fn assert_bounded(&self) {
+            assert!(
+                self.peak < RSS_BOUND,
+                "the server grew to {} MiB",
+                self.peak / (1024 * 1024)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_that_sends_requests_but_never_reads_is_disconnected() {
+        let (p, addr) = Proc::ws(Options::default().config(SMALL_QUEUE)).await;
+        let mut rss = PeakRss::of(&p);
+        let mut flooder = RawWs::connect(&addr, Socket::Cramped).await;
+        initialize_raw(&mut flooder, "never-reads").await;
+
+        // Every answer echoes the request's long id: a few KiB out per request in.
+        let id = "r".repeat(4000);
+        let request = json!({"id": id, "method": "account/read", "params": {}}).to_string();
+        let batch = raw::repeated(&raw::text_frame(&request), 16);
+        flooder.flood_until_cut_off(&batch, |_| rss.sample()).await;
+
+        rss.assert_bounded();
+        p.wait_stderr(NOT_READING).await;
+        assert_serves_a_new_client(&addr).await;
+    }
+
+    #[tokio::test]
+    async fn a_ping_flood_gets_the_client_disconnected() {
+        let (p, addr) = Proc::ws(Options::default().config(SMALL_QUEUE)).await;
+        let mut rss = PeakRss::of(&p);
+        let mut flooder = RawWs::connect(&addr, Socket::Cramped).await;
+        initialize_raw(&mut flooder, "pings").await;
+
+        let batch = raw::repeated(&raw::ping_frame(b"still there?"), 100);
+        flooder.flood_until_cut_off(&batch, |_| rss.sample()).await;
+
+        rss.assert_bounded();
+        p.wait_stderr(PING_FLOOD).await;
+        assert_serves_a_new_client(&addr).await;
+    }
+
+    /// Has `stalled` (which never reads) ask for answers of half the outgoing bound each, one
+    /// at a time, until the server's socket for it stops taking them: from then on, what the
+    /// server sends it stays in its outgoing queue, which already holds one or two such
+    /// answers. The next is asked for only once the last is in the socket, so that the queue
+    /// does not overflow here already.
+    async fn fill_the_path_to(stalled: &mut RawWs) {
+        const ANSWER: usize = 32 * 1024;
+        let id = "f".repeat(ANSWER);
+        let mut taken = stalled.held_by_server();
+        for n in 0..1000 {
+            let request = json!({"id": format!("{id}{n}"), "method": "account/read", "params": {}});
+            stalled.send_text(&request.to_string()).await;
+            // A socket with room takes the whole answer within moments; a full one does not.
+            let took = tokio::time::timeout(Duration::from_millis(300), async {
+                loop {
+                    let now = stalled.held_by_server();
+                    if now >= taken + ANSWER {
+                        return now;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+            .await;
+            match took {
+                Ok(now) => taken = now,
+                Err(_) => return,
+            }
+        }
+        panic!("the server's socket took {taken} bytes and more");
+    }
+
+    #[tokio::test]
+    async fn a_stalled_client_does_not_hold_back_the_others() {
+        let (p, addr) = Proc::ws(Options::default().config(SMALL_QUEUE)).await;
+        // A joins the broadcasts, then never reads again.
+        let mut stalled = RawWs::connect(&addr, Socket::Cramped).await;
+        initialize_raw(&mut stalled, "stalled").await;
+        let mut b = Client::connect(&addr, &[]).await;
+        b.initialize("b", false).await;
+        fill_the_path_to(&mut stalled).await;
+        assert!(!p.stderr().contains(NOT_READING), "{}", p.stderr());
+
+        // Every login sends both notifications to A as well, until A's queue overflows and A
+        // is cut off; B's answers and notifications keep coming all along (each wait is
+        // bounded).
+        let mut logins = 0;
+        while !p.stderr().contains(NOT_READING) {
+            assert!(logins < 2000, "A was still connected after {logins} logins");
+            b.login_api_key("sk-test").await;
+            expect_api_key_login_notifications(&mut b).await;
+            logins += 1;
+        }
+        eprintln!("the stalled client was cut off after {logins} logins");
+        for _ in 0..3 {
+            b.login_api_key("sk-test").await;
+            expect_api_key_login_notifications(&mut b).await;
+        }
+        assert_eq!(b.account().await["account"]["type"], "apiKey");
+        // A's connection is over: what reached its socket ends with the end of the stream.
+        stalled.until_closed().await;
+    }
+}
+
+#[tokio::test]
+async fn a_message_over_the_size_cap_gets_an_error_then_close_1009() {
+    let (_p, addr) = Proc::ws(Options::default().config("authbridge.max_message_bytes=4096")).await;
+    let mut c = RawWs::connect(&addr, Socket::Plain).await;
+    let big = json!({"id": 5, "method": "account/read", "params": {"pad": "x".repeat(10_000)}});
+    c.send_text(&big.to_string()).await;
+
+    let reply = c
+        .next_frame()
+        .await
+        .expect("the error reply before the end");
+    let e = reply.json();
+    assert_eq!(e["id"], Value::Null, "{e}");
+    assert_eq!(e["error"]["code"], -32600, "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("4096"),
+        "{e}"
+    );
+    let close = c.next_frame().await.expect("a close frame, not a reset");
+    assert_eq!(close.close_code(), Some(1009), "{close:?}");
+
+    assert_serves_a_new_client(&addr).await;
 }

@@ -15,6 +15,7 @@ pub mod home;
 pub mod inproc;
 pub mod jwt;
 pub mod process;
+pub mod raw;
 pub mod wait;
 
 // The names most users want; not every includer uses each.
