@@ -32,7 +32,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpListener;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
@@ -392,11 +392,11 @@ where
 /// The socket under a session. When the session lets go of it, a task keeps reading and
 /// discarding for a moment: closing a socket with unread input makes the kernel send a
 /// reset, which can destroy the error reply the client has not read yet.
-struct Draining<IO: AsyncRead + Unpin + Send + 'static> {
+struct Draining<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
     io: Option<IO>,
 }
 
-impl<IO: AsyncRead + Unpin + Send + 'static> Draining<IO> {
+impl<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static> Draining<IO> {
     fn new(io: IO) -> Self {
         Self { io: Some(io) }
     }
@@ -406,13 +406,16 @@ impl<IO: AsyncRead + Unpin + Send + 'static> Draining<IO> {
     }
 }
 
-impl<IO: AsyncRead + Unpin + Send + 'static> Drop for Draining<IO> {
+impl<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for Draining<IO> {
     fn drop(&mut self) {
         let Some(mut io) = self.io.take() else { return };
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 let mut sink = [0u8; 8192];
                 let _ = tokio::time::timeout(DRAIN_FOR, async {
+                    // Our side is done: the FIN tells the client, which then closes too
+                    // (it waits for the server to close first, as RFC 6455 asks).
+                    let _ = io.shutdown().await;
                     while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
                 })
                 .await;
