@@ -340,19 +340,20 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Whether process `pid` runs `name` and has started its own `main`: it has more than
-/// one thread, or its main thread blocks SIGTERM (authbridge does both, first thing).
+/// Whether process `pid` runs `name` and has started its own `main`: it blocks SIGTERM,
+/// or catches it (authbridge blocks it first thing, then installs its handler).
 pub fn has_started(pid: u32, name: &str) -> bool {
     if proc_status(pid, "Name").as_deref() != Some(name) {
         return false;
     }
-    let threads: u32 = proc_status(pid, "Threads")
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(0);
-    let blocked = proc_status(pid, "SigBlk")
-        .and_then(|m| u64::from_str_radix(&m, 16).ok())
-        .unwrap_or(0);
-    threads > 1 || blocked & (1 << (libc::SIGTERM - 1)) != 0
+    // `main` blocks SIGTERM first thing, then installs a handler and unblocks it (on a
+    // one-thread runtime nothing else shows that it runs): either mask says main began.
+    let has_sigterm = |field: &str| {
+        proc_status(pid, field)
+            .and_then(|m| u64::from_str_radix(&m, 16).ok())
+            .is_some_and(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0)
+    };
+    has_sigterm("SigBlk") || has_sigterm("SigCgt")
 }
 
 /// Bytes written into a pipe (or socket) and not read yet, seen from its read end `fd`.
