@@ -86,6 +86,7 @@ async fn run(sizes: Sizes, quick: bool) {
     in_memory(&sizes, &mut table).await;
     stdio(&sizes, &mut table).await;
     stdio_blocking(&sizes, &mut table).await;
+    websocket(&sizes, &mut table).await;
     echo_reference(&sizes, &mut table).await;
     start_up(&sizes, &mut table).await;
     table.print();
@@ -352,6 +353,54 @@ fn request_line(buf: &mut Vec<u8>, id: u64) {
 }
 
 /// `n` requests one at a time; returns each round trip in nanoseconds, sorted.
+/// The same round trips over one WebSocket connection to the binary, measured the same
+/// way, so the two transports compare in one run.
+async fn websocket(sizes: &Sizes, table: &mut Table) {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (_p, addr) = Proc::ws(Options::default()).await;
+    let (mut socket, _) = within(
+        "the WebSocket upgrade",
+        tokio_tungstenite::connect_async(format!("ws://{addr}/")),
+    )
+    .await
+    .expect("upgrade");
+    let mut exchange = async |line: String| -> String {
+        socket.send(Message::Text(line.into())).await.expect("send");
+        loop {
+            match socket.next().await.expect("open").expect("a frame") {
+                Message::Text(text) => return text.to_string(),
+                _ => continue,
+            }
+        }
+    };
+    let init = INITIALIZE
+        .lines()
+        .next()
+        .expect("the initialize line")
+        .to_owned();
+    check_reply(&exchange(init).await, 0);
+    let mut buf = Vec::with_capacity(128);
+    let mut samples = Vec::with_capacity(sizes.round_trips);
+    for id in 1..=(sizes.warmup + sizes.round_trips) as u64 {
+        buf.clear();
+        request_line(&mut buf, id);
+        let line = String::from_utf8(buf.clone()).expect("UTF-8");
+        let t = Instant::now();
+        let reply = exchange(line.trim_end().to_owned()).await;
+        if id > sizes.warmup as u64 {
+            samples.push(t.elapsed().as_nanos() as u64);
+        }
+        check_reply(&reply, id);
+    }
+    samples.sort_unstable();
+    table.latency(
+        "websocket round trip, async client (account/read)",
+        &samples,
+        None,
+    );
+}
+
 async fn round_trips<R, W>(r: &mut R, w: &mut W, first_id: u64, n: usize) -> Vec<u64>
 where
     R: AsyncBufRead + Unpin,
