@@ -603,7 +603,7 @@ impl Table {
         let complete = p.responses == p.requests;
         self.row(
             what,
-            format!("{} req/s", thousands(rate as u64)),
+            format!("{} req/s", kit::bench::thousands(rate as u64)),
             Some(("> 100,000 req/s", rate > 100_000.0 && complete)),
         );
         self.row(
@@ -638,34 +638,11 @@ impl Table {
     }
 
     fn print(&self) {
-        let widest = |column: fn(&(String, String, String)) -> &String| {
-            let widths = self.rows.iter().map(|r| column(r).chars().count());
-            widths.max().unwrap_or(0)
-        };
-        let (w0, w1) = (widest(|r| &r.0), widest(|r| &r.1));
-        println!();
-        for (what, value, target) in &self.rows {
-            let pad0 = w0 - what.chars().count();
-            let pad1 = w1 - value.chars().count();
-            println!(
-                "{what}{:pad0$}  {:pad1$}{value}  {target}",
-                "",
-                "",
-                pad0 = pad0,
-                pad1 = pad1
-            );
-        }
+        let rows: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|(what, value, target)| vec![what.clone(), value.clone(), target.clone()])
+            .collect();
+        kit::bench::print_rows(&rows);
     }
-}
-
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

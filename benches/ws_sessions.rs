@@ -141,7 +141,7 @@ async fn run(sizes: Sizes, quick: bool, fd_limit: Option<u64>) {
         "open sessions rate",
         format!(
             "{} sessions/s",
-            thousands((n as f64 / open_wall.as_secs_f64()) as u64)
+            kit::bench::thousands((n as f64 / open_wall.as_secs_f64()) as u64)
         ),
     );
     table.latency("one session: connect + upgrade + initialize", &open_samples);
@@ -176,7 +176,7 @@ async fn run(sizes: Sizes, quick: bool, fd_limit: Option<u64>) {
             &format!("{what}, rate"),
             format!(
                 "{} req/s",
-                thousands((run.samples.len() as f64 / run.wall.as_secs_f64()) as u64)
+                kit::bench::thousands((run.samples.len() as f64 / run.wall.as_secs_f64()) as u64)
             ),
         );
         table.cpu(
@@ -682,48 +682,22 @@ impl Table {
 
     fn kib(&mut self, what: &str, kib: Option<u64>) {
         let value = match kib {
-            Some(kib) => format!("{} KiB ({:.1} MiB)", thousands(kib), kib as f64 / 1024.0),
+            Some(kib) => format!(
+                "{} KiB ({:.1} MiB)",
+                kit::bench::thousands(kib),
+                kib as f64 / 1024.0
+            ),
             None => "n/a (no /proc)".into(),
         };
         self.row(what, value);
     }
 
     fn print(&self) {
-        let w0 = self
+        let rows: Vec<Vec<String>> = self
             .rows
             .iter()
-            .map(|r| r.0.chars().count())
-            .max()
-            .unwrap_or(0);
-        let w1 = self
-            .rows
-            .iter()
-            .map(|r| r.1.chars().count())
-            .max()
-            .unwrap_or(0);
-        println!();
-        for (what, value) in &self.rows {
-            let pad0 = w0 - what.chars().count();
-            let pad1 = w1 - value.chars().count();
-            println!(
-                "{what}{:pad0$}  {:pad1$}{value}",
-                "",
-                "",
-                pad0 = pad0,
-                pad1 = pad1
-            );
-        }
+            .map(|(what, value)| vec![what.clone(), value.clone()])
+            .collect();
+        kit::bench::print_rows(&rows);
     }
-}
-
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
