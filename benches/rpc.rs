@@ -354,11 +354,25 @@ fn request_line(buf: &mut Vec<u8>, id: u64) {
 
 /// `n` requests one at a time; returns each round trip in nanoseconds, sorted.
 /// The same round trips over one WebSocket connection to the binary, measured the same
-/// way, so the two transports compare in one run.
+/// way, so the two transports compare in one run; and, as the floor of the transport, a
+/// bare WebSocket echo (tokio-tungstenite on its own thread and one-thread runtime, as the
+/// server runs) answering the same bytes.
 async fn websocket(sizes: &Sizes, table: &mut Table) {
+    let (_p, addr) = Proc::ws(Options::default()).await;
+    let samples = websocket_round_trips(&addr, sizes, true).await;
+    table.latency(
+        "websocket round trip, async client (account/read)",
+        &samples,
+        None,
+    );
+    let echo = ws_echo_server();
+    let samples = websocket_round_trips(&echo, sizes, false).await;
+    table.latency("reference: websocket echo, async client", &samples, None);
+}
+
+async fn websocket_round_trips(addr: &str, sizes: &Sizes, check: bool) -> Vec<u64> {
     use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let (_p, addr) = Proc::ws(Options::default()).await;
     let (mut socket, _) = within(
         "the WebSocket upgrade",
         tokio_tungstenite::connect_async(format!("ws://{addr}/")),
@@ -379,7 +393,10 @@ async fn websocket(sizes: &Sizes, table: &mut Table) {
         .next()
         .expect("the initialize line")
         .to_owned();
-    check_reply(&exchange(init).await, 0);
+    let reply = exchange(init).await;
+    if check {
+        check_reply(&reply, 0);
+    }
     let mut buf = Vec::with_capacity(128);
     let mut samples = Vec::with_capacity(sizes.round_trips);
     for id in 1..=(sizes.warmup + sizes.round_trips) as u64 {
@@ -391,14 +408,44 @@ async fn websocket(sizes: &Sizes, table: &mut Table) {
         if id > sizes.warmup as u64 {
             samples.push(t.elapsed().as_nanos() as u64);
         }
-        check_reply(&reply, id);
+        if check {
+            check_reply(&reply, id);
+        }
     }
     samples.sort_unstable();
-    table.latency(
-        "websocket round trip, async client (account/read)",
-        &samples,
-        None,
-    );
+    samples
+}
+
+/// A WebSocket echo on 127.0.0.1, on a thread of its own; returns its address. The thread
+/// ends with the bench process.
+fn ws_echo_server() -> String {
+    use futures::{SinkExt, StreamExt};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address").to_string();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async move {
+            listener.set_nonblocking(true).expect("non-blocking");
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(async move {
+                    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                        return;
+                    };
+                    while let Some(Ok(message)) = ws.next().await {
+                        if message.is_text() && ws.send(message).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+    });
+    addr
 }
 
 async fn round_trips<R, W>(r: &mut R, w: &mut W, first_id: u64, n: usize) -> Vec<u64>
