@@ -292,12 +292,7 @@ fn nanos(d: Duration) -> u64 {
     d.as_nanos() as u64
 }
 
-fn pct(sorted: &[u64], q: f64) -> u64 {
-    let n = sorted.len();
-    assert!(n > 0, "no samples");
-    let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
-    sorted[rank - 1]
-}
+use kit::bench::pct;
 
 fn ms(ns: u64) -> String {
     format!("{:.3} ms", ns as f64 / 1e6)

@@ -601,20 +601,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 // ---------------------------------------------------------------------------------------
 // Figures
 
-fn pct(sorted: &[u64], q: f64) -> u64 {
-    let n = sorted.len();
-    assert!(n > 0, "no samples");
-    let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
-    sorted[rank - 1]
-}
-
-fn us(ns: u64) -> String {
-    format!("{:.1} µs", ns as f64 / 1e3)
-}
-
-fn ms(ns: u64) -> String {
-    format!("{:.2} ms", ns as f64 / 1e6)
-}
+use kit::bench::{ms, pct, us};
 
 #[derive(Default)]
 struct Table {

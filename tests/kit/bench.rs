@@ -69,3 +69,21 @@ pub fn thousands(n: u64) -> String {
     }
     out
 }
+
+/// The sample at quantile `q` of `sorted` (nearest rank).
+pub fn pct(sorted: &[u64], q: f64) -> u64 {
+    let n = sorted.len();
+    assert!(n > 0, "no samples");
+    let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+    sorted[rank - 1]
+}
+
+/// Nanoseconds as microseconds.
+pub fn us(ns: u64) -> String {
+    format!("{:.1} µs", ns as f64 / 1e3)
+}
+
+/// Nanoseconds as milliseconds.
+pub fn ms(ns: u64) -> String {
+    format!("{:.2} ms", ns as f64 / 1e6)
+}
