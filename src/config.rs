@@ -11,6 +11,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub const DEFAULT_CHATGPT_BASE_URL: &str = "https://chatgpt.com/backend-api/";
+pub const DEFAULT_AUTH_ISSUER: &str = "https://auth.openai.com";
+/// The browser sign-in's callback port; the issuer only redirects to the ports it knows.
+pub const DEFAULT_LOGIN_CALLBACK_PORT: u16 = 1455;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -35,6 +38,72 @@ pub enum ForcedLoginMethod {
     Api,
 }
 
+/// Where a managed credential is kept (`cli_auth_credentials_store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CredentialsStore {
+    /// `$CODEX_HOME/auth.json`.
+    #[default]
+    File,
+    /// The operating system's keyring.
+    Keyring,
+    /// The keyring; the file, with a visible warning, when the keyring fails.
+    Auto,
+    /// Memory only: gone when the process ends.
+    Ephemeral,
+}
+
+/// The OAuth issuer's endpoints. All derive from the issuer, except where the reference's
+/// environment overrides name another URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuerEndpoints {
+    /// Without a trailing slash.
+    pub issuer: String,
+    /// Where the refresh grant goes (`CODEX_REFRESH_TOKEN_URL_OVERRIDE`).
+    pub refresh_token_url: String,
+    /// Where logout revokes (`CODEX_REVOKE_TOKEN_URL_OVERRIDE`).
+    pub revoke_url: String,
+}
+
+impl IssuerEndpoints {
+    pub fn new(issuer: String) -> Self {
+        Self {
+            refresh_token_url: format!("{issuer}/oauth/token"),
+            revoke_url: format!("{issuer}/oauth/revoke"),
+            issuer,
+        }
+    }
+
+    pub fn authorize_url(&self) -> String {
+        format!("{}/oauth/authorize", self.issuer)
+    }
+
+    pub fn token_url(&self) -> String {
+        format!("{}/oauth/token", self.issuer)
+    }
+
+    pub fn device_usercode_url(&self) -> String {
+        format!("{}/api/accounts/deviceauth/usercode", self.issuer)
+    }
+
+    pub fn device_token_url(&self) -> String {
+        format!("{}/api/accounts/deviceauth/token", self.issuer)
+    }
+
+    pub fn device_verification_url(&self) -> String {
+        format!("{}/codex/device", self.issuer)
+    }
+
+    pub fn device_redirect_uri(&self) -> String {
+        format!("{}/deviceauth/callback", self.issuer)
+    }
+
+    /// Whether this is the production issuer (the success page links differ).
+    pub fn is_default(&self) -> bool {
+        self.issuer == DEFAULT_AUTH_ISSUER
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum WorkspaceIds {
@@ -47,6 +116,9 @@ struct RawConfig {
     chatgpt_base_url: Option<String>,
     forced_chatgpt_workspace_id: Option<WorkspaceIds>,
     forced_login_method: Option<ForcedLoginMethod>,
+    auth_issuer: Option<String>,
+    #[serde(default)]
+    cli_auth_credentials_store: CredentialsStore,
     #[serde(default)]
     authbridge: RawOwn,
 }
@@ -62,6 +134,10 @@ struct RawOwn {
     max_outgoing_bytes: Option<usize>,
     max_backend_body_bytes: Option<usize>,
     header_read_timeout_ms: Option<u64>,
+    login_callback_port: Option<u16>,
+    login_timeout_ms: Option<u64>,
+    device_code_timeout_ms: Option<u64>,
+    issuer_timeout_ms: Option<u64>,
 }
 
 /// The validated configuration.
@@ -89,6 +165,16 @@ pub struct Config {
     pub max_backend_body_bytes: usize,
     /// How long an HTTP client of the WebSocket listener has to send its request head.
     pub header_read_timeout: Duration,
+    pub issuer: IssuerEndpoints,
+    pub credentials_store: CredentialsStore,
+    /// The browser sign-in's callback port; 0 takes any free port (tests).
+    pub login_callback_port: u16,
+    /// How long a browser sign-in may wait for its callback.
+    pub login_timeout: Duration,
+    /// How long a device-code sign-in may poll.
+    pub device_code_timeout: Duration,
+    /// Budget of one request to the issuer.
+    pub issuer_timeout: Duration,
 }
 
 impl Config {
@@ -112,7 +198,25 @@ impl Config {
         for o in overrides {
             apply_override(&mut table, o)?;
         }
-        Self::from_table(codex_home.to_path_buf(), table)
+        let mut config = Self::from_table(codex_home.to_path_buf(), table)?;
+        config.apply_env(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))?;
+        Ok(config)
+    }
+
+    /// The reference's environment overrides of the issuer's URLs, read after the file and
+    /// `-c`, as the reference reads them; each is held to the same rules as the config key.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(issuer) = var("CODEX_APP_SERVER_LOGIN_ISSUER") {
+            self.issuer =
+                IssuerEndpoints::new(validate_url("CODEX_APP_SERVER_LOGIN_ISSUER", &issuer)?);
+        }
+        if let Some(url) = var("CODEX_REFRESH_TOKEN_URL_OVERRIDE") {
+            self.issuer.refresh_token_url = validate_url("CODEX_REFRESH_TOKEN_URL_OVERRIDE", &url)?;
+        }
+        if let Some(url) = var("CODEX_REVOKE_TOKEN_URL_OVERRIDE") {
+            self.issuer.revoke_url = validate_url("CODEX_REVOKE_TOKEN_URL_OVERRIDE", &url)?;
+        }
+        Ok(())
     }
 
     pub fn from_table(codex_home: PathBuf, table: toml::Table) -> Result<Self, ConfigError> {
@@ -143,7 +247,11 @@ impl Config {
         let base = raw
             .chatgpt_base_url
             .unwrap_or_else(|| DEFAULT_CHATGPT_BASE_URL.to_owned());
-        let chatgpt_base_url = validate_base_url(&base)?;
+        let chatgpt_base_url = validate_url("chatgpt_base_url", &base)?;
+        let issuer = IssuerEndpoints::new(validate_url(
+            "auth_issuer",
+            raw.auth_issuer.as_deref().unwrap_or(DEFAULT_AUTH_ISSUER),
+        )?);
         let own = raw.authbridge;
         let at_least = |key: &str, value: Option<usize>, default: usize, min: usize| {
             let value = value.unwrap_or(default);
@@ -200,6 +308,18 @@ impl Config {
                 own.header_read_timeout_ms,
                 10_000,
             )?,
+            issuer,
+            credentials_store: raw.cli_auth_credentials_store,
+            login_callback_port: own
+                .login_callback_port
+                .unwrap_or(DEFAULT_LOGIN_CALLBACK_PORT),
+            login_timeout: timeout("login_timeout_ms", own.login_timeout_ms, 10 * 60_000)?,
+            device_code_timeout: timeout(
+                "device_code_timeout_ms",
+                own.device_code_timeout_ms,
+                15 * 60_000,
+            )?,
+            issuer_timeout: timeout("issuer_timeout_ms", own.issuer_timeout_ms, 30_000)?,
         })
     }
 }
@@ -237,34 +357,34 @@ fn apply_override(table: &mut toml::Table, o: &str) -> Result<(), ConfigError> {
 }
 
 /// Tokens must never travel in clear text: `http://` is accepted only for loopback hosts.
-fn validate_base_url(base: &str) -> Result<String, ConfigError> {
-    let url = reqwest::Url::parse(base).map_err(|e| {
-        ConfigError::Invalid(format!("chatgpt_base_url {base:?} is not a URL: {e}"))
-    })?;
+/// `key` names the setting in errors.
+fn validate_url(key: &str, base: &str) -> Result<String, ConfigError> {
+    let url = reqwest::Url::parse(base)
+        .map_err(|e| ConfigError::Invalid(format!("{key} {base:?} is not a URL: {e}")))?;
     match url.scheme() {
         "https" => {}
         "http" if is_loopback(&url) => {}
         "http" => {
             return Err(ConfigError::Invalid(format!(
-                "chatgpt_base_url {base:?} uses plain http to a non-loopback host; tokens would travel \
+                "{key} {base:?} uses plain http to a non-loopback host; tokens would travel \
                  in clear text. Use https, or http only for 127.0.0.1, ::1 or localhost"
             )));
         }
         other => {
             return Err(ConfigError::Invalid(format!(
-                "chatgpt_base_url scheme {other:?} is not http(s)"
+                "{key} scheme {other:?} is not http(s)"
             )));
         }
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(ConfigError::Invalid(
-            "chatgpt_base_url must not carry credentials".into(),
-        ));
+        return Err(ConfigError::Invalid(format!(
+            "{key} must not carry credentials"
+        )));
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(ConfigError::Invalid(
-            "chatgpt_base_url must not carry a query or a fragment".into(),
-        ));
+        return Err(ConfigError::Invalid(format!(
+            "{key} must not carry a query or a fragment"
+        )));
     }
     // The parsed form, not the text: `HTTP://Host/` and `http://host/` are one URL, and
     // everything later (the https rule of the client) reads the scheme from it.

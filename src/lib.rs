@@ -4,18 +4,22 @@
 //!
 //! Layers, outside in: `transport` moves one JSON text per message, `rpc` owns the
 //! JSON-RPC envelope and the per-connection peer, `api` implements the methods,
-//! `auth` knows who the user is, `backend` calls the ChatGPT backend. See
+//! `auth` knows who the user is and keeps the credential, `login` signs a user in through
+//! the OAuth issuer, `backend` calls the ChatGPT backend. See
 //! `ARCHITECTURE.md`. The public surface is small on purpose: configuration, the server,
 //! the schema generator and the WebSocket token helpers the command line needs.
 
 mod api;
 mod auth;
 mod backend;
+/// The sign-in commands of the command line.
+pub mod cli;
 pub mod config;
 /// Entry points for the fuzz targets in `fuzz/`; they exist only so that the fuzzers,
 /// which see the public API alone, can reach the parsers.
 #[doc(hidden)]
 pub mod fuzzing;
+mod login;
 #[cfg(test)]
 mod props;
 mod protocol;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use authbridge::{Config, Server, default_codex_home, ws_token as ws};
+use authbridge::{Config, Server, cli, default_codex_home, ws_token as ws};
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +33,32 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// Sign in to ChatGPT (browser by default) or store an API key.
+    Login(LoginArgs),
+    /// Sign out: revoke a ChatGPT sign-in's refresh token and delete the credential.
+    Logout,
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct LoginArgs {
+    #[command(subcommand)]
+    action: Option<LoginAction>,
+    /// Sign in with a one-time code entered on any device, instead of a local browser.
+    #[arg(long, conflicts_with = "with_api_key")]
+    device_auth: bool,
+    /// Read an API key from standard input and store it.
+    #[arg(long)]
+    with_api_key: bool,
+    /// Open the sign-in URL in the default browser (it is always printed).
+    #[arg(long, conflicts_with_all = ["device_auth", "with_api_key"])]
+    open: bool,
+}
+
+#[derive(Subcommand)]
+enum LoginAction {
+    /// Show who is signed in (never a secret); exit code 0 when signed in, 1 when not.
+    Status,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -228,12 +254,65 @@ fn init_logging() {
         .init();
 }
 
+/// The sign-in commands run on a one-thread runtime of their own; signals are theirs to
+/// handle (Ctrl-C ends a pending sign-in cleanly).
+fn account_command(overrides: &[String], command: Command) -> Result<ExitCode, String> {
+    #[cfg(unix)]
+    signals::unblock();
+    let config = Config::load(&default_codex_home(), overrides).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let mut out = std::io::stderr();
+    let result = runtime.block_on(async {
+        match command {
+            Command::Login(LoginArgs {
+                action: Some(LoginAction::Status),
+                ..
+            }) => cli::status(&config, &mut std::io::stdout()).map(|signed_in| {
+                if signed_in {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }),
+            Command::Login(args) => {
+                let method = if args.with_api_key {
+                    cli::LoginMethod::ApiKey
+                } else if args.device_auth {
+                    cli::LoginMethod::DeviceCode
+                } else {
+                    cli::LoginMethod::Browser { open: args.open }
+                };
+                cli::login(&config, method, &mut out)
+                    .await
+                    .map(|()| ExitCode::SUCCESS)
+            }
+            Command::Logout => cli::logout(&config, &mut out)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::AppServer(_) | Command::GenerateJsonSchema { .. } => {
+                unreachable!("served by main")
+            }
+        }
+    });
+    runtime.shutdown_background();
+    result
+}
+
 fn main() -> ExitCode {
     #[cfg(unix)]
     signals::block();
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
+        command @ (Command::Login(_) | Command::Logout) => {
+            match account_command(&cli.overrides, command) {
+                Ok(code) => return code,
+                Err(message) => Err(message),
+            }
+        }
         Command::GenerateJsonSchema { out } => {
             #[cfg(unix)]
             signals::unblock();

@@ -29,6 +29,7 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         entry::<GetAccountRateLimitsResponse>("GetAccountRateLimitsResponse"),
         entry::<AccountLoginCompletedNotification>("AccountLoginCompletedNotification"),
         entry::<AccountUpdatedNotification>("AccountUpdatedNotification"),
+        entry::<WarningNotification>("WarningNotification"),
         entry::<ChatgptAuthTokensRefreshParams>("ChatgptAuthTokensRefreshParams"),
         entry::<ExternalTokens>("ChatgptAuthTokensRefreshResponse"),
     ]

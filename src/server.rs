@@ -9,10 +9,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{self, Announcer, Api, Connections};
-use crate::auth::storage::StorageError;
+use crate::auth::storage::{CredentialStore, StorageError};
 use crate::auth::{AuthManager, Policy};
 use crate::backend::{BackendClient, BackendOptions, ClientBuildError};
 use crate::config::Config;
+use crate::login::{IssuerClient, LoginSettings, Logins};
+use crate::protocol::account::WarningNotification;
+use crate::protocol::methods;
 use crate::rpc::{ConnectionOptions, Dispatcher, serve_connection};
 use crate::transport::ws::{self, WsOptions};
 use crate::transport::{Link, stdio};
@@ -34,6 +37,19 @@ impl From<ClientBuildError> for StartError {
     }
 }
 
+/// `CODEX_AUTH_JSON` (a whole `auth.json`, as CI secrets hold it) seeds a store that holds
+/// no credential yet; one that does is left alone.
+pub(crate) fn seed_from_env(store: &CredentialStore) -> Result<(), StorageError> {
+    let Some(contents) = std::env::var_os("CODEX_AUTH_JSON").filter(|v| !v.is_empty()) else {
+        return Ok(());
+    };
+    let contents = zeroize::Zeroizing::new(contents.into_encoded_bytes());
+    if store.seed(&contents)? {
+        tracing::info!(store = %store.describe(), "credential seeded from CODEX_AUTH_JSON");
+    }
+    Ok(())
+}
+
 pub struct Server {
     api: Arc<Api>,
     dispatcher: Arc<Dispatcher>,
@@ -49,11 +65,12 @@ impl Server {
             workspaces: config.forced_workspace_ids.clone(),
             login_method: config.forced_login_method,
         };
-        let auth = Arc::new(AuthManager::new(
-            config.codex_home.clone(),
-            policy,
-            config.refresh_timeout,
-        )?);
+        let store = Arc::new(CredentialStore::new(
+            &config.codex_home,
+            config.credentials_store,
+        ));
+        seed_from_env(&store)?;
+        let auth = Arc::new(AuthManager::new(store, policy, config.refresh_timeout)?);
         let connections = Arc::new(Connections::default());
         let announcer = Announcer::new(connections.clone());
         auth.subscribe(Arc::new(move |event| announcer.on_event(event)));
@@ -66,6 +83,37 @@ impl Server {
             },
             auth.clone(),
         )?;
+        let issuer = IssuerClient::new(
+            config.issuer.clone(),
+            config.backend_connect_timeout,
+            config.issuer_timeout,
+        )
+        .map_err(StartError)?;
+        let logins = Logins::new(
+            auth.clone(),
+            issuer,
+            LoginSettings {
+                callback_port: config.login_callback_port,
+                browser_timeout: config.login_timeout,
+                device_timeout: config.device_code_timeout,
+                workspaces: config.forced_workspace_ids.clone(),
+            },
+        );
+        let warn_connections = connections.clone();
+        auth.store().set_warning_hook(Arc::new(move |message| {
+            // Called from a blocking thread (store calls run there): the announcement is
+            // handed to the runtime.
+            let connections = warn_connections.clone();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let warning = WarningNotification {
+                        message,
+                        thread_id: None,
+                    };
+                    connections.broadcast(methods::WARNING, &warning).await;
+                });
+            }
+        }));
         let options = ConnectionOptions {
             shutdown_grace: config.shutdown_grace,
             ..ConnectionOptions::default()
@@ -75,6 +123,7 @@ impl Server {
             auth,
             backend,
             connections,
+            logins,
         });
         let dispatcher = Arc::new(api::dispatcher(api.clone()));
         Ok(Self {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::refresh_channel::PeerChannel;
 use super::{Api, ApiError};
 use crate::auth::{Identity, SuppliedTokens};
+use crate::login::Started;
 use crate::protocol::account::{
     Account, CancelLoginAccountParams, CancelLoginAccountResponse, CancelLoginAccountStatus,
     ExternalTokens, GetAccountParams, GetAccountResponse, LoginAccountParams, LoginAccountResponse,
@@ -38,20 +39,20 @@ pub(super) async fn login_start(
             }
             let owner = Arc::new(PeerChannel(ctx.peer.clone()));
             api.auth.login_external(tokens.into(), owner)?;
+            // As in the reference, any login ends a pending managed sign-in.
+            api.logins.cancel_all();
             Ok(LoginAccountResponse::ChatgptAuthTokens)
         }
         LoginAccountParams::ApiKey { api_key } => {
-            api.auth.login_api_key(api_key)?;
+            api.auth.login_api_key(api_key).await?;
+            api.logins.cancel_all();
             Ok(LoginAccountResponse::ApiKey)
         }
-        LoginAccountParams::Chatgpt { .. } | LoginAccountParams::ChatgptDeviceCode => {
-            api.auth.allow_managed_login()?;
-            Err(ApiError::Unavailable {
-                message: "ChatGPT sign-in managed by authbridge (browser and device code) is not \
-                          available yet; supply tokens with type chatgptAuthTokens, or use an API key",
-                feature: Some("managedChatgptLogin"),
-            })
+        LoginAccountParams::Chatgpt { .. } => {
+            let originator = api.session(ctx)?.client_name.clone();
+            Ok(started(api.logins.start_browser(&originator).await?))
         }
+        LoginAccountParams::ChatgptDeviceCode => Ok(started(api.logins.start_device().await?)),
         LoginAccountParams::AmazonBedrock {} | LoginAccountParams::AmazonBedrockAccessKeys {} => {
             Err(ApiError::Unavailable {
                 message: "Amazon Bedrock login is not supported by authbridge; use chatgptAuthTokens or apiKey",
@@ -61,26 +62,52 @@ pub(super) async fn login_start(
     }
 }
 
+fn started(s: Started) -> LoginAccountResponse {
+    match s {
+        Started::Browser { login_id, auth_url } => {
+            LoginAccountResponse::Chatgpt { login_id, auth_url }
+        }
+        Started::Device {
+            login_id,
+            verification_url,
+            user_code,
+        } => LoginAccountResponse::ChatgptDeviceCode {
+            login_id,
+            verification_url,
+            user_code,
+        },
+    }
+}
+
 pub(super) async fn login_cancel(
-    _api: &Api,
+    api: &Api,
     _ctx: &RequestContext,
     p: CancelLoginAccountParams,
 ) -> Result<CancelLoginAccountResponse, ApiError> {
     if uuid::Uuid::parse_str(&p.login_id).is_err() {
         return Err(ApiError::InvalidLoginId);
     }
-    // No managed sign-in can be in progress yet, so there is never one to cancel.
-    Ok(CancelLoginAccountResponse {
-        status: CancelLoginAccountStatus::NotFound,
-    })
+    let status = if api.logins.cancel(&p.login_id) {
+        CancelLoginAccountStatus::Canceled
+    } else {
+        CancelLoginAccountStatus::NotFound
+    };
+    Ok(CancelLoginAccountResponse { status })
 }
 
+/// Ends a pending sign-in, then signs out. A managed credential's refresh token is revoked
+/// at the issuer, best effort: a failure is logged and the logout completes.
 pub(super) async fn logout(
     api: &Api,
     _ctx: &RequestContext,
     _p: LogoutAccountParams,
 ) -> Result<LogoutAccountResponse, ApiError> {
-    api.auth.logout()?;
+    api.logins.cancel_all();
+    if let Some(refresh_token) = api.auth.logout().await?
+        && let Err(e) = api.logins.issuer().revoke(&refresh_token).await
+    {
+        tracing::warn!("logout: {e}; the stored credential is deleted all the same");
+    }
     Ok(LogoutAccountResponse {})
 }
 
@@ -110,5 +137,6 @@ pub(super) async fn read(
         account,
         user_id,
         requires_openai_auth: true,
+        credential_store_warning: api.auth.store().warning(),
     })
 }

@@ -6,6 +6,7 @@ use serde_json::json;
 use crate::auth::storage::StorageError;
 use crate::auth::{AuthError, LoginError, NoChatgpt, PolicyError};
 use crate::backend::BackendError;
+use crate::login::{IssuerError, StartError};
 use crate::protocol::decode::ParamsError;
 use crate::rpc::RpcError;
 use crate::rpc::error::{INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST};
@@ -34,6 +35,8 @@ pub(crate) enum ApiError {
     InvalidLoginId,
     #[error(transparent)]
     Login(#[from] LoginError),
+    #[error(transparent)]
+    LoginStart(#[from] crate::login::StartError),
     #[error("failed to update the stored credential: {0}")]
     Storage(#[from] StorageError),
     /// A backend call was needed and there are no ChatGPT credentials for it.
@@ -74,6 +77,15 @@ impl ApiError {
                 }
             }
             ApiError::Login(LoginError::Policy(_)) => RpcError::new(INVALID_REQUEST, message),
+            ApiError::LoginStart(StartError::Policy(_))
+            | ApiError::LoginStart(StartError::Issuer(IssuerError::DeviceCodeDisabled)) => {
+                RpcError::new(INVALID_REQUEST, message)
+            }
+            ApiError::LoginStart(_) => RpcError::new(INTERNAL_ERROR, message),
+            // Raised by the flows, which report them in `account/login/completed`.
+            ApiError::Login(LoginError::IdToken(_) | LoginError::Workspace(_)) => {
+                RpcError::new(INVALID_REQUEST, message)
+            }
             ApiError::Login(LoginError::Tokens(_) | LoginError::EmptyApiKey) => {
                 RpcError::new(INVALID_PARAMS, format!("Invalid params: {message}"))
             }

@@ -41,9 +41,9 @@ pub(crate) fn account_updated(status: AuthStatus) -> AccountUpdatedNotification 
 
 async fn announce(connections: Arc<Connections>, event: AuthEvent) {
     let status = match event {
-        AuthEvent::LoggedIn(status) => {
+        AuthEvent::LoggedIn { status, login_id } => {
             let completed = AccountLoginCompletedNotification {
-                login_id: None,
+                login_id,
                 success: true,
                 error: None,
                 onboarding_entrypoint: None,
@@ -52,6 +52,18 @@ async fn announce(connections: Arc<Connections>, event: AuthEvent) {
                 .broadcast(ACCOUNT_LOGIN_COMPLETED, &completed)
                 .await;
             status
+        }
+        AuthEvent::LoginFailed { login_id, error } => {
+            let completed = AccountLoginCompletedNotification {
+                login_id: Some(login_id),
+                success: false,
+                error: Some(error),
+                onboarding_entrypoint: None,
+            };
+            connections
+                .broadcast(ACCOUNT_LOGIN_COMPLETED, &completed)
+                .await;
+            return;
         }
         AuthEvent::Changed(status) => status,
     };

@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 use crate::auth::AuthManager;
 use crate::backend::BackendClient;
 use crate::config::Config;
+use crate::login::Logins;
 use crate::protocol::decode::decode_object;
 use crate::protocol::methods;
 use crate::rpc::envelope::SecretJson;
@@ -38,6 +39,7 @@ pub(crate) struct Api {
     pub auth: Arc<AuthManager>,
     pub backend: BackendClient,
     pub connections: Arc<Connections>,
+    pub logins: Arc<Logins>,
 }
 
 impl Api {

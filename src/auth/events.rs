@@ -26,8 +26,13 @@ pub(crate) struct AuthStatus {
 /// One change of the auth state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum AuthEvent {
-    /// A login finished and is now in effect.
-    LoggedIn(AuthStatus),
+    /// A login finished and is now in effect. `login_id` names a managed sign-in.
+    LoggedIn {
+        status: AuthStatus,
+        login_id: Option<String>,
+    },
+    /// A managed sign-in ended without success (cancelled, timed out, refused).
+    LoginFailed { login_id: String, error: String },
     /// Anything else changed what clients see: a logout, a refresh that switched account
     /// or plan.
     Changed(AuthStatus),

@@ -6,7 +6,6 @@
 //! Every change bumps a generation number, published on a watch channel: a call waiting
 //! for a refresh learns at once that a logout or a new login made the wait pointless.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use super::external::{ExternalAuth, RefreshChannel, SuppliedTokens, TokensError}
 use super::plan::PlanType;
 use super::policy::{Policy, PolicyError};
 use super::recovery::Inflight;
-use super::storage::{self, StorageError, Stored};
+use super::storage::{CredentialStore, SecretText, StorageError, Stored, TokenData};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum LoginError {
@@ -30,6 +29,10 @@ pub(crate) enum LoginError {
     Storage(#[from] StorageError),
     #[error("`apiKey` must not be empty")]
     EmptyApiKey,
+    #[error("the ID token {0}")]
+    IdToken(super::jwt::JwtError),
+    #[error(transparent)]
+    Workspace(#[from] super::policy::ManagedWorkspaceError),
 }
 
 impl From<TokensError> for LoginError {
@@ -131,7 +134,7 @@ impl State {
 }
 
 pub(crate) struct AuthManager {
-    pub(super) codex_home: PathBuf,
+    pub(super) store: Arc<CredentialStore>,
     pub(super) policy: Policy,
     pub(super) refresh_timeout: Duration,
     pub(super) state: Mutex<State>,
@@ -145,14 +148,14 @@ impl AuthManager {
     /// credential of a forbidden kind is not used (and not deleted: it is not ours to judge
     /// for other programs sharing the home).
     pub fn new(
-        codex_home: PathBuf,
+        store: Arc<CredentialStore>,
         policy: Policy,
         refresh_timeout: Duration,
     ) -> Result<Self, StorageError> {
-        let stored = match storage::load(&codex_home) {
+        let stored = match store.load() {
             Ok(s) => s,
-            Err(StorageError::Format { path }) => {
-                tracing::warn!(path = %path.display(), "ignoring an unreadable credential file");
+            Err(e @ StorageError::Format { .. }) => {
+                tracing::warn!("ignoring the stored credential: {e}");
                 None
             }
             Err(e) => return Err(e),
@@ -165,7 +168,7 @@ impl AuthManager {
             }
         });
         Ok(Self {
-            codex_home,
+            store,
             policy,
             refresh_timeout,
             state: Mutex::new(State {
@@ -189,12 +192,10 @@ impl AuthManager {
 
     /// Records a change made under `state`'s lock: a new generation, published, and the
     /// event, emitted before the lock is released so events keep the order of changes.
-    pub(super) fn changed(&self, state: &mut State, event: fn(AuthStatus) -> AuthEvent) {
+    pub(super) fn changed(&self, state: &mut State, event: impl FnOnce(AuthStatus) -> AuthEvent) {
         state.generation += 1;
         self.generation.send_replace(state.generation);
-        if let Some(subscriber) = self.subscriber.get() {
-            subscriber(event(state.status()));
-        }
+        self.emit(event(state.status()));
     }
 
     /// A login or logout replaces the credentials: a refresh still waiting for the old ones
@@ -242,25 +243,118 @@ impl AuthManager {
         tracing::info!(account = ?external.account_id, plan = ?external.plan, owner = external.owner.id(), "external auth installed");
         state.external = Some(external);
         self.replaced();
-        self.changed(&mut state, AuthEvent::LoggedIn);
+        self.changed(&mut state, |status| AuthEvent::LoggedIn {
+            status,
+            login_id: None,
+        });
         Ok(())
     }
 
-    pub fn login_api_key(&self, key: SecretString) -> Result<(), LoginError> {
+    pub async fn login_api_key(&self, key: SecretString) -> Result<(), LoginError> {
         self.policy.allow_api_key()?;
         if key.expose_secret().trim().is_empty() {
             return Err(LoginError::EmptyApiKey);
         }
-        let mut state = self.lock();
-        if state.external.is_some() {
+        if self.lock().external.is_some() {
             return Err(PolicyError::ExternalActive.into());
         }
-        storage::save_api_key(&self.codex_home, &key)?;
+        let key = SecretText::new(key.expose_secret().to_owned());
+        self.with_store(move |store| {
+            let doc = store.load_document()?.unwrap_or_default();
+            store.save(&doc.with_api_key(key))
+        })
+        .await?;
+        let mut state = self.lock();
         state.stored = Some(Stored::ApiKey);
         self.replaced();
-        self.changed(&mut state, AuthEvent::LoggedIn);
-        tracing::info!("API key stored");
+        self.changed(&mut state, |status| AuthEvent::LoggedIn {
+            status,
+            login_id: None,
+        });
+        tracing::info!(store = %self.store.describe(), "API key stored");
         Ok(())
+    }
+
+    /// Runs a store operation on a blocking thread: files are synced and keyrings are
+    /// daemons, and neither may stall the one thread that serves every connection.
+    pub async fn with_store<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&CredentialStore) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || op(&store)).await {
+            Ok(result) => result,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    pub fn store(&self) -> &CredentialStore {
+        &self.store
+    }
+
+    /// Completes a managed ChatGPT sign-in: checks the workspace policy against the ID
+    /// token, stores the credential (keeping unknown fields of the document it replaces)
+    /// and puts it in effect. Returns the refresh token it superseded, for revocation.
+    pub async fn login_managed(
+        &self,
+        tokens: TokenData,
+        api_key: Option<SecretText>,
+        login_id: Option<String>,
+    ) -> Result<Option<SecretText>, LoginError> {
+        self.policy.allow_managed_chatgpt()?;
+        let claims = super::jwt::parse(tokens.id_token.expose()).map_err(LoginError::IdToken)?;
+        self.policy
+            .check_managed_workspace(claims.chatgpt_account_id.as_deref())?;
+        if self.lock().external.is_some() {
+            return Err(PolicyError::ExternalActive.into());
+        }
+        let tokens = TokenData {
+            account_id: claims.chatgpt_account_id.clone(),
+            ..tokens
+        };
+        let (stored, superseded) = self
+            .with_store(move |store| {
+                // A document that does not parse is reported, never silently replaced.
+                let previous = store.load_document()?;
+                let superseded = previous
+                    .as_ref()
+                    .and_then(|d| d.tokens.as_ref())
+                    .map(|t| t.refresh_token.clone())
+                    .filter(|old| old != &tokens.refresh_token);
+                let doc = previous.unwrap_or_default().with_chatgpt(
+                    tokens,
+                    api_key,
+                    std::time::SystemTime::now(),
+                );
+                store.save(&doc)?;
+                let stored = Stored::from_document(&doc).ok_or(StorageError::Format {
+                    place: "the new credential".into(),
+                })?;
+                Ok((stored, superseded))
+            })
+            .await?;
+        let mut state = self.lock();
+        state.stored = Some(stored);
+        self.replaced();
+        self.changed(&mut state, move |status| AuthEvent::LoggedIn {
+            status,
+            login_id,
+        });
+        tracing::info!(account = ?claims.chatgpt_account_id, store = %self.store.describe(), "ChatGPT sign-in stored");
+        Ok(superseded)
+    }
+
+    /// Reports a managed sign-in that ended without success, in order with every other
+    /// change.
+    pub fn login_failed(&self, login_id: String, error: String) {
+        let _state = self.lock();
+        self.emit(AuthEvent::LoginFailed { login_id, error });
+    }
+
+    fn emit(&self, event: AuthEvent) {
+        if let Some(subscriber) = self.subscriber.get() {
+            subscriber(event);
+        }
     }
 
     /// The checks a managed ChatGPT sign-in (browser or device code) must pass to start.
@@ -273,18 +367,36 @@ impl AuthManager {
     }
 
     /// Signs out of the mode in effect. External mode only forgets its in-memory tokens:
-    /// the server never wrote them, and a stored credential is not its to delete.
-    pub fn logout(&self) -> Result<(), StorageError> {
-        let mut state = self.lock();
-        if state.external.take().is_some() {
+    /// the server never wrote them, and a stored credential is not its to delete. A managed
+    /// sign-in is deleted from the store; its refresh token is returned for revocation.
+    pub async fn logout(&self) -> Result<Option<SecretText>, StorageError> {
+        if self.lock().external.is_some() {
+            let mut state = self.lock();
+            state.external = None;
             tracing::info!("external auth cleared");
-        } else if state.stored.is_some() {
-            storage::remove(&self.codex_home)?;
-            state.stored = None;
+            self.replaced();
+            self.changed(&mut state, AuthEvent::Changed);
+            return Ok(None);
+        }
+        let refresh_token = self
+            .with_store(|store| {
+                // An unreadable document is deleted all the same: signing out is how a
+                // user replaces it.
+                let refresh_token = store
+                    .load_document()
+                    .ok()
+                    .flatten()
+                    .and_then(|d| d.tokens.map(|t| t.refresh_token.clone()));
+                store.delete()?;
+                Ok(refresh_token)
+            })
+            .await?;
+        let mut state = self.lock();
+        if state.stored.take().is_some() {
             tracing::info!("stored credential removed");
         }
         self.replaced();
         self.changed(&mut state, AuthEvent::Changed);
-        Ok(())
+        Ok(refresh_token)
     }
 }

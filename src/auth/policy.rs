@@ -32,7 +32,33 @@ pub(crate) enum PolicyError {
     WorkspaceMissing(Vec<String>),
 }
 
+/// Why a managed sign-in's account is refused, in the reference's words.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub(crate) enum ManagedWorkspaceError {
+    #[error(
+        "Login is restricted to a specific workspace, but the token did not include an chatgpt_account_id claim."
+    )]
+    Missing,
+    #[error("Login is restricted to workspace id(s) {0}.")]
+    Outside(String),
+}
+
 impl Policy {
+    /// The check of a managed sign-in's ID token (browser, device code, CLI).
+    pub fn check_managed_workspace(
+        &self,
+        account_id: Option<&str>,
+    ) -> Result<(), ManagedWorkspaceError> {
+        let Some(allowed) = &self.workspaces else {
+            return Ok(());
+        };
+        match account_id {
+            None => Err(ManagedWorkspaceError::Missing),
+            Some(id) if allowed.iter().any(|a| a == id) => Ok(()),
+            Some(_) => Err(ManagedWorkspaceError::Outside(allowed.join(", "))),
+        }
+    }
+
     pub fn allow_external(&self) -> Result<(), PolicyError> {
         match self.login_method {
             Some(ForcedLoginMethod::Api) => Err(PolicyError::ExternalDisabled),

@@ -217,9 +217,12 @@ mod tests {
     }
 
     fn manager(parent: Arc<FakeParent>) -> Arc<AuthManager> {
-        let home = std::env::temp_dir().join(format!("authbridge-unit-{}", uuid::Uuid::new_v4()));
+        let store = Arc::new(crate::auth::storage::CredentialStore::new(
+            std::path::Path::new("unused"),
+            crate::config::CredentialsStore::Ephemeral,
+        ));
         let m =
-            Arc::new(AuthManager::new(home, Policy::default(), Duration::from_secs(5)).unwrap());
+            Arc::new(AuthManager::new(store, Policy::default(), Duration::from_secs(5)).unwrap());
         m.login_external(supplied(unsigned_token(&json!({"first": true}))), parent)
             .unwrap();
         m
@@ -267,7 +270,7 @@ mod tests {
             AuthError::OwnerDisconnected
         );
         assert_eq!(parent.asked.load(Ordering::SeqCst), 0);
-        m.logout().unwrap();
+        m.logout().await.unwrap();
         assert_eq!(m.recover(&creds).await.unwrap_err(), AuthError::SignedOut);
     }
 
@@ -281,7 +284,7 @@ mod tests {
             async move { futures::future::join_all((0..10).map(|_| m.recover(&creds))).await }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        m.logout().unwrap();
+        m.logout().await.unwrap();
         let all = tokio::time::timeout(Duration::from_secs(2), waiters)
             .await
             .expect("waiters ended at once")

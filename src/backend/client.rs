@@ -208,7 +208,7 @@ impl BackendClient {
     }
 }
 
-fn describe_transport_error(e: &reqwest::Error) -> String {
+pub(crate) fn describe_transport_error(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {

@@ -66,8 +66,9 @@ pub enum LoginAccountParams {
         #[schemars(with = "String")]
         api_key: SecretString,
     },
+    /// Browser sign-in. The three options are accepted as the reference defines them and
+    /// do not change authbridge's flow (it serves its own success page).
     #[serde(rename_all = "camelCase")]
-    // Accepted as the reference defines them; managed sign-in is not served yet.
     #[allow(dead_code)]
     Chatgpt {
         #[serde(default)]
@@ -148,6 +149,20 @@ pub struct GetAccountResponse {
     pub account: Option<Account>,
     pub user_id: Option<String>,
     pub requires_openai_auth: bool,
+    /// authbridge's addition: set while `cli_auth_credentials_store = "auto"` keeps the
+    /// credential in the file because the OS keyring failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_store_warning: Option<String>,
+}
+
+/// `warning`: something the user should know that is not an error of any request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WarningNotification {
+    pub message: String,
+    /// Never set by authbridge: its warnings concern the account, not a thread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
 }
 
 /// `account/logout` takes no params; an absent, null or empty object is accepted.

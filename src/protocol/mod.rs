@@ -17,4 +17,5 @@ pub mod methods {
     pub const ACCOUNT_LOGIN_COMPLETED: &str = "account/login/completed";
     pub const ACCOUNT_UPDATED: &str = "account/updated";
     pub const CHATGPT_AUTH_TOKENS_REFRESH: &str = "account/chatgptAuthTokens/refresh";
+    pub const WARNING: &str = "warning";
 }

@@ -13,6 +13,7 @@ pub mod client;
 pub mod conformance;
 pub mod home;
 pub mod inproc;
+pub mod issuer;
 pub mod jwt;
 pub mod process;
 pub mod raw;
@@ -23,6 +24,8 @@ pub mod wait;
 pub use backend::{MockBackend, USAGE_PATH};
 #[allow(unused_imports)]
 pub use client::Client;
+#[allow(unused_imports)]
+pub use issuer::MockIssuer;
 #[allow(unused_imports)]
 pub use process::{Options, Proc, binary};
 #[allow(unused_imports)]

@@ -115,6 +115,15 @@ pub async fn output(args: &[&str]) -> Output {
         .expect("run authbridge")
 }
 
+/// Given before every test's own arguments (later `-c` win): no test reaches the real
+/// issuer or takes the real callback port unless it says so.
+pub const SAFE_DEFAULTS: &[&str] = &[
+    "-c",
+    "auth_issuer=\"http://127.0.0.1:9\"",
+    "-c",
+    "authbridge.login_callback_port=0",
+];
+
 /// How to start the binary: extra arguments, the log filter, and the `CODEX_HOME`.
 #[derive(Default)]
 pub struct Options {
@@ -175,6 +184,7 @@ impl Proc {
         let mut command = Command::from(command(home.path()));
         command
             .args(args)
+            .args(SAFE_DEFAULTS)
             .args(&options.args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

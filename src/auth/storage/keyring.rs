@@ -1,0 +1,123 @@
+//! The operating system's keyring, under the entry Codex uses, so that both programs read
+//! each other's credential: service `Codex Auth`, account `cli|` and the first 16 hex
+//! digits of the SHA-256 of the canonical `CODEX_HOME`, the value being the document as
+//! compact JSON.
+//!
+//! Entries go through `keyring-core`, whose default store is the platform's (with the
+//! `keyring` feature) or, in tests, its mock store.
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+pub(crate) const SERVICE: &str = "Codex Auth";
+
+/// Some Codex versions split a long value over several entries; the first one then holds
+/// this header and the number of parts, stored under `<account>:<i>`.
+const CHUNK_HEADER: &str = "CODEX_CHUNKED:";
+const MAX_CHUNKS: usize = 64;
+
+/// Why the keyring could not be used. Never carries the stored value.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct KeyringError(String);
+
+impl KeyringError {
+    pub fn from_static(text: &'static str) -> Self {
+        Self(text.to_owned())
+    }
+}
+
+pub(crate) fn store_key(codex_home: &Path) -> String {
+    let canonical = std::fs::canonicalize(codex_home).unwrap_or_else(|_| codex_home.to_owned());
+    let digest = Sha256::digest(canonical.to_string_lossy().as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("cli|{}", &hex[..16])
+}
+
+pub(crate) struct KeyringStore {
+    account: String,
+}
+
+fn describe(e: &keyring_core::Error) -> KeyringError {
+    use keyring_core::Error as E;
+    // Only variants whose text cannot hold the stored value are shown in full.
+    let text = match e {
+        E::PlatformFailure(_) | E::NoStorageAccess(_) | E::NoDefaultStore => e.to_string(),
+        E::NotSupportedByStore(why) => format!("not supported by the keyring: {why}"),
+        E::BadEncoding(_) | E::BadDataFormat(..) => "the keyring entry is malformed".into(),
+        E::Ambiguous(_) => "several keyring entries match".into(),
+        _ => "the keyring refused the request".into(),
+    };
+    KeyringError(format!("keyring: {text}"))
+}
+
+/// Makes sure entries have a store to live in: the platform's, unless one (the mock, in
+/// tests) is already set.
+fn ensure_store() -> Result<(), KeyringError> {
+    if keyring_core::get_default_store().is_some() {
+        return Ok(());
+    }
+    #[cfg(feature = "keyring")]
+    {
+        keyring::Entry::store_status().as_ref().map_err(describe)?;
+        Ok(())
+    }
+    #[cfg(not(feature = "keyring"))]
+    Err(KeyringError(
+        "keyring: this build of authbridge has no keyring support".into(),
+    ))
+}
+
+impl KeyringStore {
+    pub fn new(codex_home: &Path) -> Self {
+        Self {
+            account: store_key(codex_home),
+        }
+    }
+
+    fn entry(&self, account: &str) -> Result<keyring_core::Entry, KeyringError> {
+        ensure_store()?;
+        keyring_core::Entry::new(SERVICE, account).map_err(|e| describe(&e))
+    }
+
+    pub fn read(&self) -> Result<Option<Zeroizing<String>>, KeyringError> {
+        let value = match self.entry(&self.account)?.get_password() {
+            Ok(v) => Zeroizing::new(v),
+            Err(keyring_core::Error::NoEntry) => return Ok(None),
+            Err(e) => return Err(describe(&e)),
+        };
+        let Some(rest) = value.strip_prefix(CHUNK_HEADER) else {
+            return Ok(Some(value));
+        };
+        let count: usize = rest
+            .split(':')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .filter(|n| (1..=MAX_CHUNKS).contains(n))
+            .ok_or_else(|| KeyringError("keyring: a chunked entry has a bad header".into()))?;
+        let mut whole = Zeroizing::new(String::new());
+        for i in 0..count {
+            let part = self
+                .entry(&format!("{}:{i}", self.account))?
+                .get_password()
+                .map_err(|e| describe(&e))?;
+            whole.push_str(&Zeroizing::new(part));
+        }
+        Ok(Some(whole))
+    }
+
+    pub fn write(&self, value: &str) -> Result<(), KeyringError> {
+        self.entry(&self.account)?
+            .set_password(value)
+            .map_err(|e| describe(&e))
+    }
+
+    pub fn remove(&self) -> Result<(), KeyringError> {
+        match self.entry(&self.account)?.delete_credential() {
+            Ok(()) | Err(keyring_core::Error::NoEntry) => Ok(()),
+            Err(e) => Err(describe(&e)),
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! The sign-in commands of the command line (`login`, `login status`, `logout`): the same
+//! flows, store and policy as the app-server's methods, reporting to a terminal instead of
+//! a client. `main.rs` parses the arguments; everything else is here.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use secrecy::SecretString;
+use tokio::sync::mpsc;
+
+use crate::auth::storage::CredentialStore;
+use crate::auth::{AuthEvent, AuthManager, Identity, Policy};
+use crate::config::Config;
+use crate::login::{IssuerClient, LoginSettings, Logins, Started};
+
+/// How `authbridge login` signs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginMethod {
+    Browser {
+        open: bool,
+    },
+    DeviceCode,
+    /// The key is read from standard input.
+    ApiKey,
+}
+
+struct Context {
+    auth: Arc<AuthManager>,
+    logins: Arc<Logins>,
+    events: mpsc::UnboundedReceiver<AuthEvent>,
+}
+
+fn context(config: &Config) -> Result<Context, String> {
+    let store = Arc::new(CredentialStore::new(
+        &config.codex_home,
+        config.credentials_store,
+    ));
+    crate::server::seed_from_env(&store).map_err(|e| e.to_string())?;
+    let policy = Policy {
+        workspaces: config.forced_workspace_ids.clone(),
+        login_method: config.forced_login_method,
+    };
+    let auth = Arc::new(
+        AuthManager::new(store, policy, config.refresh_timeout).map_err(|e| e.to_string())?,
+    );
+    let (tx, events) = mpsc::unbounded_channel();
+    auth.subscribe(Arc::new(move |event| {
+        let _ = tx.send(event);
+    }));
+    let issuer = IssuerClient::new(
+        config.issuer.clone(),
+        config.backend_connect_timeout,
+        config.issuer_timeout,
+    )?;
+    let logins = Logins::new(
+        auth.clone(),
+        issuer,
+        LoginSettings {
+            callback_port: config.login_callback_port,
+            browser_timeout: config.login_timeout,
+            device_timeout: config.device_code_timeout,
+            workspaces: config.forced_workspace_ids.clone(),
+        },
+    );
+    Ok(Context {
+        auth,
+        logins,
+        events,
+    })
+}
+
+/// Signs in; returns once the sign-in succeeded or failed. Instructions go to `out`.
+pub async fn login(
+    config: &Config,
+    method: LoginMethod,
+    out: &mut (dyn Write + Send),
+) -> Result<(), String> {
+    let mut cx = context(config)?;
+    let started = match method {
+        LoginMethod::ApiKey => {
+            let key = read_key_from_stdin().await?;
+            cx.auth
+                .login_api_key(key)
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = writeln!(
+                out,
+                "Signed in with an API key ({}).",
+                cx.auth.store().describe()
+            );
+            return Ok(());
+        }
+        LoginMethod::Browser { .. } => cx.logins.start_browser("codex_cli_rs").await,
+        LoginMethod::DeviceCode => cx.logins.start_device().await,
+    }
+    .map_err(|e| e.to_string())?;
+    let login_id = match started {
+        Started::Browser { login_id, auth_url } => {
+            let _ = writeln!(
+                out,
+                "Open this URL in a browser to sign in to ChatGPT:\n\n{auth_url}\n"
+            );
+            if let LoginMethod::Browser { open: true } = method {
+                open_browser(&auth_url);
+            }
+            login_id
+        }
+        Started::Device {
+            login_id,
+            verification_url,
+            user_code,
+        } => {
+            let _ = writeln!(
+                out,
+                "Open {verification_url} on any device and enter this one-time code \
+                 (expires in {} minutes):\n\n    {user_code}\n",
+                config.device_code_timeout.as_secs().div_ceil(60)
+            );
+            login_id
+        }
+    };
+    let _ = out.flush();
+    let outcome = tokio::select! {
+        outcome = wait_for(&mut cx.events, &login_id) => outcome,
+        _ = tokio::signal::ctrl_c() => Err("sign-in interrupted".into()),
+    };
+    cx.logins.cancel_all();
+    cx.logins.wait_idle().await;
+    if outcome.is_ok() {
+        let _ = writeln!(out, "Signed in ({}).", cx.auth.store().describe());
+    }
+    outcome
+}
+
+async fn wait_for(
+    events: &mut mpsc::UnboundedReceiver<AuthEvent>,
+    login_id: &str,
+) -> Result<(), String> {
+    while let Some(event) = events.recv().await {
+        match event {
+            AuthEvent::LoggedIn {
+                login_id: Some(id), ..
+            } if id == login_id => return Ok(()),
+            AuthEvent::LoginFailed {
+                login_id: id,
+                error,
+            } if id == login_id => {
+                return Err(error);
+            }
+            _ => {}
+        }
+    }
+    Err("the sign-in ended without an answer".into())
+}
+
+async fn read_key_from_stdin() -> Result<SecretString, String> {
+    let text = tokio::task::spawn_blocking(|| {
+        let mut text = zeroize::Zeroizing::new(String::new());
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map(|_| text)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("cannot read the API key from standard input: {e}"))?;
+    let key = text.trim();
+    if key.is_empty() {
+        return Err("no API key on standard input (pipe it in: `printenv OPENAI_API_KEY | authbridge login --with-api-key`)".into());
+    }
+    Ok(SecretString::from(key))
+}
+
+/// Best effort: a failure only means the user opens the printed URL themselves.
+fn open_browser(url: &str) {
+    let command = if cfg!(target_os = "macos") {
+        "open"
+    } else if cfg!(windows) {
+        "explorer"
+    } else {
+        "xdg-open"
+    };
+    if let Err(e) = std::process::Command::new(command)
+        .arg(url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    {
+        tracing::info!("cannot open a browser ({command}): {e}");
+    }
+}
+
+/// Signs out: revokes a managed refresh token (best effort) and deletes the credential.
+pub async fn logout(config: &Config, out: &mut (dyn Write + Send)) -> Result<(), String> {
+    let cx = context(config)?;
+    let had = cx.auth.identity().is_some();
+    if let Some(refresh_token) = cx.auth.logout().await.map_err(|e| e.to_string())?
+        && let Err(e) = cx.logins.issuer().revoke(&refresh_token).await
+    {
+        let _ = writeln!(out, "warning: {e}; the credential is deleted all the same");
+    }
+    let _ = writeln!(
+        out,
+        "{}",
+        if had { "Signed out." } else { "Not signed in." }
+    );
+    Ok(())
+}
+
+/// Prints who is signed in, never a secret. Returns whether someone is.
+pub fn status(config: &Config, out: &mut dyn Write) -> Result<bool, String> {
+    let cx = context(config)?;
+    let store = cx.auth.store().describe();
+    let signed_in = match cx.auth.identity() {
+        None => {
+            let _ = writeln!(out, "Not signed in (store: {store}).");
+            false
+        }
+        Some(Identity::ApiKey) => {
+            let _ = writeln!(out, "Signed in with an API key (store: {store}).");
+            true
+        }
+        Some(Identity::Chatgpt { email, plan, .. }) => {
+            let account = cx
+                .auth
+                .chatgpt_credentials()
+                .ok()
+                .and_then(|c| c.account_id)
+                .unwrap_or_else(|| "unknown".into());
+            let _ = writeln!(
+                out,
+                "Signed in with ChatGPT: {} (account {account}, plan {}; store: {store}).",
+                email.as_deref().unwrap_or("no email"),
+                serde_json::to_value(plan)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+            );
+            true
+        }
+    };
+    if let Some(warning) = cx.auth.store().warning() {
+        let _ = writeln!(out, "warning: {warning}");
+    }
+    Ok(signed_in)
+}
