@@ -513,6 +513,44 @@ mod tests {
     }
 
     #[test]
+    fn the_issuer_and_its_environment_overrides() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.issuer.token_url(), "https://auth.openai.com/oauth/token");
+        assert_eq!(c.credentials_store, CredentialsStore::File);
+        assert_eq!(c.login_callback_port, 1455);
+        let mut c = load(&[
+            r#"auth_issuer="http://127.0.0.1:7/""#,
+            "cli_auth_credentials_store=auto",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.issuer.device_verification_url(),
+            "http://127.0.0.1:7/codex/device"
+        );
+        assert_eq!(c.credentials_store, CredentialsStore::Auto);
+        assert!(load(&[r#"auth_issuer="http://auth.example.com""#]).is_err());
+        c.apply_env(|name| match name {
+            "CODEX_APP_SERVER_LOGIN_ISSUER" => Some("http://localhost:8".into()),
+            "CODEX_REVOKE_TOKEN_URL_OVERRIDE" => Some("http://127.0.0.1:9/revoke".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(
+            c.issuer.authorize_url(),
+            "http://localhost:8/oauth/authorize"
+        );
+        assert_eq!(c.issuer.refresh_token_url, "http://localhost:8/oauth/token");
+        assert_eq!(c.issuer.revoke_url, "http://127.0.0.1:9/revoke");
+        let e = c
+            .apply_env(|name| {
+                (name == "CODEX_REFRESH_TOKEN_URL_OVERRIDE").then(|| "http://example.com/t".into())
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("CODEX_REFRESH_TOKEN_URL_OVERRIDE"), "{e}");
+    }
+
+    #[test]
     fn unknown_own_keys_are_refused_but_foreign_keys_pass() {
         assert!(load(&["model=\"o3\""]).is_ok());
         assert!(load(&["authbridge.nope=1"]).is_err());

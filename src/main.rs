@@ -124,6 +124,26 @@ fn token_digest(args: &AppServerArgs) -> Result<Option<[u8; 32]>, String> {
 /// SIGINT and SIGTERM end the server cleanly (exit code 0). The signals stay blocked from
 /// the first line of `main` until tokio's handlers are installed, so one that arrives
 /// during start-up waits for them instead of killing the process.
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn overrides_on_both_sides_of_the_subcommand_all_count_in_order() {
+        let args = [
+            "authbridge",
+            "-c",
+            "a=1",
+            "login",
+            "--config=b=2",
+            "-cc=3",
+            "--",
+            "-c",
+            "x",
+        ];
+        let found = super::overrides_in_order(args.iter().map(std::ffi::OsString::from));
+        assert_eq!(found, ["a=1", "b=2", "c=3"]);
+    }
+}
+
 #[cfg(unix)]
 mod signals {
     fn set(how: libc::c_int) {
@@ -301,10 +321,32 @@ fn account_command(overrides: &[String], command: Command) -> Result<ExitCode, S
     result
 }
 
+/// Every `-c` in the order given, wherever it stands. Clap keeps only the occurrences of a
+/// global option after the subcommand when there are some on both sides, so `authbridge -c
+/// a=1 login -c b=2` lost `a=1`; the arguments are read again here. Scanning stops at `--`.
+fn overrides_in_order(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut args = args.skip(1).map(|a| a.to_string_lossy().into_owned());
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            break;
+        }
+        if arg == "-c" || arg == "--config" {
+            found.extend(args.next());
+        } else if let Some(value) = arg.strip_prefix("--config=") {
+            found.push(value.to_owned());
+        } else if let Some(value) = arg.strip_prefix("-c").filter(|v| !v.is_empty()) {
+            found.push(value.trim_start_matches('=').to_owned());
+        }
+    }
+    found
+}
+
 fn main() -> ExitCode {
     #[cfg(unix)]
     signals::block();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    cli.overrides = overrides_in_order(std::env::args_os());
     init_logging();
     let result = match cli.command {
         command @ (Command::Login(_) | Command::Logout) => {

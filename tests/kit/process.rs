@@ -130,6 +130,7 @@ pub struct Options {
     args: Vec<String>,
     rust_log: Option<String>,
     home: Option<tempfile::TempDir>,
+    env: Vec<(String, String)>,
 }
 
 impl Options {
@@ -147,6 +148,17 @@ impl Options {
     /// Points the server at `backend`.
     pub fn backend(self, backend: &MockBackend) -> Self {
         self.config(&backend.config_arg())
+    }
+
+    /// Points the server at the stand-in OAuth issuer.
+    pub fn issuer(self, issuer: &super::issuer::MockIssuer) -> Self {
+        self.config(&issuer.config_arg())
+    }
+
+    /// Sets an environment variable of the child.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
     }
 
     /// Points the server at the backend at `url`.
@@ -193,6 +205,7 @@ impl Proc {
         if let Some(filter) = &options.rust_log {
             command.env("RUST_LOG", filter);
         }
+        command.envs(options.env.iter().map(|(k, v)| (k, v)));
         let mut child = command.spawn().expect("spawn authbridge");
         let stderr = Arc::new(Mutex::new(String::new()));
         let mut pipe = child.stderr.take().unwrap();

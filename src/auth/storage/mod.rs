@@ -169,19 +169,21 @@ impl CredentialStore {
         }
     }
 
-    fn fell_back(&self, e: &keyring::KeyringError) {
+    /// Records that `auto` uses the file. Clients are told whenever a credential is
+    /// written there (`announce`); a read only updates what `account/read` shows.
+    fn fell_back(&self, e: &keyring::KeyringError, announce: bool) {
         let message = format!(
-            "The OS keyring is unavailable ({e}); the ChatGPT credential is kept in {} instead.",
+            "The OS keyring is unavailable ({e}); the credential is kept in {} instead.",
             self.file.path().display()
         );
         let mut fallback = self.fallback.lock().unwrap_or_else(|p| p.into_inner());
-        if fallback.as_deref() == Some(message.as_str()) {
-            return;
-        }
-        tracing::warn!("{message}");
+        let new = fallback.as_deref() != Some(message.as_str());
         *fallback = Some(message.clone());
         drop(fallback);
-        if let Some(hook) = self.on_warning.get() {
+        if new || announce {
+            tracing::warn!("{message}");
+        }
+        if announce && let Some(hook) = self.on_warning.get() {
             hook(message);
         }
     }
@@ -234,7 +236,7 @@ impl CredentialStore {
                 }
                 Ok(None) => self.read_file_document(),
                 Err(e) => {
-                    self.fell_back(&e);
+                    self.fell_back(&e, false);
                     self.read_file_document()
                 }
             },
@@ -282,7 +284,7 @@ impl CredentialStore {
                     Ok(())
                 }
                 Err(e) => {
-                    self.fell_back(&e);
+                    self.fell_back(&e, true);
                     self.file.write(&doc.to_pretty())
                 }
             },
@@ -316,7 +318,7 @@ impl CredentialStore {
                 let keyring = self.keyring.remove();
                 self.file.remove()?;
                 if let Err(e) = keyring {
-                    self.fell_back(&e);
+                    self.fell_back(&e, false);
                 }
                 Ok(())
             }

@@ -161,7 +161,11 @@ fn auto_falls_back_to_the_file_visibly_when_the_keyring_fails() {
     let warning = store.warning().expect("the fallback is visible");
     assert!(warning.contains("keyring is unavailable"), "{warning}");
     assert!(!warning.contains("rt-a"));
-    assert_eq!(warned.lock().unwrap().len(), 1, "clients are told once");
+    assert_eq!(
+        warned.lock().unwrap().len(),
+        1,
+        "clients are told of the write"
+    );
     assert!(store.describe().contains("keyring unavailable"));
     // Once the keyring works again, the next save goes there and the warning ends.
     store.save(&chatgpt_document("ws-a", "rt-b")).unwrap();
