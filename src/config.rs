@@ -11,6 +11,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub const DEFAULT_CHATGPT_BASE_URL: &str = "https://chatgpt.com/backend-api/";
+/// The model of a thread that names none (Codex's `model` key overrides it).
+pub const DEFAULT_MODEL: &str = "gpt-5-codex";
+/// The system prompt of a turn when `authbridge.instructions` is unset: authbridge runs no
+/// tools, so the model is told to answer in text only.
+pub const DEFAULT_INSTRUCTIONS: &str =
+    "You are a helpful assistant. Answer in plain text; no tools are available.";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -47,6 +53,7 @@ struct RawConfig {
     chatgpt_base_url: Option<String>,
     forced_chatgpt_workspace_id: Option<WorkspaceIds>,
     forced_login_method: Option<ForcedLoginMethod>,
+    model: Option<String>,
     #[serde(default)]
     authbridge: RawOwn,
 }
@@ -62,6 +69,9 @@ struct RawOwn {
     max_outgoing_bytes: Option<usize>,
     max_backend_body_bytes: Option<usize>,
     header_read_timeout_ms: Option<u64>,
+    // Turns.
+    instructions: Option<String>,
+    stream_idle_timeout_ms: Option<u64>,
 }
 
 /// The validated configuration.
@@ -89,6 +99,11 @@ pub struct Config {
     pub max_backend_body_bytes: usize,
     /// How long an HTTP client of the WebSocket listener has to send its request head.
     pub header_read_timeout: Duration,
+    /// Turns: the default model, the system prompt, and how long a response stream may
+    /// stay silent before the turn fails.
+    pub model: String,
+    pub instructions: String,
+    pub stream_idle_timeout: Duration,
 }
 
 impl Config {
@@ -200,7 +215,29 @@ impl Config {
                 own.header_read_timeout_ms,
                 10_000,
             )?,
+            model: non_empty("model", raw.model, DEFAULT_MODEL)?,
+            instructions: non_empty(
+                "authbridge.instructions",
+                own.instructions,
+                DEFAULT_INSTRUCTIONS,
+            )?,
+            stream_idle_timeout: timeout(
+                "stream_idle_timeout_ms",
+                own.stream_idle_timeout_ms,
+                300_000,
+            )?,
         })
+    }
+}
+
+/// An empty model or prompt would only fail later, at the backend.
+fn non_empty(key: &str, value: Option<String>, default: &str) -> Result<String, ConfigError> {
+    match value {
+        None => Ok(default.to_owned()),
+        Some(v) if v.trim().is_empty() => {
+            Err(ConfigError::Invalid(format!("{key} must not be empty")))
+        }
+        Some(v) => Ok(v),
     }
 }
 
@@ -368,6 +405,7 @@ mod tests {
             "backend_timeout_ms",
             "backend_connect_timeout_ms",
             "header_read_timeout_ms",
+            "stream_idle_timeout_ms",
         ] {
             let e = load(&[&format!("authbridge.{key}=0")])
                 .unwrap_err()
@@ -394,7 +432,8 @@ mod tests {
 
     #[test]
     fn unknown_own_keys_are_refused_but_foreign_keys_pass() {
-        assert!(load(&["model=\"o3\""]).is_ok());
+        assert_eq!(load(&["model=\"o3\""]).unwrap().model, "o3");
+        assert!(load(&["model=\"\""]).is_err());
         assert!(load(&["authbridge.nope=1"]).is_err());
     }
 }

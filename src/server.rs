@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{self, Announcer, Api, Connections};
+use crate::api::{self, Announcer, Api, Connections, Threads};
 use crate::auth::storage::StorageError;
 use crate::auth::{AuthManager, Policy};
 use crate::backend::{BackendClient, BackendOptions, ClientBuildError};
@@ -70,11 +70,14 @@ impl Server {
             shutdown_grace: config.shutdown_grace,
             ..ConnectionOptions::default()
         };
+        let instructions = config.instructions.as_str().into();
         let api = Arc::new(Api {
             config,
             auth,
             backend,
             connections,
+            threads: Arc::new(Threads::default()),
+            instructions,
         });
         let dispatcher = Arc::new(api::dispatcher(api.clone()));
         Ok(Self {
@@ -94,7 +97,7 @@ impl Server {
             link,
             self.options.clone(),
             shutdown,
-            self.api.connections.clone(),
+            self.api.clone(),
         )
         .await
     }
