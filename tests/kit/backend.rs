@@ -191,6 +191,11 @@ impl MockBackend {
         self.state.responses.bodies()
     }
 
+    /// When each streamed delta was handed to the HTTP server, oldest first.
+    pub fn delta_sent(&self) -> Vec<std::time::Instant> {
+        self.state.responses.delta_sent()
+    }
+
     /// Response streams the server holds open right now.
     pub fn open_streams(&self) -> usize {
         self.state.responses.open_streams()

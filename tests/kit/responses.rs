@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::response::Response;
@@ -82,6 +82,8 @@ pub fn ev_failed(code: &str, message: &str) -> String {
 
 enum Step {
     Send(String),
+    /// A delta: its send time is recorded, for the latency bench.
+    Delta(String),
     Pause(Duration),
     Hang,
 }
@@ -89,7 +91,7 @@ enum Step {
 fn steps(script: Script) -> Vec<Step> {
     let deltas = |d: &[String]| -> Vec<Step> {
         std::iter::once(Step::Send(ev_created()))
-            .chain(d.iter().map(|t| Step::Send(ev_delta(t))))
+            .chain(d.iter().map(|t| Step::Delta(ev_delta(t))))
             .collect()
     };
     match script {
@@ -99,7 +101,7 @@ fn steps(script: Script) -> Vec<Step> {
                 if !pause.is_zero() {
                     out.push(Step::Pause(pause));
                 }
-                out.push(Step::Send(ev_delta(t)));
+                out.push(Step::Delta(ev_delta(t)));
             }
             out.push(Step::Send(ev_message_done(&d.concat())));
             out.push(Step::Send(ev_completed()));
@@ -127,6 +129,7 @@ pub struct ResponsesState {
     scripts: Mutex<VecDeque<Script>>,
     bodies: Mutex<Vec<Value>>,
     open: Arc<AtomicUsize>,
+    delta_sent: Arc<Mutex<Vec<Instant>>>,
 }
 
 /// Counts a stream as open until the body is dropped (sent whole or abandoned).
@@ -145,6 +148,11 @@ impl ResponsesState {
 
     pub fn bodies(&self) -> Vec<Value> {
         self.bodies.lock().unwrap().clone()
+    }
+
+    /// When each delta was handed to the HTTP server, in order, across all streams.
+    pub fn delta_sent(&self) -> Vec<Instant> {
+        self.delta_sent.lock().unwrap().clone()
     }
 
     pub fn open_streams(&self) -> usize {
@@ -169,14 +177,25 @@ impl ResponsesState {
         self.open.fetch_add(1, Ordering::SeqCst);
         let guard = OpenGuard(self.open.clone());
         let steps: VecDeque<Step> = steps(script).into();
-        let body = futures::stream::unfold((steps, guard), |(mut steps, guard)| async move {
-            loop {
-                match steps.pop_front()? {
-                    Step::Send(text) => {
-                        return Some((Ok::<_, std::io::Error>(Bytes::from(text)), (steps, guard)));
+        let sent = self.delta_sent.clone();
+        let body = futures::stream::unfold((steps, guard), move |(mut steps, guard)| {
+            let sent = sent.clone();
+            async move {
+                loop {
+                    match steps.pop_front()? {
+                        Step::Send(text) => {
+                            return Some((
+                                Ok::<_, std::io::Error>(Bytes::from(text)),
+                                (steps, guard),
+                            ));
+                        }
+                        Step::Delta(text) => {
+                            sent.lock().unwrap().push(Instant::now());
+                            return Some((Ok(Bytes::from(text)), (steps, guard)));
+                        }
+                        Step::Pause(d) => tokio::time::sleep(d).await,
+                        Step::Hang => futures::future::pending::<()>().await,
                     }
-                    Step::Pause(d) => tokio::time::sleep(d).await,
-                    Step::Hang => futures::future::pending::<()>().await,
                 }
             }
         });
