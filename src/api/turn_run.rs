@@ -50,7 +50,8 @@ pub(super) struct TurnTask {
     pub caller: Caller,
     pub thread: Arc<ThreadState>,
     pub turn_id: String,
-    pub started_at: i64,
+    /// Unix milliseconds.
+    pub started_at_ms: i64,
     pub model: String,
     pub instructions: Arc<str>,
     pub history: Vec<Message>,
@@ -116,15 +117,15 @@ fn now_ms() -> i64 {
 impl TurnTask {
     fn turn(&self, status: TurnStatus, error: Option<TurnError>) -> Turn {
         let done = status != TurnStatus::InProgress;
-        let now = super::turns::unix_seconds();
+        let now = now_ms();
         Turn {
             id: self.turn_id.clone(),
             items: vec![],
             status,
             error,
-            started_at: Some(self.started_at),
-            completed_at: done.then_some(now),
-            duration_ms: done.then(|| (now - self.started_at) * 1000),
+            started_at: Some(self.started_at_ms / 1000),
+            completed_at: done.then_some(now / 1000),
+            duration_ms: done.then(|| (now - self.started_at_ms).max(0)),
         }
     }
 

@@ -133,13 +133,13 @@ pub(super) async fn turn_start(
     }
     let turn_id = uuid::Uuid::now_v7().to_string();
     let start = thread.begin(&turn_id, p.model)?;
-    let started_at = unix_seconds();
+    let started_at_ms = crate::rpc::peer::now_ms() as i64;
     let turn = Turn {
         id: turn_id.clone(),
         items: vec![],
         status: TurnStatus::InProgress,
         error: None,
-        started_at: Some(started_at),
+        started_at: Some(started_at_ms / 1000),
         completed_at: None,
         duration_ms: None,
     };
@@ -155,7 +155,7 @@ pub(super) async fn turn_start(
         },
         thread: thread.clone(),
         turn_id: turn_id.clone(),
-        started_at,
+        started_at_ms,
         model: start.model,
         instructions: api.instructions.clone(),
         history: start.history,
