@@ -3,7 +3,8 @@
 //! `account/chatgptAuthTokens/refresh` with fresh tokens when authbridge asks.
 //!
 //! By default it runs offline against a stand-in backend on 127.0.0.1 whose tokens expire
-//! after two uses, so a refresh really happens. `--backend URL` points authbridge at another
+//! after two uses, so a refresh really happens; the stand-in also streams a canned answer
+//! for a short model turn, printed as it arrives. `--backend URL` points authbridge at another
 //! backend instead; the tokens then come from `CHATGPT_ACCESS_TOKEN` and
 //! `CHATGPT_ACCOUNT_ID`.
 //!
@@ -15,7 +16,10 @@
 #[path = "../tests/kit/mod.rs"]
 mod kit;
 
+use std::io::Write;
+
 use kit::client::{REFRESH, refreshed, tokens_params};
+use kit::responses::Script;
 use kit::{Client, MockBackend, Options, Proc, WAIT};
 use serde_json::{Value, json};
 
@@ -57,6 +61,62 @@ struct Parent {
 }
 
 impl Parent {
+    /// Answers a refresh request with the next tokens.
+    fn answer_refresh(&mut self, message: &Value) -> Result<(), Error> {
+        println!(
+            "  ← authbridge asks for fresh tokens (reason {}, previous account {})",
+            message["params"]["reason"], message["params"]["previousAccountId"]
+        );
+        let (access, account) = self.tokens.next()?;
+        self.client
+            .respond(&message["id"], refreshed(&access, &account));
+        println!("  → answered with fresh tokens");
+        Ok(())
+    }
+
+    /// Runs one turn on `thread`, printing the answer as it streams in; returns the
+    /// turn's final status.
+    async fn turn(&mut self, thread: &str, text: &str) -> Result<String, Error> {
+        println!("→ turn/start {text:?}");
+        let params = json!({"threadId": thread, "input": [{"type": "text", "text": text}]});
+        self.client.request("turn/start", Some(params));
+        let mut streaming = false;
+        loop {
+            let message = self
+                .client
+                .next_within(WAIT)
+                .await
+                .ok_or("authbridge went quiet or closed its output")?;
+            let method = message.get("method").and_then(Value::as_str);
+            match (message.get("id"), method) {
+                (Some(_), Some(REFRESH)) => self.answer_refresh(&message)?,
+                (None, Some("item/agentMessage/delta")) => {
+                    if !streaming {
+                        print!("  ← answer: ");
+                        streaming = true;
+                    }
+                    print!("{}", message["params"]["delta"].as_str().unwrap_or(""));
+                    std::io::stdout().flush()?;
+                }
+                (None, Some("turn/completed")) => {
+                    if streaming {
+                        println!();
+                    }
+                    let turn = &message["params"]["turn"];
+                    println!("  ← turn/completed {}", turn["status"]);
+                    return Ok(turn["status"].as_str().unwrap_or("?").to_owned());
+                }
+                (None, Some(m)) if m.starts_with("modelProvider/") => {
+                    println!("  ← {m}: {}", message["params"]["message"]);
+                }
+                (Some(_), None) if message.get("error").is_some() => {
+                    return Err(format!("turn/start failed: {}", message["error"]).into());
+                }
+                _ => {}
+            }
+        }
+    }
+
     async fn call(&mut self, method: &str, params: Value) -> Result<Value, Error> {
         println!("→ {method}");
         let id = self.client.request(method, Some(params));
@@ -70,15 +130,7 @@ impl Parent {
                 message.get("id"),
                 message.get("method").and_then(Value::as_str),
             ) {
-                (Some(rid), Some(REFRESH)) => {
-                    println!(
-                        "  ← authbridge asks for fresh tokens (reason {}, previous account {})",
-                        message["params"]["reason"], message["params"]["previousAccountId"]
-                    );
-                    let (access, account) = self.tokens.next()?;
-                    self.client.respond(rid, refreshed(&access, &account));
-                    println!("  → answered with fresh tokens");
-                }
+                (Some(_), Some(REFRESH)) => self.answer_refresh(&message)?,
                 (None, Some(notification)) => {
                     println!("  ← notification {notification} {}", message["params"])
                 }
@@ -118,6 +170,12 @@ async fn main() -> Result<(), Error> {
         Some(url) => (Options::default().base_url(&url), Tokens::Env),
         None => {
             let backend = MockBackend::start().await;
+            backend.script(Script::Answer {
+                deltas: ["Tokens ", "refreshed, ", "the turn ", "went on: ", "hello!"]
+                    .map(String::from)
+                    .to_vec(),
+                pause: std::time::Duration::from_millis(60),
+            });
             println!(
                 "stand-in backend on {} (tokens expire after {USES_PER_TOKEN} uses)",
                 backend.base_url()
@@ -144,12 +202,23 @@ async fn main() -> Result<(), Error> {
         .call("account/login/start", tokens_params(&access, &account))
         .await?;
     parent.call("account/read", json!({})).await?;
-    for _ in 0..3 {
+    for _ in 0..4 {
         let limits = parent.call("account/rateLimits/read", json!({})).await?;
         println!(
             "  usage: {}% of the 5-hour window",
             limits["rateLimits"]["primary"]["usedPercent"]
         );
+    }
+    // The second token is used up by now (the third read refreshed it): the turn's first request gets 401, authbridge
+    // asks for fresh tokens once, and the turn streams on.
+    let thread = parent.call("thread/start", json!({})).await?;
+    let thread = thread["thread"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let status = parent.turn(&thread, "Say hello").await?;
+    if status != "completed" {
+        return Err(format!("the turn ended {status}").into());
     }
     parent.call("account/logout", json!({})).await?;
 

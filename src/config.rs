@@ -14,6 +14,12 @@ pub const DEFAULT_CHATGPT_BASE_URL: &str = "https://chatgpt.com/backend-api/";
 pub const DEFAULT_AUTH_ISSUER: &str = "https://auth.openai.com";
 /// The browser sign-in's callback port; the issuer only redirects to the ports it knows.
 pub const DEFAULT_LOGIN_CALLBACK_PORT: u16 = 1455;
+/// The model of a thread that names none (Codex's `model` key overrides it).
+pub const DEFAULT_MODEL: &str = "gpt-5-codex";
+/// The system prompt of a turn when `authbridge.instructions` is unset: authbridge runs no
+/// tools, so the model is told to answer in text only.
+pub const DEFAULT_INSTRUCTIONS: &str =
+    "You are a helpful assistant. Answer in plain text; no tools are available.";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -119,6 +125,7 @@ struct RawConfig {
     auth_issuer: Option<String>,
     #[serde(default)]
     cli_auth_credentials_store: CredentialsStore,
+    model: Option<String>,
     #[serde(default)]
     authbridge: RawOwn,
 }
@@ -138,6 +145,9 @@ struct RawOwn {
     login_timeout_ms: Option<u64>,
     device_code_timeout_ms: Option<u64>,
     issuer_timeout_ms: Option<u64>,
+    // Turns.
+    instructions: Option<String>,
+    stream_idle_timeout_ms: Option<u64>,
 }
 
 /// The validated configuration.
@@ -175,6 +185,11 @@ pub struct Config {
     pub device_code_timeout: Duration,
     /// Budget of one request to the issuer.
     pub issuer_timeout: Duration,
+    /// Turns: the default model, the system prompt, and how long a response stream may
+    /// stay silent before the turn fails.
+    pub model: String,
+    pub instructions: String,
+    pub stream_idle_timeout: Duration,
 }
 
 impl Config {
@@ -320,7 +335,29 @@ impl Config {
                 15 * 60_000,
             )?,
             issuer_timeout: timeout("issuer_timeout_ms", own.issuer_timeout_ms, 30_000)?,
+            model: non_empty("model", raw.model, DEFAULT_MODEL)?,
+            instructions: non_empty(
+                "authbridge.instructions",
+                own.instructions,
+                DEFAULT_INSTRUCTIONS,
+            )?,
+            stream_idle_timeout: timeout(
+                "stream_idle_timeout_ms",
+                own.stream_idle_timeout_ms,
+                300_000,
+            )?,
         })
+    }
+}
+
+/// An empty model or prompt would only fail later, at the backend.
+fn non_empty(key: &str, value: Option<String>, default: &str) -> Result<String, ConfigError> {
+    match value {
+        None => Ok(default.to_owned()),
+        Some(v) if v.trim().is_empty() => {
+            Err(ConfigError::Invalid(format!("{key} must not be empty")))
+        }
+        Some(v) => Ok(v),
     }
 }
 
@@ -488,6 +525,7 @@ mod tests {
             "backend_timeout_ms",
             "backend_connect_timeout_ms",
             "header_read_timeout_ms",
+            "stream_idle_timeout_ms",
         ] {
             let e = load(&[&format!("authbridge.{key}=0")])
                 .unwrap_err()
@@ -552,7 +590,8 @@ mod tests {
 
     #[test]
     fn unknown_own_keys_are_refused_but_foreign_keys_pass() {
-        assert!(load(&["model=\"o3\""]).is_ok());
+        assert_eq!(load(&["model=\"o3\""]).unwrap().model, "o3");
+        assert!(load(&["model=\"\""]).is_err());
         assert!(load(&["authbridge.nope=1"]).is_err());
     }
 }

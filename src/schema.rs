@@ -8,6 +8,7 @@ use schemars::{JsonSchema, Schema, schema_for};
 use crate::protocol::account::*;
 use crate::protocol::initialize::*;
 use crate::protocol::rate_limits::*;
+use crate::protocol::turns::*;
 
 fn entry<T: JsonSchema>(name: &'static str) -> (&'static str, Schema) {
     (name, schema_for!(T))
@@ -32,6 +33,23 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         entry::<WarningNotification>("WarningNotification"),
         entry::<ChatgptAuthTokensRefreshParams>("ChatgptAuthTokensRefreshParams"),
         entry::<ExternalTokens>("ChatgptAuthTokensRefreshResponse"),
+        // Threads and turns.
+        entry::<ThreadStartParams>("ThreadStartParams"),
+        entry::<ThreadStartResponse>("ThreadStartResponse"),
+        entry::<TurnStartParams>("TurnStartParams"),
+        entry::<TurnStartResponse>("TurnStartResponse"),
+        entry::<TurnInterruptParams>("TurnInterruptParams"),
+        entry::<TurnInterruptResponse>("TurnInterruptResponse"),
+        entry::<ThreadStartedNotification>("ThreadStartedNotification"),
+        entry::<TurnStartedNotification>("TurnStartedNotification"),
+        entry::<TurnCompletedNotification>("TurnCompletedNotification"),
+        entry::<ItemStartedNotification>("ItemStartedNotification"),
+        entry::<ItemCompletedNotification>("ItemCompletedNotification"),
+        entry::<AgentMessageDeltaNotification<'static>>("AgentMessageDeltaNotification"),
+        entry::<ErrorNotification>("ErrorNotification"),
+        entry::<ThreadTokenUsageUpdatedNotification>("ThreadTokenUsageUpdatedNotification"),
+        entry::<AccountRateLimitsUpdatedNotification>("AccountRateLimitsUpdatedNotification"),
+        entry::<AuthRecoveryNotification>("AuthRecoveryNotification"),
     ]
 }
 

@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{self, Announcer, Api, Connections};
+use crate::api::{self, Announcer, Api, Connections, Threads};
 use crate::auth::storage::{CredentialStore, StorageError};
 use crate::auth::{AuthManager, Policy};
 use crate::backend::{BackendClient, BackendOptions, ClientBuildError};
@@ -118,12 +118,15 @@ impl Server {
             shutdown_grace: config.shutdown_grace,
             ..ConnectionOptions::default()
         };
+        let instructions = config.instructions.as_str().into();
         let api = Arc::new(Api {
             config,
             auth,
             backend,
             connections,
             logins,
+            threads: Arc::new(Threads::default()),
+            instructions,
         });
         let dispatcher = Arc::new(api::dispatcher(api.clone()));
         Ok(Self {
@@ -143,7 +146,7 @@ impl Server {
             link,
             self.options.clone(),
             shutdown,
-            self.api.connections.clone(),
+            self.api.clone(),
         )
         .await
     }

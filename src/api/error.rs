@@ -3,6 +3,7 @@
 
 use serde_json::json;
 
+use super::threads::ThreadError;
 use crate::auth::storage::StorageError;
 use crate::auth::{AuthError, LoginError, NoChatgpt, PolicyError};
 use crate::backend::BackendError;
@@ -47,6 +48,15 @@ pub(crate) enum ApiError {
         what: &'static str,
         error: BackendError,
     },
+    // Threads and turns.
+    #[error(transparent)]
+    Thread(#[from] ThreadError),
+    #[error("input of type `{0}` is not supported: authbridge serves text input only")]
+    UnsupportedInput(&'static str),
+    #[error("input must hold at least one text item")]
+    EmptyInput,
+    #[error("ephemeral: false is not supported: threads are kept in memory only")]
+    NotEphemeral,
 }
 
 /// Auth failures carry `data.authError`, the stable reason documented in the README.
@@ -119,6 +129,15 @@ impl ApiError {
             } => RpcError::new(INTERNAL_ERROR, message)
                 .with_data(json!({ "httpStatus": status.as_u16() })),
             ApiError::Backend { .. } => RpcError::new(INTERNAL_ERROR, message),
+            ApiError::Thread(ThreadError::TurnRunning { .. }) => {
+                RpcError::new(INVALID_REQUEST, message)
+            }
+            ApiError::Thread(_)
+            | ApiError::UnsupportedInput(_)
+            | ApiError::EmptyInput
+            | ApiError::NotEphemeral => {
+                RpcError::new(INVALID_PARAMS, format!("Invalid params: {message}"))
+            }
         }
     }
 }

@@ -11,6 +11,10 @@ mod events;
 mod initialize;
 mod rate_limits;
 mod refresh_channel;
+mod threads;
+mod turn_failure;
+mod turn_run;
+mod turns;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -27,11 +31,12 @@ use crate::login::Logins;
 use crate::protocol::decode::decode_object;
 use crate::protocol::methods;
 use crate::rpc::envelope::SecretJson;
-use crate::rpc::{Dispatcher, MethodKind, RequestContext};
+use crate::rpc::{ConnectionHooks, ConnectionId, Dispatcher, MethodKind, RequestContext};
 
 pub(crate) use connections::{Connections, Session};
 pub(crate) use error::ApiError;
 pub(crate) use events::Announcer;
+pub(crate) use threads::Threads;
 
 /// Process-wide state shared by every handler.
 pub(crate) struct Api {
@@ -40,6 +45,17 @@ pub(crate) struct Api {
     pub backend: BackendClient,
     pub connections: Arc<Connections>,
     pub logins: Arc<Logins>,
+    /// Threads and their running turns.
+    pub threads: Arc<Threads>,
+    /// The turns' system prompt, shared rather than copied into every turn.
+    pub instructions: Arc<str>,
+}
+
+impl ConnectionHooks for Api {
+    fn closed(&self, id: ConnectionId) {
+        self.connections.closed(id);
+        self.threads.connection_closed(id);
+    }
 }
 
 impl Api {
@@ -132,6 +148,14 @@ pub(crate) fn dispatcher(api: Arc<Api>) -> Dispatcher {
         methods::ACCOUNT_RATE_LIMITS_READ,
         Concurrent,
         rate_limits::read
+    );
+    method!(t, methods::THREAD_START, Concurrent, turns::thread_start);
+    method!(t, methods::TURN_START, Concurrent, turns::turn_start);
+    method!(
+        t,
+        methods::TURN_INTERRUPT,
+        Concurrent,
+        turns::turn_interrupt
     );
     Dispatcher::new(t.module, t.kinds)
 }

@@ -1,10 +1,14 @@
 //! The one HTTP client for the ChatGPT backend, and the one loop every call goes through:
-//! send; on 401 ask the auth state to recover; resend once; a second 401 is final.
+//! send; on 401 ask the auth state to recover; resend once; a second 401 is final. A JSON
+//! GET and a streaming POST differ only in what they do with the response the loop hands
+//! back, so both get exactly one recovery.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue, USER_AGENT};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 use reqwest::{Method, StatusCode};
 use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
@@ -54,9 +58,56 @@ pub(crate) struct Caller {
     pub originator: String,
 }
 
+/// One request as the loop sends it (possibly twice): the loop adds the credentials and
+/// the caller's headers.
+pub(crate) struct Call<'a> {
+    pub method: Method,
+    pub url: &'a str,
+    pub headers: HeaderMap,
+    pub body: Option<Bytes>,
+    /// A stream may legitimately outlast `backend_timeout`: it is sent on the client
+    /// without a whole-call timeout, and its reader guards idleness instead.
+    pub streaming: bool,
+}
+
+impl<'a> Call<'a> {
+    pub fn get(url: &'a str) -> Self {
+        Self {
+            method: Method::GET,
+            url,
+            headers: HeaderMap::new(),
+            body: None,
+            streaming: false,
+        }
+    }
+}
+
+/// Told when the loop starts and ends a recovery, so a caller can show it (a turn emits
+/// `modelProvider/authRecovery*`). Kept out of `auth`, which knows nothing of callers.
+pub(crate) trait RecoveryObserver: Sync {
+    fn started(&self) -> BoxFuture<'_, ()>;
+    fn finished(&self, outcome: Result<(), AuthError>) -> BoxFuture<'_, ()>;
+}
+
+/// For calls nobody watches.
+pub(crate) struct Unobserved;
+
+impl RecoveryObserver for Unobserved {
+    fn started(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+    fn finished(&self, _: Result<(), AuthError>) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// Cheap to clone (the HTTP clients are shared handles), so a turn task can own one.
+#[derive(Clone)]
 pub(crate) struct BackendClient {
     base_url: String,
     http: reqwest::Client,
+    /// Same rules as `http` but without the whole-call timeout, for response streams.
+    stream_http: reqwest::Client,
     max_body_bytes: usize,
     auth: Arc<AuthManager>,
 }
@@ -77,16 +128,22 @@ impl BackendClient {
         let plain_http = reqwest::Url::parse(&options.base_url)
             .map(|u| u.scheme() == "http")
             .unwrap_or(false);
-        let http = reqwest::Client::builder()
-            .connect_timeout(options.connect_timeout)
+        let builder = || {
+            reqwest::Client::builder()
+                .connect_timeout(options.connect_timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .https_only(!plain_http)
+        };
+        let build_error = |e: reqwest::Error| ClientBuildError(e.without_url().to_string());
+        let http = builder()
             .timeout(options.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .https_only(!plain_http)
             .build()
-            .map_err(|e| ClientBuildError(e.without_url().to_string()))?;
+            .map_err(build_error)?;
+        let stream_http = builder().build().map_err(build_error)?;
         Ok(Self {
             base_url: options.base_url,
             http,
+            stream_http,
             max_body_bytes: options.max_body_bytes,
             auth,
         })
@@ -131,39 +188,67 @@ impl BackendClient {
         Ok(body)
     }
 
+    /// The loop: sends `call` with the current ChatGPT credentials; on a 401, one
+    /// recovery (told to `observer`) and one resend; a second 401 is final. Any other
+    /// response, successful or not, is the caller's to read.
+    pub async fn authorized(
+        &self,
+        caller: &Caller,
+        call: &Call<'_>,
+        observer: &dyn RecoveryObserver,
+    ) -> Result<reqwest::Response, BackendError> {
+        let credentials = self
+            .auth
+            .chatgpt_credentials()
+            .map_err(BackendError::NoCredentials)?;
+        let response = self.send(caller, call, &credentials).await?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        drop(response);
+        tracing::debug!(url = call.url, "backend answered 401; recovering");
+        observer.started().await;
+        let recovered = self.auth.recover(&credentials).await;
+        observer
+            .finished(recovered.as_ref().map(drop).map_err(Clone::clone))
+            .await;
+        let response = self.send(caller, call, &recovered?).await?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            return Err(AuthError::Unauthorized.into());
+        }
+        Ok(response)
+    }
+
+    /// A failed status as an error, with a short excerpt of the body.
+    pub async fn status_error(&self, call: &Call<'_>, response: reqwest::Response) -> BackendError {
+        let status = response.status();
+        let body = match self.read_body(call.url, response).await {
+            Ok(bytes) => String::from_utf8_lossy(&bytes)
+                .chars()
+                .take(BODY_EXCERPT)
+                .collect(),
+            Err(e) => return e,
+        };
+        BackendError::Status {
+            method: call.method.clone(),
+            url: call.url.to_owned(),
+            status,
+            body,
+        }
+    }
+
     /// GETs `url` with the current ChatGPT credentials, recovering once from a 401.
     pub async fn get_json<T: DeserializeOwned>(
         &self,
         caller: &Caller,
         url: &str,
     ) -> Result<T, BackendError> {
-        let credentials = self
-            .auth
-            .chatgpt_credentials()
-            .map_err(BackendError::NoCredentials)?;
-        let mut response = self.send(caller, Method::GET, url, &credentials).await?;
-        if response.status() == StatusCode::UNAUTHORIZED {
-            tracing::debug!(url, "backend answered 401; recovering");
-            let fresh = self.auth.recover(&credentials).await?;
-            response = self.send(caller, Method::GET, url, &fresh).await?;
-            if response.status() == StatusCode::UNAUTHORIZED {
-                return Err(AuthError::Unauthorized.into());
-            }
+        let call = Call::get(url);
+        let response = self.authorized(caller, &call, &Unobserved).await?;
+        if !response.status().is_success() {
+            return Err(self.status_error(&call, response).await);
         }
-        let status = response.status();
         let bytes = self.read_body(url, response).await?;
-        if !status.is_success() {
-            let body: String = String::from_utf8_lossy(&bytes)
-                .chars()
-                .take(BODY_EXCERPT)
-                .collect();
-            return Err(BackendError::Status {
-                method: Method::GET,
-                url: url.to_owned(),
-                status,
-                body,
-            });
-        }
         serde_json::from_slice(&bytes).map_err(|e| BackendError::Decode {
             url: url.to_owned(),
             message: format!(
@@ -177,8 +262,7 @@ impl BackendClient {
     async fn send(
         &self,
         caller: &Caller,
-        method: Method,
-        url: &str,
+        call: &Call<'_>,
         credentials: &ChatgptCredentials,
     ) -> Result<reqwest::Response, BackendError> {
         let bearer = Zeroizing::new(format!(
@@ -191,18 +275,26 @@ impl BackendClient {
             ))
         })?;
         authorization.set_sensitive(true);
-        let mut request = self
-            .http
-            .request(method.clone(), url)
+        let http = if call.streaming {
+            &self.stream_http
+        } else {
+            &self.http
+        };
+        let mut request = http
+            .request(call.method.clone(), call.url)
+            .headers(call.headers.clone())
             .header(AUTHORIZATION, authorization)
             .header(USER_AGENT, header_value(&caller.user_agent))
             .header(ORIGINATOR_HEADER, header_value(&caller.originator));
         if let Some(account) = &credentials.account_id {
             request = request.header(ACCOUNT_ID_HEADER, header_value(account));
         }
+        if let Some(body) = &call.body {
+            request = request.body(body.clone());
+        }
         request.send().await.map_err(|e| BackendError::Transport {
-            method,
-            url: url.to_owned(),
+            method: call.method.clone(),
+            url: call.url.to_owned(),
             message: describe_transport_error(&e),
         })
     }
@@ -230,7 +322,7 @@ pub(crate) fn describe_transport_error(e: &reqwest::Error) -> String {
 }
 
 /// Client-supplied text made safe for a header: printable ASCII only.
-fn header_value(text: &str) -> HeaderValue {
+pub(crate) fn header_value(text: &str) -> HeaderValue {
     let clean: String = text
         .chars()
         .map(|c| if (' '..='~').contains(&c) { c } else { '_' })

@@ -2,5 +2,9 @@
 
 pub(crate) mod client;
 pub(crate) mod rate_limits;
+pub(crate) mod responses;
+pub(crate) mod sse;
 
-pub(crate) use client::{BackendClient, BackendError, BackendOptions, Caller, ClientBuildError};
+pub(crate) use client::{
+    BackendClient, BackendError, BackendOptions, Caller, ClientBuildError, RecoveryObserver,
+};

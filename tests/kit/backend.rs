@@ -1,7 +1,8 @@
 //! A stand-in ChatGPT backend on 127.0.0.1 (ephemeral port): answers the usage path for
 //! allowed bearer tokens and 401 otherwise, and counts every call by path and token. A
 //! token can be allowed for good or for a number of uses, after which it 401s as an
-//! expired one would. The usage answer can be made oversized, to test body limits.
+//! expired one would. The usage answer can be made oversized, to test body limits. The
+//! Responses endpoint streams scripted answers (see `responses`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,6 +15,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::responses::{ResponsesState, Script};
+
 #[derive(Default)]
 struct MockState {
     /// Allowed tokens with the uses they have left (`None`: no limit).
@@ -23,6 +26,7 @@ struct MockState {
     status: Mutex<Option<u16>>,
     /// When set, allowed tokens get a usage body of about this many bytes.
     oversized: Mutex<Option<usize>>,
+    responses: ResponsesState,
 }
 
 pub struct MockBackend {
@@ -88,7 +92,13 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
     if let Some(status) = *state.status.lock().unwrap() {
         return (StatusCode::from_u16(status).unwrap(), "forced failure").into_response();
     }
-    if !(path.ends_with("/wham/usage") || path.ends_with("/api/codex/usage")) {
+    let is_responses = path.ends_with("/codex/responses");
+    if is_responses {
+        let body = axum::body::to_bytes(request.into_body(), 64 << 20)
+            .await
+            .unwrap_or_default();
+        state.responses.record(&body);
+    } else if !(path.ends_with("/wham/usage") || path.ends_with("/api/codex/usage")) {
         return (StatusCode::NOT_FOUND, "no such path").into_response();
     }
     let allowed = match state.allowed.lock().unwrap().get_mut(&token) {
@@ -105,6 +115,9 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
             axum::Json(json!({"detail": "token expired"})),
         )
             .into_response();
+    }
+    if is_responses {
+        return state.responses.respond();
     }
     if let Some(total) = *state.oversized.lock().unwrap() {
         return oversized_body(total);
@@ -167,6 +180,27 @@ impl MockBackend {
         *self.state.oversized.lock().unwrap() = bytes;
     }
 
+    /// The Responses endpoint answers its next authorized request with `script`
+    /// (scripts queue; without one it streams a short default answer).
+    pub fn script(&self, script: Script) {
+        self.state.responses.push(script);
+    }
+
+    /// The JSON bodies posted to the Responses endpoint, oldest first.
+    pub fn response_bodies(&self) -> Vec<Value> {
+        self.state.responses.bodies()
+    }
+
+    /// When each streamed delta was handed to the HTTP server, oldest first.
+    pub fn delta_sent(&self) -> Vec<std::time::Instant> {
+        self.state.responses.delta_sent()
+    }
+
+    /// Response streams the server holds open right now.
+    pub fn open_streams(&self) -> usize {
+        self.state.responses.open_streams()
+    }
+
     /// Calls to `path` with any token.
     pub fn calls(&self, path: &str) -> usize {
         self.state
@@ -202,6 +236,7 @@ impl MockBackend {
 }
 
 pub const USAGE_PATH: &str = "/backend-api/wham/usage";
+pub const RESPONSES_PATH: &str = "/backend-api/codex/responses";
 
 /// The `-c` setting that points the server at the backend at `url`.
 pub fn base_url_setting(url: &str) -> String {

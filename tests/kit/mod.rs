@@ -17,11 +17,13 @@ pub mod issuer;
 pub mod jwt;
 pub mod process;
 pub mod raw;
+pub mod responses;
+pub mod turns;
 pub mod wait;
 
 // The names most users want; not every includer uses each.
 #[allow(unused_imports)]
-pub use backend::{MockBackend, USAGE_PATH};
+pub use backend::{MockBackend, RESPONSES_PATH, USAGE_PATH};
 #[allow(unused_imports)]
 pub use client::Client;
 #[allow(unused_imports)]
