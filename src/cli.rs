@@ -52,6 +52,7 @@ fn context(config: &Config) -> Result<Context, String> {
         config.backend_connect_timeout,
         config.issuer_timeout,
     )?;
+    auth.set_issuer(Arc::new(issuer.clone()));
     let logins = Logins::new(
         auth.clone(),
         issuer,

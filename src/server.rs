@@ -89,6 +89,7 @@ impl Server {
             config.issuer_timeout,
         )
         .map_err(StartError)?;
+        auth.set_issuer(Arc::new(issuer.clone()));
         let logins = Logins::new(
             auth.clone(),
             issuer,

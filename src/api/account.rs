@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use super::refresh_channel::PeerChannel;
 use super::{Api, ApiError};
-use crate::auth::{Identity, SuppliedTokens};
+use crate::auth::{AuthError, Identity, SuppliedTokens};
 use crate::login::Started;
 use crate::protocol::account::{
     Account, CancelLoginAccountParams, CancelLoginAccountResponse, CancelLoginAccountStatus,
     ExternalTokens, GetAccountParams, GetAccountResponse, LoginAccountParams, LoginAccountResponse,
-    LogoutAccountParams, LogoutAccountResponse,
+    LoginRequired, LogoutAccountParams, LogoutAccountResponse,
 };
 use crate::rpc::RequestContext;
 
@@ -111,13 +111,25 @@ pub(super) async fn logout(
     Ok(LogoutAccountResponse {})
 }
 
-/// Answers from memory: no network call in any mode (`refreshToken` is accepted and, in
-/// external mode, ignored as the reference does).
+/// Answers from memory, except `refreshToken: true` in managed mode, which makes a grant
+/// first (`forced`); external mode ignores it, as the reference does. A credential that
+/// needs a new sign-in reads as no account, with the reason.
 pub(super) async fn read(
     api: &Api,
     _ctx: &RequestContext,
-    _p: GetAccountParams,
+    p: GetAccountParams,
 ) -> Result<GetAccountResponse, ApiError> {
+    if p.refresh_token == Some(true) {
+        match api.auth.refresh_forced().await {
+            Ok(()) | Err(AuthError::LoginRequired(_)) => {}
+            Err(error) => {
+                return Err(ApiError::Backend {
+                    what: "account/read could not refresh the tokens",
+                    error: error.into(),
+                });
+            }
+        }
+    }
     let (account, user_id) = match api.auth.identity() {
         None => (None, None),
         Some(Identity::ApiKey) => (Some(Account::ApiKey), None),
@@ -138,5 +150,9 @@ pub(super) async fn read(
         user_id,
         requires_openai_auth: true,
         credential_store_warning: api.auth.store().warning(),
+        login_required: api.auth.login_required().map(|f| LoginRequired {
+            auth_error: f.kind().to_owned(),
+            message: f.message().to_owned(),
+        }),
     })
 }

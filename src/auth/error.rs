@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use super::grant::PermanentFailure;
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub(crate) enum AuthError {
     #[error("the parent application did not answer the token refresh request within {0:?}")]
@@ -24,6 +26,12 @@ pub(crate) enum AuthError {
     Unauthorized,
     #[error("signed out while the request was in progress")]
     SignedOut,
+    /// The managed refresh token cannot be used again.
+    #[error("{}", .0.message())]
+    LoginRequired(PermanentFailure),
+    /// The managed refresh failed for now (the issuer, the network, the store).
+    #[error("the ChatGPT tokens could not be refreshed for now: {0}")]
+    RefreshUnavailable(String),
 }
 
 impl AuthError {
@@ -37,6 +45,8 @@ impl AuthError {
             AuthError::OwnerDisconnected => "ownerDisconnected",
             AuthError::Unauthorized => "unauthorized",
             AuthError::SignedOut => "signedOut",
+            AuthError::LoginRequired(f) => f.kind(),
+            AuthError::RefreshUnavailable(_) => "refreshUnavailable",
         }
     }
 }

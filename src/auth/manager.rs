@@ -12,8 +12,11 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::watch;
 
+use super::error::AuthError;
 use super::events::{AuthEvent, AuthStatus, Mode, Subscriber};
 use super::external::{ExternalAuth, RefreshChannel, SuppliedTokens, TokensError};
+use super::grant::{PermanentFailure, RefreshReason, TokenIssuer};
+use super::managed::Backoff;
 use super::plan::PlanType;
 use super::policy::{Policy, PolicyError};
 use super::recovery::Inflight;
@@ -81,15 +84,21 @@ pub(crate) enum Identity {
 }
 
 #[derive(Default)]
-pub(super) struct State {
+pub(crate) struct State {
     pub external: Option<ExternalAuth>,
     pub stored: Option<Stored>,
+    /// The managed credential's refresh token cannot be used again: latched until a new
+    /// sign-in or a changed store.
+    pub managed_failure: Option<PermanentFailure>,
     /// Bumped on every change, so credentials can be compared cheaply.
     pub generation: u64,
 }
 
 impl State {
     pub fn mode(&self) -> Option<Mode> {
+        if self.external.is_none() && self.managed_failure.is_some() {
+            return None;
+        }
         match (&self.external, &self.stored) {
             (Some(_), _) => Some(Mode::ChatgptAuthTokens),
             (None, Some(Stored::ApiKey)) => Some(Mode::ApiKey),
@@ -99,6 +108,9 @@ impl State {
     }
 
     pub fn plan(&self) -> Option<PlanType> {
+        if self.external.is_none() && self.managed_failure.is_some() {
+            return None;
+        }
         match (&self.external, &self.stored) {
             (Some(e), _) => Some(e.plan),
             (None, Some(Stored::Chatgpt(t))) => {
@@ -141,6 +153,30 @@ pub(crate) struct AuthManager {
     pub(super) inflight: Mutex<Option<Inflight>>,
     pub(super) generation: watch::Sender<u64>,
     subscriber: OnceLock<Subscriber>,
+    /// Performs the managed refresh grant; set once at start-up.
+    pub(super) issuer: OnceLock<Arc<dyn TokenIssuer>>,
+    pub(super) backoff: Mutex<Backoff>,
+    /// How long a refresh waits for another process's refresh lock.
+    pub(super) lock_wait: Duration,
+    /// The store file as this process last saw it.
+    seen_store: Mutex<StoreSeen>,
+}
+
+#[derive(Default)]
+struct StoreSeen {
+    fingerprint: Option<Option<(u64, std::time::SystemTime, u64)>>,
+    /// Stores without a cheap fingerprint (keyring) are re-read at most this often, and
+    /// only while their credential is latched as unusable.
+    checked_at: Option<std::time::Instant>,
+}
+
+const UNFINGERPRINTED_RECHECK: Duration = Duration::from_secs(2);
+
+/// Why a backend call has no credentials to use.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum CallCredentialsError {
+    Missing(NoChatgpt),
+    Auth(AuthError),
 }
 
 impl AuthManager {
@@ -178,7 +214,122 @@ impl AuthManager {
             inflight: Mutex::new(None),
             generation: watch::Sender::new(0),
             subscriber: OnceLock::new(),
-        })
+            issuer: OnceLock::new(),
+            backoff: Mutex::new(Backoff::default()),
+            lock_wait: refresh_timeout.max(Duration::from_secs(60)),
+            seen_store: Mutex::new(StoreSeen::default()),
+        }
+        .remembering_store())
+    }
+
+    fn remembering_store(self) -> Self {
+        self.remember_store();
+        self
+    }
+
+    /// Sets who performs the refresh grant.
+    pub fn set_issuer(&self, issuer: Arc<dyn TokenIssuer>) {
+        let _ = self.issuer.set(issuer);
+    }
+
+    /// Where the refresh lock lives: beside a store other processes can share.
+    pub(super) fn lock_dir(&self) -> Option<std::path::PathBuf> {
+        self.store
+            .is_shared()
+            .then(|| self.store.home().to_path_buf())
+    }
+
+    /// The policy applied to a stored credential: one of a forbidden kind is not used.
+    pub(super) fn allowed(&self, stored: &Stored) -> bool {
+        match stored {
+            Stored::ApiKey => self.policy.allow_api_key().is_ok(),
+            Stored::Chatgpt(t) => {
+                self.policy.allow_managed_chatgpt().is_ok()
+                    && self.policy.check_workspace(t.account_id.as_deref()).is_ok()
+            }
+        }
+    }
+
+    /// Records the store file as it is now, after this process read or wrote it.
+    pub(super) fn remember_store(&self) {
+        let mut seen = self.seen_store.lock().unwrap_or_else(|p| p.into_inner());
+        seen.fingerprint = self.store.file_fingerprint();
+        seen.checked_at = Some(std::time::Instant::now());
+    }
+
+    /// Whether another process may have changed the store since.
+    pub(super) fn store_changed(&self) -> bool {
+        let now = self.store.file_fingerprint();
+        let seen = self.seen_store.lock().unwrap_or_else(|p| p.into_inner());
+        match now {
+            Some(_) => now != seen.fingerprint,
+            None => {
+                self.lock().managed_failure.is_some()
+                    && self.store.is_shared()
+                    && seen
+                        .checked_at
+                        .is_none_or(|at| at.elapsed() >= UNFINGERPRINTED_RECHECK)
+            }
+        }
+    }
+
+    /// The credentials for a backend call: the store is re-read when another process
+    /// changed it, a latched credential fails at once, and a managed token close to its
+    /// expiry is refreshed first.
+    pub async fn credentials_for_call(
+        self: &Arc<Self>,
+    ) -> Result<ChatgptCredentials, CallCredentialsError> {
+        if self.lock().external.is_none() {
+            self.notice_store_change().await;
+        }
+        let (current, due, expires) = {
+            let state = self.lock();
+            if state.external.is_none()
+                && let (Some(failure), Some(Stored::Chatgpt(_))) =
+                    (state.managed_failure, &state.stored)
+            {
+                return Err(CallCredentialsError::Auth(AuthError::LoginRequired(
+                    failure,
+                )));
+            }
+            let current = state.credentials().map_err(CallCredentialsError::Missing)?;
+            let expires = match &state.stored {
+                Some(Stored::Chatgpt(t)) => t.access_expires,
+                _ => None,
+            };
+            (current, super::managed::due(&state), expires)
+        };
+        match due {
+            None => Ok(current),
+            Some(reason) => self
+                .refresh_if_due(current, reason, expires)
+                .await
+                .map_err(CallCredentialsError::Auth),
+        }
+    }
+
+    /// `account/read {refreshToken: true}` in managed mode: a grant now. Other modes: no-op.
+    pub async fn refresh_forced(self: &Arc<Self>) -> Result<(), AuthError> {
+        let generation = {
+            let state = self.lock();
+            match (&state.external, &state.stored) {
+                (None, Some(Stored::Chatgpt(_))) => state.generation,
+                _ => return Ok(()),
+            }
+        };
+        self.shared_refresh(generation, RefreshReason::Forced, None)
+            .await
+            .map(drop)
+    }
+
+    /// The latched failure of the managed credential, for `account/read`.
+    pub fn login_required(&self) -> Option<PermanentFailure> {
+        let state = self.lock();
+        state
+            .external
+            .is_none()
+            .then_some(state.managed_failure)
+            .flatten()
     }
 
     /// Sets the one receiver of [`AuthEvent`]s.
@@ -211,6 +362,9 @@ impl AuthManager {
     /// Who the user is, for `account/read`. Never touches the network.
     pub fn identity(&self) -> Option<Identity> {
         let state = self.lock();
+        if state.external.is_none() && state.managed_failure.is_some() {
+            return None;
+        }
         match (&state.external, &state.stored) {
             (Some(e), _) => Some(Identity::Chatgpt {
                 email: e.email.clone(),
@@ -264,8 +418,10 @@ impl AuthManager {
             store.save(&doc.with_api_key(key))
         })
         .await?;
+        self.remember_store();
         let mut state = self.lock();
         state.stored = Some(Stored::ApiKey);
+        state.managed_failure = None;
         self.replaced();
         self.changed(&mut state, |status| AuthEvent::LoggedIn {
             status,
@@ -333,8 +489,11 @@ impl AuthManager {
                 Ok((stored, superseded))
             })
             .await?;
+        self.remember_store();
+        *self.backoff.lock().unwrap_or_else(|p| p.into_inner()) = Backoff::default();
         let mut state = self.lock();
         state.stored = Some(stored);
+        state.managed_failure = None;
         self.replaced();
         self.changed(&mut state, move |status| AuthEvent::LoggedIn {
             status,
@@ -391,7 +550,9 @@ impl AuthManager {
                 Ok(refresh_token)
             })
             .await?;
+        self.remember_store();
         let mut state = self.lock();
+        state.managed_failure = None;
         if state.stored.take().is_some() {
             tracing::info!("stored credential removed");
         }

@@ -5,9 +5,12 @@
 pub(crate) mod error;
 pub(crate) mod events;
 pub(crate) mod external;
+mod file_lock;
+pub(crate) mod grant;
 pub(crate) mod jwt;
 #[cfg(test)]
 mod jwt_props;
+mod managed;
 pub(crate) mod manager;
 pub(crate) mod plan;
 pub(crate) mod policy;
@@ -17,5 +20,7 @@ pub(crate) mod storage;
 pub(crate) use error::AuthError;
 pub(crate) use events::{AuthEvent, AuthStatus, Mode};
 pub(crate) use external::{ChannelError, RefreshChannel, SuppliedTokens};
-pub(crate) use manager::{AuthManager, ChatgptCredentials, Identity, LoginError, NoChatgpt};
+pub(crate) use manager::{
+    AuthManager, CallCredentialsError, ChatgptCredentials, Identity, LoginError, NoChatgpt,
+};
 pub(crate) use policy::{Policy, PolicyError};

@@ -13,10 +13,21 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use super::error::AuthError;
 use super::events::AuthEvent;
 use super::external::{ChannelError, ExternalAuth, RefreshChannel, TokensError};
-use super::manager::{AuthManager, ChatgptCredentials};
+use super::grant::RefreshReason;
+use super::manager::{AuthManager, ChatgptCredentials, State};
 use super::storage::Stored;
 
 type SharedRefresh = Shared<BoxFuture<'static, Result<ChatgptCredentials, AuthError>>>;
+
+/// What a caller gets now: the current credentials, or why there are none.
+fn current(state: &State) -> Result<ChatgptCredentials, AuthError> {
+    if state.external.is_none()
+        && let Some(failure) = state.managed_failure
+    {
+        return Err(AuthError::LoginRequired(failure));
+    }
+    state.credentials().map_err(|_| AuthError::SignedOut)
+}
 
 pub(super) struct Inflight {
     generation: u64,
@@ -30,20 +41,30 @@ impl AuthManager {
         failed: &ChatgptCredentials,
     ) -> Result<ChatgptCredentials, AuthError> {
         let mut generation = self.generation.subscribe();
-        let refresh = {
+        let managed = {
             let state = self.lock();
-            match state.credentials() {
+            match current(&state) {
                 Ok(current) if current.generation != failed.generation => return Ok(current),
                 Ok(_) => {}
-                Err(_) => return Err(AuthError::SignedOut),
+                Err(e) => return Err(e),
             }
+            state.external.is_none() && matches!(state.stored, Some(Stored::Chatgpt(_)))
+        };
+        if managed {
+            return self
+                .shared_refresh(
+                    failed.generation,
+                    RefreshReason::UnauthorizedRecovery,
+                    Some(failed.access_token.clone()),
+                )
+                .await;
+        }
+        let refresh = {
+            let state = self.lock();
             let (owner, previous_account_id) = match (&state.external, &state.stored) {
                 (Some(e), _) => (e.owner.clone(), e.account_id.clone()),
-                // Managed sign-in's refresh-token grant plugs in here; until it exists the
-                // 401 is final, as for an API key.
-                (None, Some(Stored::Chatgpt(_))) | (None, Some(Stored::ApiKey)) | (None, None) => {
-                    return Err(AuthError::Unauthorized);
-                }
+                // An API key is not for these calls; nothing to recover.
+                _ => return Err(AuthError::Unauthorized),
             };
             let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             match inflight.as_ref() {
@@ -66,13 +87,65 @@ impl AuthManager {
             outcome = refresh => outcome,
             // Someone else changed the credentials meanwhile (a login, a logout, or this
             // very refresh installing its answer): use whatever is current now.
-            _ = generation.wait_for(|g| *g != failed.generation) => {
-                let state = self.lock();
-                match state.credentials() {
-                    Ok(current) => Ok(current),
-                    Err(_) => Err(AuthError::SignedOut),
+            _ = generation.wait_for(|g| *g != failed.generation) => current(&self.lock()),
+        }
+    }
+
+    /// One managed refresh for `generation`, shared by every caller that asks for it. It
+    /// runs as its own task, so no caller (and no login dropping `inflight`) can stop it
+    /// between the grant and the persist.
+    pub(super) async fn shared_refresh(
+        self: &Arc<Self>,
+        generation: u64,
+        reason: RefreshReason,
+        failed_access: Option<Arc<secrecy::SecretString>>,
+    ) -> Result<ChatgptCredentials, AuthError> {
+        let mut changes = self.generation.subscribe();
+        let refresh = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            match inflight.as_ref() {
+                Some(i) if i.generation == generation => i.refresh.clone(),
+                _ => {
+                    let this = self.clone();
+                    let task = tokio::spawn(async move {
+                        let outcome = this
+                            .clone()
+                            .refresh_managed(generation, reason, failed_access)
+                            .await;
+                        this.finished(generation);
+                        outcome
+                    });
+                    let refresh = async move {
+                        task.await.unwrap_or_else(|_| {
+                            Err(AuthError::RefreshUnavailable(
+                                "the refresh task ended abnormally".into(),
+                            ))
+                        })
+                    }
+                    .boxed()
+                    .shared();
+                    *inflight = Some(Inflight {
+                        generation,
+                        refresh: refresh.clone(),
+                    });
+                    refresh
                 }
             }
+        };
+        tokio::select! {
+            outcome = refresh => outcome,
+            _ = changes.wait_for(|g| *g != generation) => current(&self.lock()),
+        }
+    }
+
+    /// Later callers of this generation start a new refresh.
+    fn finished(&self, generation: u64) {
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if inflight
+            .as_ref()
+            .is_some_and(|i| i.generation == generation)
+        {
+            *inflight = None;
         }
     }
 
@@ -86,13 +159,7 @@ impl AuthManager {
             .ask_and_install(generation, owner, previous_account_id)
             .await;
         // Later 401s of this generation ask again (for example after a refused workspace).
-        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        if inflight
-            .as_ref()
-            .is_some_and(|i| i.generation == generation)
-        {
-            *inflight = None;
-        }
+        self.finished(generation);
         if let Err(e) = &outcome {
             tracing::warn!(kind = e.kind(), "external token refresh failed");
         }

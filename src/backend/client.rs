@@ -14,7 +14,7 @@ use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
-use crate::auth::{AuthError, AuthManager, ChatgptCredentials, NoChatgpt};
+use crate::auth::{AuthError, AuthManager, CallCredentialsError, ChatgptCredentials, NoChatgpt};
 
 const ACCOUNT_ID_HEADER: HeaderName = HeaderName::from_static("chatgpt-account-id");
 const ORIGINATOR_HEADER: HeaderName = HeaderName::from_static("originator");
@@ -199,8 +199,12 @@ impl BackendClient {
     ) -> Result<reqwest::Response, BackendError> {
         let credentials = self
             .auth
-            .chatgpt_credentials()
-            .map_err(BackendError::NoCredentials)?;
+            .credentials_for_call()
+            .await
+            .map_err(|e| match e {
+                CallCredentialsError::Missing(why) => BackendError::NoCredentials(why),
+                CallCredentialsError::Auth(a) => BackendError::Auth(a),
+            })?;
         let response = self.send(caller, call, &credentials).await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);

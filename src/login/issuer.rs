@@ -10,6 +10,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::auth::grant::{GrantError, PermanentFailure, RefreshReason, Refreshed, TokenIssuer};
 use crate::auth::storage::SecretText;
 use crate::backend::client::describe_transport_error;
 use crate::config::IssuerEndpoints;
@@ -53,6 +54,49 @@ struct TokenAnswer {
     id_token: SecretText,
     access_token: SecretText,
     refresh_token: SecretText,
+}
+
+#[derive(Deserialize)]
+struct RefreshAnswer {
+    #[serde(default)]
+    id_token: Option<SecretText>,
+    #[serde(default)]
+    access_token: Option<SecretText>,
+    #[serde(default)]
+    refresh_token: Option<SecretText>,
+}
+
+/// Which grant failures only a new sign-in cures: a 401, or one of the refresh-token
+/// codes whatever the status. A request whose answer never came may have rotated the
+/// token: that is `Uncertain`, unless it never left (no connection).
+fn classify(e: IssuerError) -> GrantError {
+    match e {
+        IssuerError::Status {
+            status, ref code, ..
+        } => match code.as_deref().and_then(PermanentFailure::from_code) {
+            Some(failure) => GrantError::Permanent(failure),
+            None if status == StatusCode::UNAUTHORIZED => {
+                GrantError::Permanent(PermanentFailure::Rejected)
+            }
+            None => GrantError::Transient(e.to_string()),
+        },
+        IssuerError::Transport { ref message, .. } if message.starts_with("could not connect") => {
+            GrantError::Transient(e.to_string())
+        }
+        IssuerError::Transport { .. } => GrantError::Uncertain(e.to_string()),
+        other => GrantError::Transient(other.to_string()),
+    }
+}
+
+impl TokenIssuer for IssuerClient {
+    fn refresh(
+        &self,
+        refresh_token: SecretText,
+        reason: RefreshReason,
+    ) -> futures::future::BoxFuture<'static, Result<Refreshed, GrantError>> {
+        let this = self.clone();
+        Box::pin(async move { this.refresh_grant(&refresh_token, reason).await })
+    }
 }
 
 #[derive(Deserialize)]
@@ -206,6 +250,40 @@ impl IssuerClient {
                 tracing::info!("{e}; the sign-in goes on without an API key");
                 None
             }
+        }
+    }
+
+    /// The refresh grant: JSON, as the reference sends it.
+    pub async fn refresh_grant(
+        &self,
+        refresh_token: &SecretText,
+        reason: RefreshReason,
+    ) -> Result<Refreshed, GrantError> {
+        const WHAT: &str = "Token refresh failed";
+        let body = serde_json::json!({
+            "client_id": CLIENT_ID,
+            "grant_type": "refresh_token",
+            "refresh_reason": reason.as_str(),
+            "refresh_token": refresh_token.expose(),
+        });
+        let request = self
+            .http
+            .post(&self.endpoints.refresh_token_url)
+            .header("originator", "codex_cli_rs")
+            .json(&body);
+        match self.call(WHAT, request).await {
+            Ok((status, body)) if status.is_success() => {
+                let answer: RefreshAnswer = serde_json::from_slice(&body).map_err(|_| {
+                    GrantError::Transient(format!("{WHAT}: the issuer's answer does not parse"))
+                })?;
+                Ok(Refreshed {
+                    id_token: answer.id_token,
+                    access_token: answer.access_token,
+                    refresh_token: answer.refresh_token,
+                })
+            }
+            Ok((status, body)) => Err(classify(status_error(WHAT, status, &body))),
+            Err(e) => Err(classify(e)),
         }
     }
 

@@ -153,6 +153,19 @@ pub struct GetAccountResponse {
     /// credential in the file because the OS keyring failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_store_warning: Option<String>,
+    /// authbridge's addition: set while the stored ChatGPT credential cannot be refreshed
+    /// any more (`account` is then null, as in the reference) and says why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_required: Option<LoginRequired>,
+}
+
+/// Why a new sign-in is needed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginRequired {
+    /// The stable name also used in errors' `data.authError`, e.g. `refreshTokenReused`.
+    pub auth_error: String,
+    pub message: String,
 }
 
 /// `warning`: something the user should know that is not an error of any request.

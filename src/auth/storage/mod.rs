@@ -295,6 +295,43 @@ impl CredentialStore {
         }
     }
 
+    /// What the file looks like on disk (size, modification time, inode), for noticing
+    /// another process's write cheaply. `None` when the credential is not in the file
+    /// (keyring, memory), where nothing this cheap exists.
+    pub fn file_fingerprint(&self) -> Option<Option<(u64, SystemTime, u64)>> {
+        let in_file = match self.kind {
+            CredentialsStore::File => true,
+            CredentialsStore::Auto => self.warning().is_some(),
+            CredentialsStore::Keyring | CredentialsStore::Ephemeral => false,
+        };
+        if !in_file {
+            return None;
+        }
+        match std::fs::metadata(self.file.path()) {
+            Ok(meta) => {
+                #[cfg(unix)]
+                let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+                #[cfg(not(unix))]
+                let inode = 0;
+                Some(Some((
+                    meta.len(),
+                    meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                    inode,
+                )))
+            }
+            Err(_) => Some(None),
+        }
+    }
+
+    /// Whether this store lives in the home directory, where processes share it.
+    pub fn is_shared(&self) -> bool {
+        self.kind != CredentialsStore::Ephemeral
+    }
+
+    pub fn home(&self) -> &Path {
+        self.file.path().parent().unwrap_or(Path::new("."))
+    }
+
     /// A keyring save makes the file copy stale: it is removed, as the reference does.
     fn write_keyring(&self, doc: &AuthDocument) -> Result<(), keyring::KeyringError> {
         let text = doc.to_compact();

@@ -1,0 +1,406 @@
+//! The managed credential's refresh grant, safe across processes that share a store.
+//!
+//! One grant per credential, everywhere:
+//! - in the process, callers share one refresh (single flight, `recovery.rs`);
+//! - across processes, the grant runs under an exclusive lock beside the store, held from
+//!   the re-read through the request to the persist. Under the lock the store is read
+//!   again: a credential another process already rotated is adopted without a request;
+//! - Codex's own commit locks are taken only around the write, and the file is compared
+//!   with the in-lock read first, so a Codex process that rotated meanwhile keeps its
+//!   tokens.
+//!
+//! A permanent failure is latched: later calls fail at once, without a request, until a
+//! new sign-in or a changed store. A transient one backs off; the next attempt re-reads
+//! the store before it spends anything, since a lost answer may have rotated the token.
+//!
+//! The grant runs in its own task: a caller that goes away, or a login that replaces the
+//! credential, cannot interrupt it between the request and the persist.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use secrecy::{ExposeSecret, SecretString};
+use tokio::time::Instant;
+
+use super::error::AuthError;
+use super::events::AuthEvent;
+use super::file_lock::{self, CODEX_COMMIT_LOCKS, REFRESH_LOCK};
+use super::grant::{GrantError, RefreshReason, Refreshed};
+use super::manager::{AuthManager, ChatgptCredentials, State};
+use super::storage::{AuthDocument, DocumentMode, StorageError, Stored};
+
+/// The access token is refreshed this long before its `exp`.
+pub(crate) const PROACTIVE_WINDOW: Duration = Duration::from_secs(5 * 60);
+/// Without an `exp`, a credential is refreshed once its last refresh is this old.
+pub(crate) const SCHEDULED_AGE: Duration = Duration::from_secs(8 * 24 * 3600);
+/// How long a Codex commit lock is waited for before the write goes ahead without it: a
+/// rotated token is never given up for a lock.
+const COMMIT_LOCK_WAIT: Duration = Duration::from_secs(30);
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Transient failures space out attempts.
+#[derive(Default)]
+pub(crate) struct Backoff {
+    until: Option<Instant>,
+    next: Option<Duration>,
+    last_error: String,
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Why the managed credential of `state` should be refreshed before a call, if it should.
+pub(crate) fn due(state: &State) -> Option<RefreshReason> {
+    let Some(Stored::Chatgpt(t)) = &state.stored else {
+        return None;
+    };
+    if state.external.is_some() || state.managed_failure.is_some() {
+        return None;
+    }
+    match t.access_expires {
+        Some(exp) if exp - now_secs() <= PROACTIVE_WINDOW.as_secs() as i64 => {
+            Some(RefreshReason::ProactiveExpiry)
+        }
+        Some(_) => None,
+        None => match t.last_refresh {
+            Some(at) if at.elapsed().unwrap_or_default() < SCHEDULED_AGE => None,
+            _ => Some(RefreshReason::Scheduled),
+        },
+    }
+}
+
+/// Whether the stored document holds the same credential as the one in memory.
+fn same_tokens(doc: &AuthDocument, access: &SecretString) -> bool {
+    doc.mode() == Some(DocumentMode::Chatgpt)
+        && doc
+            .tokens
+            .as_ref()
+            .is_some_and(|t| t.access_token.expose() == access.expose_secret())
+}
+
+/// Whether two reads of the store hold the same credential.
+fn same_document(a: &Option<AuthDocument>, b: &Option<AuthDocument>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            let tokens = |d: &AuthDocument| {
+                d.tokens.as_ref().map(|t| {
+                    (
+                        t.access_token.clone(),
+                        t.refresh_token.clone(),
+                        t.id_token.clone(),
+                    )
+                })
+            };
+            a.mode() == b.mode()
+                && tokens(a) == tokens(b)
+                && a.api_key == b.api_key
+                && a.last_refresh == b.last_refresh
+        }
+        _ => false,
+    }
+}
+
+/// The document after a grant: each field the issuer sent replaces the stored one. An ID
+/// token that does not parse is not stored (the old one stays): the rotated tokens must be
+/// kept whatever else is wrong with the answer.
+fn apply(mut doc: AuthDocument, answer: Refreshed) -> AuthDocument {
+    if let Some(tokens) = doc.tokens.as_mut() {
+        if let Some(id) = answer.id_token {
+            if super::jwt::parse(id.expose()).is_ok() {
+                tokens.id_token = id;
+            } else {
+                tracing::warn!("the refreshed ID token is not a JWT; keeping the previous one");
+            }
+        }
+        if let Some(access) = answer.access_token {
+            tokens.access_token = access;
+        }
+        if let Some(refresh) = answer.refresh_token {
+            tokens.refresh_token = refresh;
+        }
+    }
+    doc.last_refresh = Some(super::storage::document::timestamp(SystemTime::now()));
+    doc
+}
+
+fn unavailable(e: impl std::fmt::Display) -> AuthError {
+    AuthError::RefreshUnavailable(e.to_string())
+}
+
+impl AuthManager {
+    /// The refresh, as one task: see the module's doc.
+    pub(super) async fn refresh_managed(
+        self: Arc<Self>,
+        generation: u64,
+        reason: RefreshReason,
+        failed_access: Option<Arc<SecretString>>,
+    ) -> Result<ChatgptCredentials, AuthError> {
+        {
+            let backoff = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+            if backoff.until.is_some_and(|u| Instant::now() < u) {
+                return Err(AuthError::RefreshUnavailable(backoff.last_error.clone()));
+            }
+        }
+        let Some(issuer) = self.issuer.get().cloned() else {
+            return Err(AuthError::Unauthorized);
+        };
+        let _refresh_lock = match self.lock_dir() {
+            Some(dir) => Some(
+                file_lock::acquire(&dir.join(REFRESH_LOCK), self.lock_wait)
+                    .await
+                    .map_err(unavailable)?,
+            ),
+            None => None,
+        };
+        let in_lock = self
+            .with_store(|s| s.load_document())
+            .await
+            .map_err(unavailable)?;
+
+        // Did someone else (another process, a sign-in) change the credential?
+        let ours = {
+            let state = self.lock();
+            if state.generation != generation {
+                return state.credentials().map_err(|_| AuthError::SignedOut);
+            }
+            match &state.stored {
+                Some(Stored::Chatgpt(t)) if state.external.is_none() => t.access_token.clone(),
+                _ => return Err(AuthError::SignedOut),
+            }
+        };
+        let Some(doc) = in_lock
+            .clone()
+            .filter(|d| same_tokens(d, &ours) && d.tokens.is_some())
+        else {
+            tracing::info!("the stored credential changed; adopting it instead of refreshing");
+            return self.adopt(in_lock);
+        };
+        if let Some(failure) = self.lock().managed_failure {
+            return Err(AuthError::LoginRequired(failure));
+        }
+        // `failed_access` is the token that got the 401; it is the stored one here (else
+        // the document would differ), so a grant is due whatever its `exp` says.
+        let _ = failed_access;
+
+        let refresh_token = doc
+            .tokens
+            .as_ref()
+            .map(|t| t.refresh_token.clone())
+            .expect("checked above");
+        tracing::info!(reason = reason.as_str(), "refreshing the ChatGPT tokens");
+        match issuer.refresh(refresh_token, reason).await {
+            Ok(answer) => {
+                self.backoff.lock().unwrap_or_else(|p| p.into_inner()).next = None;
+                let fresh = apply(doc, answer);
+                let in_effect = self.commit(&in_lock, fresh).await?;
+                self.adopt(Some(in_effect))
+            }
+            Err(GrantError::Permanent(failure)) => {
+                // Another process may have rotated the token under a lock we do not share
+                // (Codex takes none): read once more before declaring the credential dead.
+                let again = self
+                    .with_store(|s| s.load_document())
+                    .await
+                    .map_err(unavailable)?;
+                if !same_document(&again, &in_lock) {
+                    tracing::info!("the refresh failed but the store changed; adopting it");
+                    return self.adopt(again);
+                }
+                tracing::warn!(
+                    failure = failure.kind(),
+                    "the refresh token cannot be used; a new sign-in is needed"
+                );
+                let mut state = self.lock();
+                if state.generation == generation {
+                    state.managed_failure = Some(failure);
+                    self.changed(&mut state, AuthEvent::Changed);
+                }
+                Err(AuthError::LoginRequired(failure))
+            }
+            Err(GrantError::Transient(message) | GrantError::Uncertain(message)) => {
+                let mut backoff = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+                let wait = backoff.next.unwrap_or(FIRST_BACKOFF);
+                backoff.until = Some(Instant::now() + wait);
+                backoff.next = Some((wait * 2).min(MAX_BACKOFF));
+                backoff.last_error = message.clone();
+                tracing::warn!(retry_after = ?wait, "the token refresh failed: {message}");
+                Err(AuthError::RefreshUnavailable(message))
+            }
+        }
+    }
+
+    /// Writes `fresh` under Codex's commit locks, unless the store changed since
+    /// `in_lock` was read (a Codex process rotated meanwhile): then the store's document
+    /// wins. Returns the document in effect.
+    async fn commit(
+        &self,
+        in_lock: &Option<AuthDocument>,
+        fresh: AuthDocument,
+    ) -> Result<AuthDocument, AuthError> {
+        let mut held = Vec::new();
+        if let Some(dir) = self.lock_dir() {
+            for name in CODEX_COMMIT_LOCKS {
+                match file_lock::acquire(&dir.join(name), COMMIT_LOCK_WAIT).await {
+                    Ok(lock) => held.push(lock),
+                    Err(e) => {
+                        tracing::warn!("{e}; writing the rotated tokens without it");
+                        break;
+                    }
+                }
+            }
+        }
+        let expected = in_lock.clone();
+        let result = self
+            .with_store(move |store| {
+                let now = store.load_document()?;
+                if !same_document(&now, &expected) {
+                    return now.ok_or(StorageError::Format {
+                        place: "the credential store (signed out during a refresh)".into(),
+                    });
+                }
+                store.save(&fresh)?;
+                Ok(fresh)
+            })
+            .await;
+        drop(held);
+        self.remember_store();
+        result.map_err(|e| {
+            tracing::error!("the rotated tokens could not be stored: {e}");
+            unavailable(e)
+        })
+    }
+
+    /// Puts a document read from the store in effect (a refresh's result, or what another
+    /// process wrote). Announces a change of who is signed in; a plain rotation is silent,
+    /// as the reference's.
+    pub(super) fn adopt(&self, doc: Option<AuthDocument>) -> Result<ChatgptCredentials, AuthError> {
+        let stored = doc
+            .as_ref()
+            .and_then(Stored::from_document)
+            .filter(|s| self.allowed(s));
+        let mut state = self.lock();
+        let before = (state.status(), identity_key(&state.stored));
+        state.stored = stored;
+        state.managed_failure = None;
+        let after = (state.status(), identity_key(&state.stored));
+        if before != after {
+            self.changed(&mut state, AuthEvent::Changed);
+        } else {
+            state.generation += 1;
+            self.generation.send_replace(state.generation);
+        }
+        drop(state);
+        self.remember_store();
+        let state = self.lock();
+        match (&state.external, &state.stored) {
+            (None, Some(Stored::Chatgpt(_))) => {
+                state.credentials().map_err(|_| AuthError::SignedOut)
+            }
+            _ => Err(AuthError::SignedOut),
+        }
+    }
+
+    /// Re-reads the store when its file changed since this process last read or wrote it,
+    /// so a sign-in, sign-out or rotation by another process takes effect here.
+    pub(super) async fn notice_store_change(&self) {
+        if !self.store_changed() {
+            return;
+        }
+        match self.with_store(|s| s.load_document()).await {
+            Ok(doc) => {
+                let current = {
+                    let state = self.lock();
+                    match &state.stored {
+                        Some(Stored::Chatgpt(t)) => doc
+                            .as_ref()
+                            .is_some_and(|d| same_tokens(d, &t.access_token)),
+                        Some(Stored::ApiKey) => {
+                            doc.as_ref().and_then(|d| d.mode()) == Some(DocumentMode::ApiKey)
+                        }
+                        None => doc.is_none(),
+                    }
+                };
+                if current {
+                    self.remember_store();
+                } else {
+                    tracing::info!("the credential store changed; reloading it");
+                    let _ = self.adopt(doc);
+                }
+            }
+            // A torn or foreign file: keep what is in effect and look again next time.
+            Err(e) => tracing::debug!("the credential store changed but cannot be read: {e}"),
+        }
+    }
+
+    /// A refresh before a call, when due; best effort while the token is still valid.
+    pub(super) async fn refresh_if_due(
+        self: &Arc<Self>,
+        current: ChatgptCredentials,
+        reason: RefreshReason,
+        expires: Option<i64>,
+    ) -> Result<ChatgptCredentials, AuthError> {
+        match self.shared_refresh(current.generation, reason, None).await {
+            Ok(fresh) => Ok(fresh),
+            Err(e @ AuthError::LoginRequired(_)) => Err(e),
+            Err(e) if expires.is_some_and(|exp| exp > now_secs()) => {
+                tracing::info!("proactive refresh failed ({e}); using the current token");
+                Ok(current)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// What identifies the signed-in credential, beyond the status clients see.
+fn identity_key(stored: &Option<Stored>) -> Option<Option<String>> {
+    match stored {
+        Some(Stored::Chatgpt(t)) => Some(t.account_id.clone()),
+        Some(Stored::ApiKey) => Some(None),
+        None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grant_answer_replaces_only_what_it_carries() {
+        use crate::auth::storage::{SecretText, TokenData};
+        let doc = AuthDocument::default().with_chatgpt(
+            TokenData {
+                id_token: SecretText::new("old.id.token".into()),
+                access_token: SecretText::new("old-access".into()),
+                refresh_token: SecretText::new("old-refresh".into()),
+                account_id: Some("ws".into()),
+                other: Default::default(),
+            },
+            None,
+            SystemTime::UNIX_EPOCH,
+        );
+        let fresh = apply(
+            doc.clone(),
+            Refreshed {
+                id_token: Some(SecretText::new("not a jwt".into())),
+                access_token: Some(SecretText::new("new-access".into())),
+                refresh_token: None,
+            },
+        );
+        let t = fresh.tokens.as_ref().unwrap();
+        assert_eq!(t.access_token.expose(), "new-access");
+        assert_eq!(t.refresh_token.expose(), "old-refresh");
+        assert_eq!(
+            t.id_token.expose(),
+            "old.id.token",
+            "a broken ID token is not stored"
+        );
+        assert_ne!(fresh.last_refresh, doc.last_refresh);
+        assert!(!same_document(&Some(fresh), &Some(doc)));
+    }
+}
