@@ -191,8 +191,9 @@ impl Logins {
                     tokio::select! {
                         _ = &mut grace => break,
                         _ = run.cancel.cancelled() => break,
+                        // The page was shown, or someone needs the port (`/cancel`).
                         event = run.events.recv() => match event {
-                            Some(Event::SuccessShown) | None => break,
+                            Some(Event::SuccessShown | Event::Cancel) | None => break,
                             Some(_) => {}
                         },
                     }

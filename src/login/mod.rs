@@ -163,13 +163,11 @@ impl Logins {
                 allowed_workspaces: self.settings.workspaces.as_deref(),
             },
         );
-        let login_id = uuid::Uuid::new_v4().to_string();
         let (events_tx, events) = mpsc::channel(8);
         let (phase, phase_rx) = watch::channel(browser::Phase::Waiting);
         let routes = Arc::new(browser::CallbackRoutes::new(state, events_tx, phase_rx));
         let stop_server = CancellationToken::new();
         let server = tokio::spawn(callback::serve(listener, routes, stop_server.clone()));
-        let cancel = self.begin(&login_id);
         tracing::info!(login_id, port, "browser sign-in started");
         let run = browser::BrowserRun {
             login_id: login_id.clone(),

@@ -17,8 +17,12 @@ use serde_json::{Value, json};
 
 use super::responses::{ResponsesState, Script};
 
+/// Decides which bearer tokens the backend accepts, instead of the allow list.
+pub type Validator = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 #[derive(Default)]
 struct MockState {
+    validator: Mutex<Option<Validator>>,
     /// Allowed tokens with the uses they have left (`None`: no limit).
     allowed: Mutex<HashMap<String, Option<usize>>>,
     calls: Mutex<HashMap<(String, String), usize>>,
@@ -101,13 +105,17 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
     } else if !(path.ends_with("/wham/usage") || path.ends_with("/api/codex/usage")) {
         return (StatusCode::NOT_FOUND, "no such path").into_response();
     }
-    let allowed = match state.allowed.lock().unwrap().get_mut(&token) {
+    let validator = state.validator.lock().unwrap().clone();
+    let allowed = match validator {
+        Some(valid) => valid(&token),
+        None => match state.allowed.lock().unwrap().get_mut(&token) {
         Some(None) => true,
         Some(Some(left)) if *left > 0 => {
             *left -= 1;
             true
         }
         _ => false,
+        },
     };
     if !allowed {
         return (
@@ -162,6 +170,12 @@ impl MockBackend {
 
     /// Accepts `token` for its next `uses` calls; after that it gets 401 like an expired
     /// token.
+    /// Accepts exactly the tokens `valid` accepts (for example, the stand-in issuer's
+    /// current access tokens).
+    pub fn validate_with(&self, valid: Validator) {
+        *self.state.validator.lock().unwrap() = Some(valid);
+    }
+
     pub fn allow_uses(&self, token: &str, uses: usize) {
         self.state
             .allowed

@@ -60,6 +60,13 @@ struct IssuerState {
     revoke_status: Mutex<u16>,
     revoked: Mutex<Vec<String>>,
     access_lifetime_secs: Mutex<i64>,
+    /// Access tokens the backend accepts: those of the newest token set.
+    valid_access: Mutex<Vec<String>>,
+    /// The next refresh grants fail with this status and code.
+    refresh_failures: Mutex<Vec<(u16, String)>>,
+    refresh_delay: Mutex<std::time::Duration>,
+    /// `(refresh_reason, presented token)` of every grant, in order.
+    refreshes: Mutex<Vec<(String, String)>>,
     /// The issuer's own base URL.
     url: Mutex<String>,
 }
@@ -102,9 +109,14 @@ impl IssuerState {
             "chatgpt_user_id": format!("user-{}", who.account)});
         let id = jwt::unsigned(&json!({"email": who.email, "nonce": format!("id-{n}"),
             "https://api.openai.com/auth": auth}));
-        let exp = now() + *self.access_lifetime_secs.lock().unwrap();
-        let access = jwt::unsigned(&json!({"email": who.email, "nonce": format!("access-{n}"),
-            "exp": exp, "https://api.openai.com/auth": auth}));
+        let lifetime = *self.access_lifetime_secs.lock().unwrap();
+        let mut claims = json!({"email": who.email, "nonce": format!("access-{n}"),
+            "https://api.openai.com/auth": auth});
+        if lifetime != 0 {
+            claims["exp"] = json!(now() + lifetime);
+        }
+        let access = jwt::unsigned(&claims);
+        *self.valid_access.lock().unwrap() = vec![access.clone()];
         let refresh = format!("rt-{n}-{}", uuid::Uuid::new_v4().simple());
         self.live_refresh.lock().unwrap().push(refresh.clone());
         json!({"id_token": id, "access_token": access, "refresh_token": refresh})
@@ -221,6 +233,21 @@ async fn token(
         }
         Some("refresh_token") => {
             let presented = fields.get("refresh_token").cloned().unwrap_or_default();
+            state.refreshes.lock().unwrap().push((
+                fields.get("refresh_reason").cloned().unwrap_or_default(),
+                presented.clone(),
+            ));
+            let delay = *state.refresh_delay.lock().unwrap();
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let failure = {
+                let mut failures = state.refresh_failures.lock().unwrap();
+                (!failures.is_empty()).then(|| failures.remove(0))
+            };
+            if let Some((status, code)) = failure {
+                return error(StatusCode::from_u16(status).unwrap(), &code);
+            }
             let mut live = state.live_refresh.lock().unwrap();
             if let Some(i) = live.iter().position(|t| *t == presented) {
                 live.remove(i);
@@ -350,6 +377,58 @@ impl MockIssuer {
     /// Access tokens issued from now on expire this many seconds after issue.
     pub fn access_lifetime(&self, secs: i64) {
         *self.state.access_lifetime_secs.lock().unwrap() = secs;
+    }
+
+    /// A signed-in credential as the issuer would have issued it, in `auth.json`'s format
+    /// (`last_refresh` now); its refresh token is live.
+    pub fn mint_auth_json(&self) -> Value {
+        let t = self.state.tokens();
+        json!({"auth_mode": "chatgpt", "OPENAI_API_KEY": null,
+            "tokens": {"id_token": t["id_token"], "access_token": t["access_token"],
+                "refresh_token": t["refresh_token"], "account_id": self.state.identity().account},
+            "last_refresh": humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()})
+    }
+
+    /// A backend validator that accepts the newest access token only.
+    pub fn current_access_only(&self) -> super::backend::Validator {
+        let state = self.state.clone();
+        Arc::new(move |token: &str| state.valid_access.lock().unwrap().iter().any(|t| t == token))
+    }
+
+    /// The backend stops accepting the current access token (as if it expired early).
+    pub fn expire_access(&self) {
+        self.state.valid_access.lock().unwrap().clear();
+    }
+
+    /// The next grants fail with `status` and `code`, in order.
+    pub fn fail_next_refresh(&self, status: u16, code: &str) {
+        self.state
+            .refresh_failures
+            .lock()
+            .unwrap()
+            .push((status, code.into()));
+    }
+
+    /// Grants take this long to answer.
+    pub fn delay_refresh(&self, delay: std::time::Duration) {
+        *self.state.refresh_delay.lock().unwrap() = delay;
+    }
+
+    /// `(refresh_reason, refresh_token)` of every grant received.
+    pub fn refreshes(&self) -> Vec<(String, String)> {
+        self.state.refreshes.lock().unwrap().clone()
+    }
+
+    /// Grants answered `refresh_token_reused`.
+    pub fn reuses(&self) -> usize {
+        let spent = self.state.spent_refresh.lock().unwrap().clone();
+        let refreshes = self.refreshes();
+        // A presented token that was already spent before this grant.
+        let mut seen = std::collections::HashSet::new();
+        refreshes
+            .iter()
+            .filter(|(_, t)| !seen.insert(t.clone()) && spent.contains(t))
+            .count()
     }
 
     pub fn revoked(&self) -> Vec<String> {
