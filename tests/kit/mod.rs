@@ -1,7 +1,8 @@
 //! The one kit shared by the tests, the benches and the example: the built binary as a
 //! child process, a JSON-RPC client over pipes, in-memory streams or WebSocket, a mock
-//! ChatGPT backend on 127.0.0.1, unsigned JWTs, bounded waits, and the conformance check
-//! against the reference schema.
+//! ChatGPT backend and a stand-in OAuth issuer on 127.0.0.1, unsigned JWTs, bounded waits,
+//! the conformance check against the reference schema, and headless Chromium through
+//! WebDriver.
 //!
 //! Integration tests include it with `mod kit;`; benches and examples with
 //! `#[path = "../tests/kit/mod.rs"] mod kit;`. Each uses part of it.
@@ -20,6 +21,7 @@ pub mod raw;
 pub mod responses;
 pub mod turns;
 pub mod wait;
+pub mod webdriver;
 
 // The names most users want; not every includer uses each.
 #[allow(unused_imports)]
