@@ -145,10 +145,20 @@ impl Logins {
 
     pub async fn start_browser(self: &Arc<Self>, originator: &str) -> Result<Started, StartError> {
         self.auth.allow_managed_login()?;
+        // The pending sign-in ends first, so that it frees the port (and reports "not
+        // completed") before this one binds it.
+        let login_id = uuid::Uuid::new_v4().to_string();
+        let cancel = self.begin(&login_id);
         let port = self.settings.callback_port;
         let fallback =
             (port == crate::config::DEFAULT_LOGIN_CALLBACK_PORT).then_some(callback::FALLBACK_PORT);
-        let listener = callback::bind(port, fallback).await?;
+        let listener = match callback::bind(port, fallback).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                self.finish(&login_id);
+                return Err(e.into());
+            }
+        };
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(port);
         let redirect_uri = format!("http://127.0.0.1:{port}/auth/callback");
         let pkce = pkce::Pkce::generate();

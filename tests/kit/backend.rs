@@ -109,12 +109,12 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
     let allowed = match validator {
         Some(valid) => valid(&token),
         None => match state.allowed.lock().unwrap().get_mut(&token) {
-        Some(None) => true,
-        Some(Some(left)) if *left > 0 => {
-            *left -= 1;
-            true
-        }
-        _ => false,
+            Some(None) => true,
+            Some(Some(left)) if *left > 0 => {
+                *left -= 1;
+                true
+            }
+            _ => false,
         },
     };
     if !allowed {

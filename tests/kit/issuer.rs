@@ -392,7 +392,14 @@ impl MockIssuer {
     /// A backend validator that accepts the newest access token only.
     pub fn current_access_only(&self) -> super::backend::Validator {
         let state = self.state.clone();
-        Arc::new(move |token: &str| state.valid_access.lock().unwrap().iter().any(|t| t == token))
+        Arc::new(move |token: &str| {
+            state
+                .valid_access
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|t| t == token)
+        })
     }
 
     /// The backend stops accepting the current access token (as if it expired early).
