@@ -58,7 +58,41 @@ impl ConnectionHooks for Api {
     }
 }
 
+/// What a method that needs ChatGPT credentials says when there are none.
+pub(crate) struct NeedsChatgpt {
+    pub signed_out: &'static str,
+    pub api_key: &'static str,
+    /// The prefix of a failure of the call itself.
+    pub failed: &'static str,
+}
+
 impl Api {
+    /// The checks before a call that needs ChatGPT credentials. The store is looked at
+    /// first (another process may have signed in or out), and a credential that needs a
+    /// new sign-in says why, with its `authError`.
+    pub async fn require_chatgpt(&self, needs: NeedsChatgpt) -> Result<(), ApiError> {
+        self.auth.notice_store_change().await;
+        if let Some(failure) = self.auth.login_required() {
+            return Err(ApiError::Backend {
+                what: needs.failed,
+                error: crate::backend::BackendError::Auth(crate::auth::AuthError::LoginRequired(
+                    failure,
+                )),
+            });
+        }
+        match self.auth.mode() {
+            None => Err(ApiError::NoChatgpt {
+                what: needs.signed_out,
+                why: crate::auth::NoChatgpt::SignedOut,
+            }),
+            Some(crate::auth::Mode::ApiKey) => Err(ApiError::NoChatgpt {
+                what: needs.api_key,
+                why: crate::auth::NoChatgpt::ApiKey,
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// The calling connection's session; every method but `initialize` runs after it.
     pub fn session(&self, ctx: &RequestContext) -> Result<Arc<Session>, ApiError> {
         self.connections

@@ -1,7 +1,6 @@
 //! `account/rateLimits/read`, through the backend's 401 recovery loop.
 
-use super::{Api, ApiError};
-use crate::auth::{Mode, NoChatgpt};
+use super::{Api, ApiError, NeedsChatgpt};
 use crate::backend::Caller;
 use crate::protocol::rate_limits::{GetAccountRateLimitsParams, GetAccountRateLimitsResponse};
 use crate::rpc::RequestContext;
@@ -11,21 +10,12 @@ pub(super) async fn read(
     ctx: &RequestContext,
     _p: GetAccountRateLimitsParams,
 ) -> Result<GetAccountRateLimitsResponse, ApiError> {
-    match api.auth.mode() {
-        None => {
-            return Err(ApiError::NoChatgpt {
-                what: "codex account authentication required to read rate limits",
-                why: NoChatgpt::SignedOut,
-            });
-        }
-        Some(Mode::ApiKey) => {
-            return Err(ApiError::NoChatgpt {
-                what: "chatgpt authentication required to read rate limits",
-                why: NoChatgpt::ApiKey,
-            });
-        }
-        Some(Mode::Chatgpt | Mode::ChatgptAuthTokens) => {}
-    }
+    api.require_chatgpt(NeedsChatgpt {
+        signed_out: "codex account authentication required to read rate limits",
+        api_key: "chatgpt authentication required to read rate limits",
+        failed: "failed to fetch codex rate limits",
+    })
+    .await?;
     let session = api.session(ctx)?;
     let caller = Caller {
         user_agent: session.user_agent.clone(),

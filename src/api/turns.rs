@@ -4,9 +4,9 @@
 
 use futures::FutureExt;
 
+use super::NeedsChatgpt;
 use super::turn_run::{Notifier, PROVIDER, TurnTask};
 use super::{Api, ApiError};
-use crate::auth::{Mode, NoChatgpt};
 use crate::backend::Caller;
 use crate::backend::responses::StreamLimits;
 use crate::protocol::methods;
@@ -116,21 +116,12 @@ pub(super) async fn turn_start(
     let session = api.session(ctx)?;
     let text = input_text(&p.input)?;
     let thread = api.threads.get(ctx.peer.id(), &p.thread_id)?;
-    match api.auth.mode() {
-        None => {
-            return Err(ApiError::NoChatgpt {
-                what: "codex account authentication required to start a turn",
-                why: NoChatgpt::SignedOut,
-            });
-        }
-        Some(Mode::ApiKey) => {
-            return Err(ApiError::NoChatgpt {
-                what: "chatgpt authentication required to start a turn",
-                why: NoChatgpt::ApiKey,
-            });
-        }
-        Some(Mode::Chatgpt | Mode::ChatgptAuthTokens) => {}
-    }
+    api.require_chatgpt(NeedsChatgpt {
+        signed_out: "codex account authentication required to start a turn",
+        api_key: "chatgpt authentication required to start a turn",
+        failed: "failed to start a turn",
+    })
+    .await?;
     let turn_id = uuid::Uuid::now_v7().to_string();
     let start = thread.begin(&turn_id, p.model)?;
     let started_at_ms = crate::rpc::peer::now_ms() as i64;

@@ -308,7 +308,7 @@ impl AuthManager {
 
     /// Re-reads the store when its file changed since this process last read or wrote it,
     /// so a sign-in, sign-out or rotation by another process takes effect here.
-    pub(super) async fn notice_store_change(&self) {
+    pub(crate) async fn notice_store_change(&self) {
         if !self.store_changed() {
             return;
         }

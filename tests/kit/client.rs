@@ -294,18 +294,28 @@ impl Client {
 
     /// Waits for the first message matching `pred`, keeping the others buffered.
     pub async fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for_within(what, WAIT, pred).await
+    }
+
+    /// [`Client::wait_for`] with its own bound, for the few waits that are long on purpose.
+    pub async fn wait_for_within(
+        &mut self,
+        what: &str,
+        wait: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         if let Some(i) = self.buffered.iter().position(|(_, v)| pred(v)) {
             let m = self.buffered.remove(i).unwrap();
             return self.hand_out(m);
         }
-        let deadline = tokio::time::Instant::now() + WAIT;
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             match self.receive(deadline).await {
                 Next::Message(at, v) if pred(&v) => return self.hand_out((at, v)),
                 Next::Message(at, v) => self.buffered.push_back((at, v)),
                 Next::Closed => panic!("stream ended while waiting for {what}"),
                 Next::TimedOut => panic!(
-                    "waited {WAIT:?} for {what}; buffered: {:?}",
+                    "waited {wait:?} for {what}; buffered: {:?}",
                     self.buffered.iter().map(|(_, v)| v).collect::<Vec<_>>()
                 ),
             }
@@ -319,8 +329,12 @@ impl Client {
     }
 
     pub async fn response(&mut self, id: &Value) -> Value {
+        self.response_within(id, WAIT).await
+    }
+
+    pub async fn response_within(&mut self, id: &Value, wait: Duration) -> Value {
         let id = id.clone();
-        self.wait_for(&format!("response {id}"), move |v| {
+        self.wait_for_within(&format!("response {id}"), wait, move |v| {
             v.get("id") == Some(&id) && v.get("method").is_none()
         })
         .await

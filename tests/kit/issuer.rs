@@ -65,6 +65,8 @@ struct IssuerState {
     /// The next refresh grants fail with this status and code.
     refresh_failures: Mutex<Vec<(u16, String)>>,
     refresh_delay: Mutex<std::time::Duration>,
+    /// Grants refused because their token was already spent.
+    reused_answers: Mutex<usize>,
     /// `(refresh_reason, presented token)` of every grant, in order.
     refreshes: Mutex<Vec<(String, String)>>,
     /// The issuer's own base URL.
@@ -257,6 +259,7 @@ async fn token(
             }
             drop(live);
             if state.spent_refresh.lock().unwrap().contains(&presented) {
+                *state.reused_answers.lock().unwrap() += 1;
                 return error(StatusCode::UNAUTHORIZED, "refresh_token_reused");
             }
             error(StatusCode::UNAUTHORIZED, "refresh_token_invalidated")
@@ -426,16 +429,9 @@ impl MockIssuer {
         self.state.refreshes.lock().unwrap().clone()
     }
 
-    /// Grants answered `refresh_token_reused`.
+    /// Grants answered `refresh_token_reused` because the token was already spent.
     pub fn reuses(&self) -> usize {
-        let spent = self.state.spent_refresh.lock().unwrap().clone();
-        let refreshes = self.refreshes();
-        // A presented token that was already spent before this grant.
-        let mut seen = std::collections::HashSet::new();
-        refreshes
-            .iter()
-            .filter(|(_, t)| !seen.insert(t.clone()) && spent.contains(t))
-            .count()
+        *self.state.reused_answers.lock().unwrap()
     }
 
     pub fn revoked(&self) -> Vec<String> {
