@@ -17,6 +17,7 @@ pub mod inproc;
 pub mod issuer;
 pub mod jwt;
 pub mod process;
+pub mod race;
 pub mod raw;
 pub mod responses;
 pub mod turns;
