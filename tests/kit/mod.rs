@@ -1,7 +1,7 @@
 //! The one kit shared by the tests, the benches and the example: the built binary as a
 //! child process, a JSON-RPC client over pipes, in-memory streams or WebSocket, a mock
-//! ChatGPT backend on 127.0.0.1, unsigned JWTs, bounded waits, and the conformance check
-//! against the reference schema.
+//! ChatGPT backend on 127.0.0.1, unsigned JWTs, a private PostgreSQL, bounded waits, and the
+//! conformance check against the reference schema.
 //!
 //! Integration tests include it with `mod kit;`; benches and examples with
 //! `#[path = "../tests/kit/mod.rs"] mod kit;`. Each uses part of it.
@@ -15,6 +15,7 @@ pub mod home;
 pub mod inproc;
 pub mod issuer;
 pub mod jwt;
+pub mod postgres;
 pub mod process;
 pub mod raw;
 pub mod responses;
