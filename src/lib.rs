@@ -12,6 +12,9 @@
 mod api;
 mod auth;
 mod backend;
+/// The credential broker's store. Public so its integration tests, which need a real
+/// PostgreSQL, can drive it directly.
+pub mod broker;
 /// The sign-in commands of the command line.
 pub mod cli;
 pub mod config;
