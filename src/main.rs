@@ -37,6 +37,29 @@ enum Command {
     Login(LoginArgs),
     /// Sign out: revoke a ChatGPT sign-in's refresh token and delete the credential.
     Logout,
+    /// Own one ChatGPT credential and serve its access tokens to workers over WebSocket.
+    Broker(BrokerArgs),
+}
+
+#[derive(clap::Args)]
+struct BrokerArgs {
+    /// ws://IP:PORT to listen on (port 0 takes a free one).
+    #[arg(long, value_name = "URL")]
+    listen: String,
+    /// File holding the WebSocket bearer token (trimmed).
+    #[arg(long, value_name = "PATH", conflicts_with = "ws_token_sha256")]
+    ws_token_file: Option<PathBuf>,
+    /// SHA-256 (hex) of the WebSocket bearer token.
+    #[arg(long, value_name = "HEX")]
+    ws_token_sha256: Option<String>,
+    /// `file` (the credential of CODEX_HOME) or postgres://USER@HOST:PORT/DB (the sealing
+    /// key is read from the file named by AUTHBRIDGE_STORE_KEY_FILE).
+    #[arg(long, default_value = "file", value_name = "STORE")]
+    store: String,
+    /// Move the ChatGPT sign-in of this auth.json into the store first; the file keeps no
+    /// usable refresh token afterwards.
+    #[arg(long, value_name = "PATH")]
+    import_auth_json: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -103,8 +126,11 @@ fn parse_listen(url: &str) -> Result<Listen, String> {
     ))
 }
 
-fn token_digest(args: &AppServerArgs) -> Result<Option<[u8; 32]>, String> {
-    if let Some(path) = &args.ws_token_file {
+fn token_digest(
+    ws_token_file: &Option<PathBuf>,
+    ws_token_sha256: &Option<String>,
+) -> Result<Option<[u8; 32]>, String> {
+    if let Some(path) = ws_token_file {
         let token = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read --ws-token-file {}: {e}", path.display()))?;
         let token = zeroize::Zeroizing::new(token);
@@ -113,7 +139,7 @@ fn token_digest(args: &AppServerArgs) -> Result<Option<[u8; 32]>, String> {
         }
         return Ok(Some(ws::token_digest(&token)));
     }
-    if let Some(hex) = &args.ws_token_sha256 {
+    if let Some(hex) = ws_token_sha256 {
         return ws::parse_hex_digest(hex)
             .map(Some)
             .ok_or_else(|| "--ws-token-sha256 must be 64 hex characters".to_owned());
@@ -207,7 +233,7 @@ async fn app_server(overrides: &[String], args: AppServerArgs) -> Result<(), Str
     // Handlers first: a signal during start-up must also end in a clean exit.
     let shutdown = shutdown_on_signals();
     let listen = parse_listen(&args.listen)?;
-    let digest = token_digest(&args)?;
+    let digest = token_digest(&args.ws_token_file, &args.ws_token_sha256)?;
     let config = Config::load(&default_codex_home(), overrides).map_err(|e| e.to_string())?;
     let server = Arc::new(Server::new(config).map_err(|e| e.to_string())?);
     if shutdown.is_cancelled() {
@@ -242,6 +268,32 @@ async fn app_server(overrides: &[String], args: AppServerArgs) -> Result<(), Str
         }
     }
     Ok(())
+}
+
+async fn broker(overrides: &[String], args: BrokerArgs) -> Result<(), String> {
+    let shutdown = shutdown_on_signals();
+    let Listen::Ws(addr) = parse_listen(&args.listen)? else {
+        return Err("the broker serves WebSocket only: --listen ws://IP:PORT".into());
+    };
+    let digest = token_digest(&args.ws_token_file, &args.ws_token_sha256)?;
+    if !addr.ip().is_loopback() && digest.is_none() {
+        return Err(format!(
+            "refusing to serve credentials on non-loopback {addr} without auth; \
+             pass --ws-token-file PATH or --ws-token-sha256 HEX"
+        ));
+    }
+    let store = authbridge::broker::BrokerStore::parse(&args.store)?;
+    let config = Config::load(&default_codex_home(), overrides).map_err(|e| e.to_string())?;
+    let broker = Arc::new(
+        authbridge::broker::Broker::start(config, store, args.import_auth_json.as_deref()).await?,
+    );
+    let listener = bind_listener(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    eprintln!("authbridge listening on {}", ws::describe(bound));
+    broker
+        .serve_ws(listener, digest, shutdown)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// A listener with room for bursts of clients: the default backlog of 128 overflowed
@@ -312,7 +364,7 @@ fn account_command(overrides: &[String], command: Command) -> Result<ExitCode, S
             Command::Logout => cli::logout(&config, &mut out)
                 .await
                 .map(|()| ExitCode::SUCCESS),
-            Command::AppServer(_) | Command::GenerateJsonSchema { .. } => {
+            Command::AppServer(_) | Command::GenerateJsonSchema { .. } | Command::Broker(_) => {
                 unreachable!("served by main")
             }
         }
@@ -360,6 +412,15 @@ fn main() -> ExitCode {
             signals::unblock();
             authbridge::schema::write(&out)
                 .map_err(|e| format!("cannot write the schema to {}: {e}", out.display()))
+        }
+        Command::Broker(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            let result = runtime.block_on(broker(&cli.overrides, args));
+            runtime.shutdown_background();
+            result
         }
         Command::AppServer(args) => {
             // One thread serves every connection. With two workers, each round trip

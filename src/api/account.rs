@@ -119,6 +119,8 @@ pub(super) async fn read(
     _ctx: &RequestContext,
     p: GetAccountParams,
 ) -> Result<GetAccountResponse, ApiError> {
+    // Another process may have signed in, out, or rotated since: read as the store is.
+    api.auth.notice_store_change().await;
     if p.refresh_token == Some(true) {
         match api.auth.refresh_forced().await {
             Ok(()) | Err(AuthError::LoginRequired(_)) => {}

@@ -34,6 +34,11 @@ pub(crate) enum ApiError {
     },
     #[error("invalid login id: expected a UUID")]
     InvalidLoginId,
+    #[error("previousAccessTokenSha256 must be 64 hex characters")]
+    InvalidDigest,
+    /// The broker could not hand out a credential.
+    #[error("{0}")]
+    Credential(AuthError),
     #[error(transparent)]
     Login(#[from] LoginError),
     #[error(transparent)]
@@ -79,6 +84,10 @@ impl ApiError {
             | ApiError::ExperimentalRequired
             | ApiError::Policy(_)
             | ApiError::InvalidLoginId => RpcError::new(INVALID_REQUEST, message),
+            ApiError::InvalidDigest => {
+                RpcError::new(INVALID_PARAMS, format!("Invalid params: {message}"))
+            }
+            ApiError::Credential(ref e) => auth_error(message.clone(), e),
             ApiError::Unavailable { feature, .. } => {
                 let error = RpcError::new(INVALID_REQUEST, message);
                 match feature {

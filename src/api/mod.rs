@@ -33,6 +33,7 @@ use crate::protocol::methods;
 use crate::rpc::envelope::SecretJson;
 use crate::rpc::{ConnectionHooks, ConnectionId, Dispatcher, MethodKind, RequestContext};
 
+pub(crate) use broker::{BrokerApi, broker_dispatcher};
 pub(crate) use connections::{Connections, Session};
 pub(crate) use error::ApiError;
 pub(crate) use events::Announcer;
@@ -107,16 +108,25 @@ fn params<P: DeserializeOwned>(raw: Option<&SecretJson>) -> Result<P, ApiError> 
     Ok(decode_object(raw.map_or("{}", SecretJson::get))?)
 }
 
-struct Table {
-    module: RpcModule<Api>,
+/// A method table over the state `S` its handlers share (the app-server's [`Api`], or the
+/// broker's state).
+struct Table<S: Send + Sync + 'static> {
+    module: RpcModule<S>,
     kinds: HashMap<&'static str, MethodKind>,
 }
 
-impl Table {
+impl<S: Send + Sync + 'static> Table<S> {
+    fn new(state: Arc<S>) -> Self {
+        Self {
+            module: RpcModule::from_arc(state),
+            kinds: HashMap::new(),
+        }
+    }
+
     fn register<R, F, Fut>(&mut self, name: &'static str, kind: MethodKind, handler: F)
     where
         R: Serialize + Send + 'static,
-        F: Fn(Arc<Api>, RequestContext, Option<SecretJson>) -> Fut + Clone + Send + Sync + 'static,
+        F: Fn(Arc<S>, RequestContext, Option<SecretJson>) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<R, ApiError>> + Send + 'static,
     {
         self.kinds.insert(name, kind);
@@ -139,15 +149,15 @@ impl Table {
     }
 }
 
-/// `method!(table, NAME, kind, handler)`: registers an `async fn(&Api, &RequestContext, P)`
+/// `method!(table, NAME, kind, handler)`: registers an `async fn(&S, &RequestContext, P)`
 /// with its params parsed into `P`.
 macro_rules! method {
     ($table:expr, $name:expr, $kind:expr, $handler:path) => {
         $table.register(
             $name,
             $kind,
-            |api: Arc<Api>, ctx: RequestContext, raw: Option<SecretJson>| async move {
-                let p = params(raw.as_ref())?;
+            |api: Arc<_>, ctx: RequestContext, raw: Option<SecretJson>| async move {
+                let p = $crate::api::params(raw.as_ref())?;
                 drop(raw);
                 $handler(&api, &ctx, p).await
             },
@@ -155,13 +165,13 @@ macro_rules! method {
     };
 }
 
+// After the macro: it is in scope only below its definition.
+mod broker;
+
 /// The method table and how each method is scheduled.
 pub(crate) fn dispatcher(api: Arc<Api>) -> Dispatcher {
     use MethodKind::{Concurrent, Handshake, Sequential};
-    let mut t = Table {
-        module: RpcModule::from_arc(api),
-        kinds: HashMap::new(),
-    };
+    let mut t = Table::new(api);
     method!(t, methods::INITIALIZE, Handshake, initialize::initialize);
     method!(
         t,

@@ -381,6 +381,19 @@ impl AuthManager {
         }
     }
 
+    /// The plan and the access token's `exp` of the credential in effect.
+    pub fn token_details(&self) -> (Option<PlanType>, Option<i64>) {
+        let state = self.lock();
+        let exp = match (&state.external, &state.stored) {
+            (None, Some(Stored::Chatgpt(t))) => t.access_expires,
+            (Some(e), _) => super::jwt::parse(e.access_token.expose_secret())
+                .ok()
+                .and_then(|c| c.exp),
+            _ => None,
+        };
+        (state.plan(), exp)
+    }
+
     pub fn chatgpt_credentials(&self) -> Result<ChatgptCredentials, NoChatgpt> {
         self.lock().credentials()
     }

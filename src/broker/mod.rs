@@ -8,10 +8,12 @@
 
 mod error;
 mod listen;
+pub(crate) mod owner;
 mod pg_store;
 mod refresh;
 mod row;
 mod seal;
+mod service;
 
 pub use error::StoreError;
 pub use listen::Subscription;
@@ -21,3 +23,4 @@ pub use row::{
     CredentialRow, CredentialState, GrantOutcome, GrantTokens, ImportedCredential, Refreshed,
 };
 pub use seal::{KEY_FILE_ENV, KeyError, SealError, SealKey};
+pub use service::{Broker, BrokerStore};

@@ -90,7 +90,6 @@ impl std::fmt::Debug for ImportedCredential {
 
 impl ImportedCredential {
     /// The ChatGPT tokens of a credential document; `None` for an API key or no sign-in.
-    #[allow(dead_code)] // the broker's `--import-auth-json` (next change)
     pub(crate) fn from_document(doc: &AuthDocument) -> Option<Self> {
         if doc.mode()? != DocumentMode::Chatgpt {
             return None;

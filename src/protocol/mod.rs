@@ -2,6 +2,7 @@
 //! `schema/`. The Rust types are the source of truth; the committed schema is their output.
 
 pub mod account;
+pub mod credential;
 pub(crate) mod decode;
 pub mod initialize;
 pub mod rate_limits;
@@ -19,6 +20,10 @@ pub mod methods {
     pub const ACCOUNT_UPDATED: &str = "account/updated";
     pub const CHATGPT_AUTH_TOKENS_REFRESH: &str = "account/chatgptAuthTokens/refresh";
     pub const WARNING: &str = "warning";
+
+    // The credential broker.
+    pub const CREDENTIAL_READ: &str = "credential/read";
+    pub const CREDENTIAL_REFRESH: &str = "credential/refresh";
 
     // Threads and turns.
     pub const THREAD_START: &str = "thread/start";

@@ -42,6 +42,9 @@ pub(crate) struct ConnectionOptions {
     pub shutdown_grace: Duration,
     /// Requests running at once before new ones are answered "overloaded".
     pub max_in_flight: usize,
+    /// Whether requests wait for `initialize` (the app-server) or not (the broker, whose
+    /// connections carry no client state).
+    pub handshake: bool,
 }
 
 impl Default for ConnectionOptions {
@@ -49,6 +52,7 @@ impl Default for ConnectionOptions {
         Self {
             shutdown_grace: Duration::from_secs(5),
             max_in_flight: 4096,
+            handshake: true,
         }
     }
 }
@@ -73,6 +77,9 @@ pub(crate) async fn serve_connection(
         policy,
     } = link;
     let peer = Peer::new(policy);
+    if !options.handshake {
+        peer.lifecycle().finish_handshake();
+    }
     let aborted = peer.lifecycle().aborted().clone();
     let mut writer = tokio::spawn(write_loop(peer.clone(), output));
     let cut_off = CancellationToken::new();

@@ -65,6 +65,10 @@ struct IssuerState {
     /// The next refresh grants fail with this status and code.
     refresh_failures: Mutex<Vec<(u16, String)>>,
     refresh_delay: Mutex<std::time::Duration>,
+    /// 0: grants pass; 1: held until released; 2: held ones are dropped unanswered
+    /// (as if their client died before the issuer acted).
+    hold: tokio::sync::watch::Sender<u8>,
+    held: std::sync::atomic::AtomicUsize,
     /// Grants refused because their token was already spent.
     reused_answers: Mutex<usize>,
     /// `(refresh_reason, presented token)` of every grant, in order.
@@ -239,6 +243,24 @@ async fn token(
                 fields.get("refresh_reason").cloned().unwrap_or_default(),
                 presented.clone(),
             ));
+            if *state.hold.borrow() == 1 {
+                // Counted while held; the count also drops if the client goes away and
+                // the server abandons this handler.
+                struct Held<'a>(&'a std::sync::atomic::AtomicUsize);
+                impl Drop for Held<'_> {
+                    fn drop(&mut self) {
+                        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+                state.held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _held = Held(&state.held);
+                let mut hold = state.hold.subscribe();
+                let _ = hold.wait_for(|h| *h != 1).await;
+                let dropped = *hold.borrow() == 2;
+                if dropped {
+                    return (StatusCode::SERVICE_UNAVAILABLE, "dropped").into_response();
+                }
+            }
             let delay = *state.refresh_delay.lock().unwrap();
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
@@ -417,6 +439,22 @@ impl MockIssuer {
             .lock()
             .unwrap()
             .push((status, code.into()));
+    }
+
+    /// Holds every grant that arrives from now on until [`MockIssuer::hold_refreshes`]
+    /// with `false`.
+    pub fn hold_refreshes(&self, on: bool) {
+        self.state.hold.send_replace(if on { 1 } else { 0 });
+    }
+
+    /// The held grants end unanswered, without rotating anything.
+    pub async fn drop_held(&self) {
+        self.state.hold.send_replace(2);
+        super::wait::until("held grants to end", || {
+            self.state.held.load(std::sync::atomic::Ordering::SeqCst) == 0
+        })
+        .await;
+        self.state.hold.send_replace(0);
     }
 
     /// Grants take this long to answer.

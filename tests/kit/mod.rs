@@ -10,6 +10,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod broker;
 pub mod client;
 pub mod conformance;
 pub mod home;

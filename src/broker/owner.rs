@@ -1,0 +1,268 @@
+//! The one owner of a refresh token, behind the broker's methods: the credential in
+//! `$CODEX_HOME` (managed by the same machinery as the app-server's managed mode: refresh
+//! lock, re-read, latch) or a row in PostgreSQL shared by several broker instances.
+//!
+//! Both answer the same two questions: "what is the current access token?" and "this token
+//! got a 401: give me a better one". The second makes a grant only when the token that
+//! failed is still the current one; every caller holding it shares that one grant.
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+use super::{GrantOutcome, GrantTokens, PROACTIVE_MARGIN, PgStore, StoreError, row::CredentialRow};
+use crate::auth::grant::{GrantError, PermanentFailure, RefreshReason};
+use crate::auth::storage::SecretText;
+use crate::auth::{AuthError, AuthManager, CallCredentialsError};
+use crate::login::IssuerClient;
+use crate::protocol::credential::IssuedCredential;
+
+/// The token a worker says failed.
+pub(crate) enum Previous {
+    Token(SecretString),
+    Sha256([u8; 32]),
+    Unknown,
+}
+
+impl Previous {
+    fn matches(&self, current: &SecretString) -> bool {
+        match self {
+            Previous::Token(t) => t.expose_secret() == current.expose_secret(),
+            Previous::Sha256(d) => Sha256::digest(current.expose_secret().as_bytes())[..] == d[..],
+            Previous::Unknown => false,
+        }
+    }
+}
+
+pub(crate) trait CredentialOwner: Send + Sync + 'static {
+    fn read(&self) -> BoxFuture<'_, Result<IssuedCredential, AuthError>>;
+    fn refresh(&self, previous: Previous) -> BoxFuture<'_, Result<IssuedCredential, AuthError>>;
+}
+
+fn plan_name(plan: Option<crate::auth::plan::PlanType>) -> Option<String> {
+    plan.and_then(|p| serde_json::to_value(p).ok())
+        .and_then(|v| v.as_str().map(str::to_owned))
+}
+
+/// The credential of `$CODEX_HOME` (file or keyring), refreshed as the app-server's
+/// managed mode refreshes it.
+pub(crate) struct HomeOwner {
+    pub auth: Arc<AuthManager>,
+}
+
+impl HomeOwner {
+    fn issued(&self, creds: crate::auth::ChatgptCredentials) -> IssuedCredential {
+        let (plan, expires_at) = self.auth.token_details();
+        IssuedCredential {
+            access_token: (*creds.access_token).clone(),
+            account_id: creds.account_id,
+            plan_type: plan_name(plan),
+            expires_at,
+            generation: creds.generation,
+        }
+    }
+}
+
+fn call_error(e: CallCredentialsError) -> AuthError {
+    match e {
+        CallCredentialsError::Missing(_) => AuthError::SignedOut,
+        CallCredentialsError::Auth(a) => a,
+    }
+}
+
+impl CredentialOwner for HomeOwner {
+    fn read(&self) -> BoxFuture<'_, Result<IssuedCredential, AuthError>> {
+        Box::pin(async move {
+            let creds = self.auth.credentials_for_call().await.map_err(call_error)?;
+            Ok(self.issued(creds))
+        })
+    }
+
+    fn refresh(&self, previous: Previous) -> BoxFuture<'_, Result<IssuedCredential, AuthError>> {
+        Box::pin(async move {
+            let current = self.auth.credentials_for_call().await.map_err(call_error)?;
+            if !previous.matches(&current.access_token) {
+                // The worker holds an older token: the current one is the answer.
+                return Ok(self.issued(current));
+            }
+            // The current token got a 401, whatever its `exp` says: one shared grant.
+            let fresh = self.auth.recover(&current).await?;
+            Ok(self.issued(fresh))
+        })
+    }
+}
+
+type SharedGrant = Shared<BoxFuture<'static, Result<CredentialRow, AuthError>>>;
+
+/// A row in PostgreSQL, shared with other broker instances: the row lock orders grants
+/// between instances, and one shared task orders them within this one.
+pub(crate) struct PgOwner {
+    store: Arc<PgStore>,
+    issuer: IssuerClient,
+    /// The grant in flight here, by the generation it replaces.
+    inflight: Mutex<Option<(i64, SharedGrant)>>,
+}
+
+fn permanent_of(reason: Option<&str>) -> PermanentFailure {
+    match reason {
+        Some("refreshTokenExpired") => PermanentFailure::Expired,
+        Some("refreshTokenReused") => PermanentFailure::Reused,
+        Some("refreshTokenInvalidated") => PermanentFailure::Invalidated,
+        _ => PermanentFailure::Rejected,
+    }
+}
+
+fn store_error(e: StoreError) -> AuthError {
+    match e {
+        StoreError::NeedsRelogin { reason } => {
+            AuthError::LoginRequired(permanent_of(reason.as_deref()))
+        }
+        StoreError::NoCredential { .. } => AuthError::SignedOut,
+        other => AuthError::RefreshUnavailable(other.to_string()),
+    }
+}
+
+fn issued_row(row: &CredentialRow) -> IssuedCredential {
+    IssuedCredential {
+        access_token: row.access_token.clone(),
+        account_id: row.account_id.clone(),
+        plan_type: row.plan.clone(),
+        expires_at: row.access_exp.and_then(|t| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_secs() as i64)
+        }),
+        generation: row.generation.max(0) as u64,
+    }
+}
+
+fn expiring(row: &CredentialRow) -> bool {
+    row.access_exp.is_some_and(|exp| {
+        exp.duration_since(SystemTime::now())
+            .map(|left| left <= PROACTIVE_MARGIN)
+            .unwrap_or(true)
+    })
+}
+
+impl PgOwner {
+    pub fn new(store: Arc<PgStore>, issuer: IssuerClient) -> Self {
+        Self {
+            store,
+            issuer,
+            inflight: Mutex::new(None),
+        }
+    }
+
+    /// One grant task for `generation` in this instance, which no caller can interrupt
+    /// between the grant and the commit.
+    async fn grant(&self, generation: i64, got_401: bool) -> Result<CredentialRow, AuthError> {
+        let shared = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            match inflight.as_ref() {
+                Some((g, shared)) if *g == generation => shared.clone(),
+                _ => {
+                    let store = self.store.clone();
+                    let issuer = self.issuer.clone();
+                    let reason = if got_401 {
+                        RefreshReason::UnauthorizedRecovery
+                    } else {
+                        RefreshReason::ProactiveExpiry
+                    };
+                    let task = tokio::spawn(async move {
+                        store
+                            .refresh(generation, got_401, |refresh_token| async move {
+                                let token =
+                                    SecretText::new(refresh_token.expose_secret().to_owned());
+                                match issuer.refresh_grant(&token, reason).await {
+                                    Ok(r) => GrantOutcome::Success(GrantTokens {
+                                        id_token: r
+                                            .id_token
+                                            .map(|t| SecretString::from(t.expose())),
+                                        access_token: r
+                                            .access_token
+                                            .map(|t| SecretString::from(t.expose())),
+                                        refresh_token: r
+                                            .refresh_token
+                                            .map(|t| SecretString::from(t.expose())),
+                                    }),
+                                    Err(GrantError::Permanent(f)) => GrantOutcome::Permanent {
+                                        reason: f.kind().to_owned(),
+                                    },
+                                    Err(GrantError::Transient(d) | GrantError::Uncertain(d)) => {
+                                        GrantOutcome::Uncertain { detail: d }
+                                    }
+                                }
+                            })
+                            .await
+                            .map(|r| r.row)
+                            .map_err(store_error)
+                    });
+                    let shared = async move {
+                        task.await.unwrap_or_else(|_| {
+                            Err(AuthError::RefreshUnavailable(
+                                "the grant task ended abnormally".into(),
+                            ))
+                        })
+                    }
+                    .boxed()
+                    .shared();
+                    *inflight = Some((generation, shared.clone()));
+                    shared
+                }
+            }
+        };
+        let outcome = shared.await;
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if inflight.as_ref().is_some_and(|(g, _)| *g == generation) {
+            *inflight = None;
+        }
+        outcome
+    }
+
+    async fn current(&self) -> Result<CredentialRow, AuthError> {
+        let row = self
+            .store
+            .read()
+            .await
+            .map_err(store_error)?
+            .ok_or(AuthError::SignedOut)?;
+        if row.state == super::CredentialState::NeedsRelogin {
+            return Err(AuthError::LoginRequired(permanent_of(
+                row.reason.as_deref(),
+            )));
+        }
+        Ok(row)
+    }
+}
+
+impl CredentialOwner for PgOwner {
+    fn read(&self) -> BoxFuture<'_, Result<IssuedCredential, AuthError>> {
+        Box::pin(async move {
+            let row = self.current().await?;
+            if expiring(&row) {
+                match self.grant(row.generation, false).await {
+                    Ok(fresh) => return Ok(issued_row(&fresh)),
+                    Err(e @ AuthError::LoginRequired(_)) => return Err(e),
+                    Err(e) => {
+                        tracing::info!("proactive refresh failed ({e}); serving the current token")
+                    }
+                }
+            }
+            Ok(issued_row(&row))
+        })
+    }
+
+    fn refresh(&self, previous: Previous) -> BoxFuture<'_, Result<IssuedCredential, AuthError>> {
+        Box::pin(async move {
+            let row = self.current().await?;
+            if !previous.matches(&row.access_token) {
+                return self.read().await;
+            }
+            let fresh = self.grant(row.generation, true).await?;
+            Ok(issued_row(&fresh))
+        })
+    }
+}
