@@ -1,11 +1,11 @@
 //! The worker's connection to the credential broker: JSON-RPC 2.0 over one WebSocket,
 //! kept open by one task that reconnects with a bounded back-off when it drops.
 //!
-//! A request in flight when the connection drops fails as transient, and so does a
-//! request made while the task is waiting before its next connection attempt: the caller
-//! (a refresh for the child, a login) is better answered at once than held, since the
-//! child asks again on its next 401 and the login is retried before the parent's next
-//! request.
+//! A request in flight when the connection drops fails as transient. A request made while
+//! the task is between attempts waits for the next one during the first short pauses (a
+//! broker restart costs no call); once the pauses have grown past a second the broker
+//! counts as down and requests fail at once as transient: the child asks again on its
+//! next 401, and the login is retried before the parent's next request.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -35,6 +35,8 @@ const PERMANENT: &[&str] = &[
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// The longest wait between connection attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Pauses shorter than this hold the calls made meanwhile for the next attempt.
+const WAIT_THROUGH: Duration = Duration::from_secs(1);
 /// A connection that lived this long resets the back-off when it drops.
 const HEALTHY: Duration = Duration::from_secs(10);
 /// Bound on the TCP connect plus the WebSocket upgrade.
@@ -228,10 +230,13 @@ type Pending = HashMap<u64, oneshot::Sender<Result<Credential, BrokerError>>>;
 async fn connection_task(target: BrokerTarget, mut calls: mpsc::Receiver<Call>) {
     let mut backoff = BACKOFF_MIN;
     let mut next_id: u64 = 0;
+    // Whether the last attempt failed: only the first failure of a row is a warning.
+    let mut failing = false;
     loop {
-        match tokio::time::timeout(CONNECT_TIMEOUT, connect(&target)).await {
+        let failure = match tokio::time::timeout(CONNECT_TIMEOUT, connect(&target)).await {
             Ok(Ok(ws)) => {
                 tracing::info!(url = %target.url, "connected to the credential broker");
+                failing = false;
                 let since = Instant::now();
                 if serve(ws, &mut calls, &mut next_id).await.is_break() {
                     return;
@@ -240,35 +245,49 @@ async fn connection_task(target: BrokerTarget, mut calls: mpsc::Receiver<Call>) 
                 if since.elapsed() >= HEALTHY {
                     backoff = BACKOFF_MIN;
                 }
+                None
             }
-            Ok(Err(e)) => {
-                tracing::warn!(url = %target.url, "cannot connect to the credential broker: {e}")
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some(format!("no upgrade within {CONNECT_TIMEOUT:?}")),
+        };
+        if let Some(e) = failure {
+            if failing {
+                tracing::debug!(url = %target.url, "cannot connect to the credential broker: {e}");
+            } else {
+                tracing::warn!(url = %target.url, "cannot connect to the credential broker (retrying): {e}");
             }
-            Err(_) => tracing::warn!(
-                url = %target.url,
-                "cannot connect to the credential broker: no upgrade within {CONNECT_TIMEOUT:?}"
-            ),
+            failing = true;
         }
-        // Wait before the next attempt; whoever asks meanwhile is answered at once.
+        // Wait before the next attempt. Calls made during the first short pauses wait for
+        // it (their own timeout bounds them): a broker restart costs no call. Once the
+        // pauses grow, the broker counts as down and calls are answered at once.
         let pause = tokio::time::sleep(backoff);
-        tokio::pin!(pause);
-        while let Ok(call) = calls.try_recv() {
-            let _ = call
-                .reply
-                .send(Err(BrokerError::transient("the broker is unreachable")));
-        }
-        loop {
-            tokio::select! {
-                () = &mut pause => break,
-                call = calls.recv() => match call {
-                    None => return,
-                    Some(call) => {
-                        let _ = call.reply.send(Err(BrokerError::transient("the broker is unreachable")));
-                    }
-                },
-            }
+        if backoff < WAIT_THROUGH {
+            pause.await;
+        } else if fail_calls_until(pause, &mut calls).await.is_break() {
+            return;
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Answers every call made before `pause` ends with "unreachable"; `Break` when every
+/// handle is gone.
+async fn fail_calls_until(
+    pause: tokio::time::Sleep,
+    calls: &mut mpsc::Receiver<Call>,
+) -> std::ops::ControlFlow<()> {
+    tokio::pin!(pause);
+    loop {
+        tokio::select! {
+            () = &mut pause => return std::ops::ControlFlow::Continue(()),
+            call = calls.recv() => match call {
+                None => return std::ops::ControlFlow::Break(()),
+                Some(call) => {
+                    let _ = call.reply.send(Err(BrokerError::transient("the broker is unreachable")));
+                }
+            },
+        }
     }
 }
 
