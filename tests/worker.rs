@@ -91,6 +91,33 @@ async fn the_child_is_logged_in_before_the_first_request_of_a_parent_without_exp
 }
 
 #[tokio::test]
+async fn a_parent_that_opted_out_of_the_login_notifications_is_not_kept_waiting() {
+    for opted_out in [
+        json!([LOGIN_COMPLETED, ACCOUNT_UPDATED]),
+        json!([LOGIN_COMPLETED]),
+    ] {
+        let backend = MockBackend::start().await;
+        let access = ws1("broker");
+        backend.allow(&access);
+        let broker = StandInBroker::start(&access, "ws-1", "plus").await;
+        let (_p, mut c) = worker(&broker, &backend, &[]);
+        let started = Instant::now();
+        let params = json!({
+            "clientInfo": {"name": "parent", "version": "1"},
+            "capabilities": {"optOutNotificationMethods": opted_out},
+        });
+        c.ok("initialize", params).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "initialize took {:?} with {opted_out}",
+            started.elapsed()
+        );
+        c.ok(RATE_LIMITS, Value::Null).await;
+        assert_hidden(&mut c).await;
+    }
+}
+
+#[tokio::test]
 async fn the_parent_sees_a_signed_in_chatgpt_account() {
     let (_backend, _broker, _p, mut c) = setup(&ws1("broker")).await;
     let account = c.account().await;

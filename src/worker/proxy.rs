@@ -109,6 +109,10 @@ pub struct Shared {
     init_id: Mutex<Option<Value>>,
     /// The parent's `initialize` was seen (later ones are forwarded untouched).
     init_seen: AtomicBool,
+    /// The parent opted out of `account/login/completed` / `account/updated`: the child
+    /// will not send them, so there is nothing to wait for or swallow.
+    opted_out_completed: AtomicBool,
+    opted_out_updated: AtomicBool,
     /// The child is not logged in with a broker credential yet: try again before the
     /// parent's next request.
     login_owed: AtomicBool,
@@ -149,6 +153,8 @@ impl Shared {
             gate,
             init_id: Mutex::new(None),
             init_seen: AtomicBool::new(false),
+            opted_out_completed: AtomicBool::new(false),
+            opted_out_updated: AtomicBool::new(false),
             login_owed: AtomicBool::new(false),
             login_now,
             tokens: Mutex::new(Tokens::default()),
@@ -183,6 +189,13 @@ pub async fn parent_to_child(
             {
                 *shared.init_id.lock().unwrap() = Some(id_value(id));
                 shared.gate.send_replace(false);
+                let opted_out = opted_out(&outgoing);
+                shared
+                    .opted_out_completed
+                    .store(opted_out.contains(&LOGIN_COMPLETED), Ordering::SeqCst);
+                shared
+                    .opted_out_updated
+                    .store(opted_out.contains(&ACCOUNT_UPDATED), Ordering::SeqCst);
                 outgoing = with_experimental_api(&outgoing).unwrap_or(outgoing);
             }
             Kind::Request { .. } if shared.login_owed.load(Ordering::SeqCst) => {
@@ -202,6 +215,19 @@ pub async fn parent_to_child(
 
 /// The parent's `initialize` with `capabilities.experimentalApi: true`; `None` when its
 /// params are not an object (then it goes as it came, and the child will say why).
+/// Which of the notifications the worker's logins cause the parent's `initialize` opts
+/// out of (`capabilities.optOutNotificationMethods`).
+fn opted_out(line: &str) -> Vec<&'static str> {
+    let message: Value = serde_json::from_str(line).unwrap_or_default();
+    let list = message
+        .pointer("/params/capabilities/optOutNotificationMethods")
+        .and_then(Value::as_array);
+    [LOGIN_COMPLETED, ACCOUNT_UPDATED]
+        .into_iter()
+        .filter(|method| list.is_some_and(|l| l.iter().any(|m| m == method)))
+        .collect()
+}
+
 fn with_experimental_api(line: &str) -> Option<String> {
     let mut message: Value = serde_json::from_str(line).ok()?;
     let params = message.get_mut("params")?.as_object_mut()?;
@@ -343,7 +369,9 @@ impl ChildToParent {
                 }
                 self.suppress_completed -= 1;
                 if params["success"] == true {
-                    self.suppress_updated += 1;
+                    if !self.shared.opted_out_updated.load(Ordering::SeqCst) {
+                        self.suppress_updated += 1;
+                    }
                 } else {
                     tracing::warn!(
                         "the child's checks after the worker's login failed: {}",
@@ -457,6 +485,13 @@ impl ChildToParent {
         }
         self.shared.install(credential, account);
         self.shared.login_owed.store(false, Ordering::SeqCst);
+        if self.shared.opted_out_completed.load(Ordering::SeqCst) {
+            // No account/login/completed will come; account/updated still may.
+            if !self.shared.opted_out_updated.load(Ordering::SeqCst) {
+                self.suppress_updated += 1;
+            }
+            return self.release().await;
+        }
         self.suppress_completed += 1;
         self.stage = Stage::AwaitingCompleted {
             deadline: tokio::time::Instant::now() + LOGIN_COMPLETED_TIMEOUT,
