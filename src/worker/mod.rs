@@ -27,7 +27,6 @@ use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::sync::CancellationToken;
 
 use broker_client::{BrokerClient, BrokerTarget};
-pub use broker_client::{BrokerError, Credential};
 
 /// Longest line accepted in either direction; a longer one is dropped with a warning.
 const MAX_LINE: usize = 64 * 1024 * 1024;
