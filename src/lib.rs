@@ -30,6 +30,9 @@ mod rpc;
 pub mod schema;
 mod server;
 mod transport;
+/// `authbridge worker`: an app-server child logged in and refreshed from the credential
+/// broker, behind a pass-through of the parent's messages.
+pub mod worker;
 
 pub use config::{Config, ConfigError, default_codex_home};
 pub use server::{Server, StartError};

@@ -39,6 +39,9 @@ enum Command {
     Logout,
     /// Own one ChatGPT credential and serve its access tokens to workers over WebSocket.
     Broker(BrokerArgs),
+    /// Run an app-server (CMD) as a child over stdio, logged in and refreshed from the
+    /// credential broker; the parent's messages pass through unchanged.
+    Worker(WorkerArgs),
 }
 
 #[derive(clap::Args)]
@@ -60,6 +63,19 @@ struct BrokerArgs {
     /// usable refresh token afterwards.
     #[arg(long, value_name = "PATH")]
     import_auth_json: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct WorkerArgs {
+    /// The credential broker: ws://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    broker: String,
+    /// File holding the broker's bearer token (trimmed).
+    #[arg(long, value_name = "PATH")]
+    broker_token_file: Option<PathBuf>,
+    /// The app-server to run, after `--`: `authbridge app-server` or `codex app-server`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<std::ffi::OsString>,
 }
 
 #[derive(clap::Args)]
@@ -364,7 +380,10 @@ fn account_command(overrides: &[String], command: Command) -> Result<ExitCode, S
             Command::Logout => cli::logout(&config, &mut out)
                 .await
                 .map(|()| ExitCode::SUCCESS),
-            Command::AppServer(_) | Command::GenerateJsonSchema { .. } | Command::Broker(_) => {
+            Command::AppServer(_)
+            | Command::GenerateJsonSchema { .. }
+            | Command::Broker(_)
+            | Command::Worker(_) => {
                 unreachable!("served by main")
             }
         }
@@ -437,6 +456,28 @@ fn main() -> ExitCode {
             // A read of stdin may still be parked on a blocking thread; do not wait for it.
             runtime.shutdown_background();
             result
+        }
+        Command::Worker(args) => {
+            // One thread, like the app-server: the worker only moves lines and waits.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            let options = authbridge::worker::WorkerOptions {
+                broker: args.broker,
+                broker_token_file: args.broker_token_file,
+                command: args.command,
+            };
+            // The signal handlers first: they unblock SIGINT/SIGTERM, which the child
+            // inherits, and a signal is then passed on to the child.
+            let result = runtime
+                .block_on(async { authbridge::worker::run(options, shutdown_on_signals()).await });
+            // A read of stdin may still be parked on a blocking thread; do not wait for it.
+            runtime.shutdown_background();
+            match result {
+                Ok(code) => return ExitCode::from(u8::try_from(code).unwrap_or(1)),
+                Err(message) => Err(message),
+            }
         }
     };
     match result {

@@ -22,6 +22,7 @@ pub mod process;
 pub mod race;
 pub mod raw;
 pub mod responses;
+pub mod stand_in_broker;
 pub mod turns;
 pub mod wait;
 pub mod webdriver;

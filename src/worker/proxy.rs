@@ -1,0 +1,707 @@
+//! The two directions of the pass-through and the few messages the worker touches.
+//!
+//! Parent to child ([`parent_to_child`]): every line is forwarded as it came, except the
+//! first `initialize`, whose `capabilities.experimentalApi` is forced to true (the
+//! `chatgptAuthTokens` login needs it). Once that `initialize` is sent, the next parent
+//! message waits behind a gate until the worker has logged the child in; while a login is
+//! still owed (the broker had no credential), each parent request first waits for another
+//! attempt.
+//!
+//! Child to parent ([`ChildToParent`]): the child's answer to `initialize` is held while the
+//! worker logs the child in (`account/login/start` under an `authbridge-worker:N` id), then
+//! released together with anything the child said meanwhile. Answers to the worker's own
+//! requests, and the `account/login/completed` / `account/updated` its logins cause, are
+//! swallowed. `account/chatgptAuthTokens/refresh` requests are answered from the broker
+//! (see [`answer_refresh`]); every other line goes to the parent as it came.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+
+use super::broker_client::{BrokerClient, BrokerError, Credential};
+
+/// Every id the worker itself uses toward the child starts with this; the parent's ids
+/// are never strings with this prefix in practice, and the child's answers to these ids
+/// never reach the parent.
+pub const WRAPPER_ID_PREFIX: &str = "authbridge-worker:";
+const INITIALIZE: &str = "initialize";
+const LOGIN_START: &str = "account/login/start";
+const REFRESH: &str = "account/chatgptAuthTokens/refresh";
+const LOGIN_COMPLETED: &str = "account/login/completed";
+const ACCOUNT_UPDATED: &str = "account/updated";
+const EXTERNAL_MODE: &str = "chatgptAuthTokens";
+
+/// How long the child may take to answer the worker's login.
+const LOGIN_RESULT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the worker waits, after the login's result, for `account/login/completed`
+/// (codex runs its post-login checks in between) before it serves the parent anyway.
+const LOGIN_COMPLETED_TIMEOUT: Duration = Duration::from_secs(5);
+/// After a permanent broker failure, refresh requests are answered with it at once; the
+/// broker is read again at most this often to see whether a new sign-in happened.
+pub const LATCH_RECHECK: Duration = Duration::from_secs(5);
+/// The JSON-RPC error code of the worker's refusals to the child.
+const BROKER_ERROR_CODE: i64 = -32000;
+
+/// What the worker needs to know about one line without parsing the rest of it.
+#[derive(Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    method: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    error: Option<&'a RawValue>,
+}
+
+enum Kind<'a> {
+    Request {
+        id: &'a RawValue,
+        method: Cow<'a, str>,
+    },
+    Notification {
+        method: Cow<'a, str>,
+    },
+    Response {
+        id: &'a RawValue,
+        is_error: bool,
+    },
+    /// Not a JSON-RPC message the worker understands: forwarded untouched.
+    Other,
+}
+
+fn classify(line: &str) -> Kind<'_> {
+    let Ok(peek) = serde_json::from_str::<Peek<'_>>(line) else {
+        return Kind::Other;
+    };
+    match (peek.id, peek.method) {
+        (Some(id), Some(method)) => Kind::Request { id, method },
+        (None, Some(method)) => Kind::Notification { method },
+        (Some(id), None) => Kind::Response {
+            id,
+            is_error: peek.error.is_some(),
+        },
+        (None, None) => Kind::Other,
+    }
+}
+
+fn id_value(id: &RawValue) -> Value {
+    serde_json::from_str(id.get()).unwrap_or(Value::Null)
+}
+
+/// What both directions share.
+pub struct Shared {
+    pub broker: BrokerClient,
+    /// To the child, ahead of the parent's lines: the worker's own requests and answers.
+    /// Unbounded so the child-to-parent direction never waits on the child's input (their
+    /// number is bounded by the child's own requests and the worker's logins).
+    pub to_child_own: mpsc::UnboundedSender<String>,
+    /// Open (true) when parent messages may go to the child.
+    gate: watch::Sender<bool>,
+    /// The id of the parent's `initialize`, until the child answers it.
+    init_id: Mutex<Option<Value>>,
+    /// The parent's `initialize` was seen (later ones are forwarded untouched).
+    init_seen: AtomicBool,
+    /// The parent opted out of `account/login/completed` / `account/updated`: the child
+    /// will not send them, so there is nothing to wait for or swallow.
+    opted_out_completed: AtomicBool,
+    opted_out_updated: AtomicBool,
+    /// The child is not logged in with a broker credential yet: try again before the
+    /// parent's next request.
+    login_owed: AtomicBool,
+    /// Asks the child-to-parent side to log the child in now.
+    login_now: mpsc::UnboundedSender<()>,
+    tokens: Mutex<Tokens>,
+}
+
+/// What the child holds, as far as the worker knows, and a remembered permanent failure.
+#[derive(Default)]
+struct Tokens {
+    access: Option<SecretString>,
+    account: Option<String>,
+    latch: Option<Latch>,
+}
+
+struct Latch {
+    error: BrokerError,
+    /// The token the child held when the broker refused for good.
+    token: SecretString,
+    checked: Instant,
+}
+
+impl Shared {
+    pub fn new(
+        broker: BrokerClient,
+        to_child_own: mpsc::UnboundedSender<String>,
+    ) -> (
+        Arc<Shared>,
+        watch::Receiver<bool>,
+        mpsc::UnboundedReceiver<()>,
+    ) {
+        let (gate, gate_rx) = watch::channel(true);
+        let (login_now, login_rx) = mpsc::unbounded_channel();
+        let shared = Shared {
+            broker,
+            to_child_own,
+            gate,
+            init_id: Mutex::new(None),
+            init_seen: AtomicBool::new(false),
+            opted_out_completed: AtomicBool::new(false),
+            opted_out_updated: AtomicBool::new(false),
+            login_owed: AtomicBool::new(false),
+            login_now,
+            tokens: Mutex::new(Tokens::default()),
+        };
+        (Arc::new(shared), gate_rx, login_rx)
+    }
+
+    fn install(&self, credential: &Credential, account: &str) {
+        let mut tokens = self.tokens.lock().unwrap();
+        tokens.access = Some(credential.access_token.clone());
+        tokens.account = Some(account.to_owned());
+    }
+}
+
+/// The parent's lines to the child, until the parent's input ends (then the child's
+/// input is closed by dropping `to_child`).
+pub async fn parent_to_child(
+    shared: Arc<Shared>,
+    mut lines: mpsc::Receiver<String>,
+    to_child: mpsc::Sender<String>,
+    mut gate: watch::Receiver<bool>,
+) {
+    while let Some(line) = lines.recv().await {
+        // Wait until the child is logged in (or the attempt is over).
+        if gate.wait_for(|open| *open).await.is_err() {
+            return;
+        }
+        let mut outgoing = line;
+        match classify(&outgoing) {
+            Kind::Request { id, method }
+                if method == INITIALIZE && !shared.init_seen.swap(true, Ordering::SeqCst) =>
+            {
+                *shared.init_id.lock().unwrap() = Some(id_value(id));
+                shared.gate.send_replace(false);
+                let opted_out = opted_out(&outgoing);
+                shared
+                    .opted_out_completed
+                    .store(opted_out.contains(&LOGIN_COMPLETED), Ordering::SeqCst);
+                shared
+                    .opted_out_updated
+                    .store(opted_out.contains(&ACCOUNT_UPDATED), Ordering::SeqCst);
+                outgoing = with_experimental_api(&outgoing).unwrap_or(outgoing);
+            }
+            Kind::Request { .. } if shared.login_owed.load(Ordering::SeqCst) => {
+                shared.gate.send_replace(false);
+                if shared.login_now.send(()).is_err() || gate.wait_for(|open| *open).await.is_err()
+                {
+                    return;
+                }
+            }
+            _ => {}
+        }
+        if to_child.send(outgoing).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The parent's `initialize` with `capabilities.experimentalApi: true`; `None` when its
+/// params are not an object (then it goes as it came, and the child will say why).
+/// Which of the notifications the worker's logins cause the parent's `initialize` opts
+/// out of (`capabilities.optOutNotificationMethods`).
+fn opted_out(line: &str) -> Vec<&'static str> {
+    let message: Value = serde_json::from_str(line).unwrap_or_default();
+    let list = message
+        .pointer("/params/capabilities/optOutNotificationMethods")
+        .and_then(Value::as_array);
+    [LOGIN_COMPLETED, ACCOUNT_UPDATED]
+        .into_iter()
+        .filter(|method| list.is_some_and(|l| l.iter().any(|m| m == method)))
+        .collect()
+}
+
+fn with_experimental_api(line: &str) -> Option<String> {
+    let mut message: Value = serde_json::from_str(line).ok()?;
+    let params = message.get_mut("params")?.as_object_mut()?;
+    let capabilities = params.entry("capabilities").or_insert_with(|| json!({}));
+    if capabilities.is_null() {
+        *capabilities = json!({});
+    }
+    capabilities
+        .as_object_mut()?
+        .insert("experimentalApi".into(), Value::Bool(true));
+    Some(message.to_string())
+}
+
+enum Stage {
+    Idle,
+    /// Waiting for `credential/read`.
+    Fetching,
+    /// The login was sent under `id`; waiting for its result.
+    AwaitingResult {
+        id: String,
+        credential: Box<Credential>,
+        account: String,
+        deadline: tokio::time::Instant,
+    },
+    /// The login succeeded; waiting for `account/login/completed`.
+    AwaitingCompleted {
+        deadline: tokio::time::Instant,
+    },
+}
+
+/// The child's lines to the parent, and the worker's logins.
+pub struct ChildToParent {
+    shared: Arc<Shared>,
+    to_parent: mpsc::Sender<String>,
+    stage: Stage,
+    /// While the child's `initialize` answer is held, it and everything after it.
+    held: Option<VecDeque<String>>,
+    next_id: u64,
+    suppress_completed: usize,
+    suppress_updated: usize,
+    fetched_tx: mpsc::UnboundedSender<Result<Credential, BrokerError>>,
+    fetched_rx: mpsc::UnboundedReceiver<Result<Credential, BrokerError>>,
+    login_rx: mpsc::UnboundedReceiver<()>,
+}
+
+impl ChildToParent {
+    pub fn new(
+        shared: Arc<Shared>,
+        to_parent: mpsc::Sender<String>,
+        login_rx: mpsc::UnboundedReceiver<()>,
+    ) -> ChildToParent {
+        let (fetched_tx, fetched_rx) = mpsc::unbounded_channel();
+        ChildToParent {
+            shared,
+            to_parent,
+            stage: Stage::Idle,
+            held: None,
+            next_id: 0,
+            suppress_completed: 0,
+            suppress_updated: 0,
+            fetched_tx,
+            fetched_rx,
+            login_rx,
+        }
+    }
+
+    /// Runs until the child's output ends; then releases whatever is held.
+    pub async fn run(mut self, mut lines: mpsc::Receiver<String>) {
+        loop {
+            let deadline = match &self.stage {
+                Stage::AwaitingResult { deadline, .. } | Stage::AwaitingCompleted { deadline } => {
+                    Some(*deadline)
+                }
+                Stage::Idle | Stage::Fetching => None,
+            };
+            tokio::select! {
+                line = lines.recv() => match line {
+                    Some(line) => self.child_line(line).await,
+                    None => break,
+                },
+                Some(fetched) = self.fetched_rx.recv() => self.fetched(fetched).await,
+                Some(()) = self.login_rx.recv() => self.start_login().await,
+                () = sleep_until(deadline), if deadline.is_some() => self.timed_out().await,
+            }
+        }
+        self.release().await;
+    }
+
+    async fn child_line(&mut self, line: String) {
+        match classify(&line) {
+            Kind::Request { id, method } if method == REFRESH => {
+                let id = id.get().to_owned();
+                let previous_account = serde_json::from_str::<Value>(&line).ok().and_then(|m| {
+                    m.pointer("/params/previousAccountId")?
+                        .as_str()
+                        .map(str::to_owned)
+                });
+                tokio::spawn(answer_refresh(self.shared.clone(), id, previous_account));
+            }
+            Kind::Response { id, is_error } => {
+                let own = serde_json::from_str::<&str>(id.get())
+                    .ok()
+                    .filter(|id| id.starts_with(WRAPPER_ID_PREFIX))
+                    .map(str::to_owned);
+                if let Some(own) = own {
+                    self.own_response(&own, is_error, &line).await;
+                    return;
+                }
+                let is_init = {
+                    let mut init = self.shared.init_id.lock().unwrap();
+                    let matches = init.as_ref().is_some_and(|i| *i == id_value(id));
+                    if matches {
+                        *init = None;
+                    }
+                    matches
+                };
+                if is_init {
+                    if is_error {
+                        // Not initialized: the parent will try again, as it would without us.
+                        self.shared.init_seen.store(false, Ordering::SeqCst);
+                        self.forward(line).await;
+                        self.shared.gate.send_replace(true);
+                    } else {
+                        self.held = Some(VecDeque::from([line]));
+                        self.start_login().await;
+                    }
+                    return;
+                }
+                self.forward(line).await;
+            }
+            Kind::Notification { method }
+                if method == LOGIN_COMPLETED && self.suppress_completed > 0 =>
+            {
+                let params = params_of(&line);
+                if params.get("loginId").is_some_and(|id| !id.is_null()) {
+                    // A browser or device login the parent started: not ours.
+                    self.forward(line).await;
+                    return;
+                }
+                self.suppress_completed -= 1;
+                if params["success"] == true {
+                    if !self.shared.opted_out_updated.load(Ordering::SeqCst) {
+                        self.suppress_updated += 1;
+                    }
+                } else {
+                    tracing::warn!(
+                        "the child's checks after the worker's login failed: {}",
+                        params["error"].as_str().unwrap_or("no reason given")
+                    );
+                }
+                if matches!(self.stage, Stage::AwaitingCompleted { .. }) {
+                    self.release().await;
+                }
+            }
+            Kind::Notification { method }
+                if method == ACCOUNT_UPDATED && self.suppress_updated > 0 =>
+            {
+                if params_of(&line)["authMode"] == EXTERNAL_MODE {
+                    self.suppress_updated -= 1;
+                } else {
+                    self.forward(line).await;
+                }
+            }
+            _ => self.forward(line).await,
+        }
+    }
+
+    async fn forward(&mut self, line: String) {
+        match &mut self.held {
+            Some(held) => held.push_back(line),
+            None => {
+                let _ = self.to_parent.send(line).await;
+            }
+        }
+    }
+
+    /// Starts a login unless one is under way.
+    async fn start_login(&mut self) {
+        if !matches!(self.stage, Stage::Idle) {
+            return;
+        }
+        self.shared.gate.send_replace(false);
+        self.stage = Stage::Fetching;
+        let broker = self.shared.broker.clone();
+        let fetched = self.fetched_tx.clone();
+        tokio::spawn(async move {
+            let _ = fetched.send(broker.read().await);
+        });
+    }
+
+    async fn fetched(&mut self, fetched: Result<Credential, BrokerError>) {
+        if !matches!(self.stage, Stage::Fetching) {
+            return;
+        }
+        let credential = match fetched {
+            Ok(credential) => credential,
+            Err(e) => {
+                tracing::warn!(
+                    "the credential broker gave no credential, so the child is not logged in \
+                     (trying again before the parent's next request): {e}"
+                );
+                return self.owe_login().await;
+            }
+        };
+        let Some(account) = account_of(&credential, None) else {
+            tracing::warn!(
+                "the broker's credential names no ChatGPT account; not logging the child in"
+            );
+            return self.owe_login().await;
+        };
+        self.next_id += 1;
+        let id = format!("{WRAPPER_ID_PREFIX}{}", self.next_id);
+        let login = json!({
+            "id": id,
+            "method": LOGIN_START,
+            "params": {
+                "type": EXTERNAL_MODE,
+                "accessToken": credential.access_token.expose_secret(),
+                "chatgptAccountId": account,
+                "chatgptPlanType": credential.plan_type,
+            }
+        });
+        if self.shared.to_child_own.send(login.to_string()).is_err() {
+            return self.owe_login().await;
+        }
+        self.stage = Stage::AwaitingResult {
+            id,
+            credential: Box::new(credential),
+            account,
+            deadline: tokio::time::Instant::now() + LOGIN_RESULT_TIMEOUT,
+        };
+    }
+
+    async fn own_response(&mut self, id: &str, is_error: bool, line: &str) {
+        let Stage::AwaitingResult {
+            id: expected,
+            credential,
+            account,
+            ..
+        } = &self.stage
+        else {
+            return;
+        };
+        if id != expected {
+            return;
+        }
+        if is_error {
+            let error = serde_json::from_str::<Value>(line).unwrap_or_default();
+            let message = error
+                .pointer("/error/message")
+                .and_then(Value::as_str)
+                .unwrap_or("no message");
+            tracing::warn!("the child refused the worker's login: {message}");
+            return self.owe_login().await;
+        }
+        self.shared.install(credential, account);
+        self.shared.login_owed.store(false, Ordering::SeqCst);
+        if self.shared.opted_out_completed.load(Ordering::SeqCst) {
+            // No account/login/completed will come; account/updated still may.
+            if !self.shared.opted_out_updated.load(Ordering::SeqCst) {
+                self.suppress_updated += 1;
+            }
+            return self.release().await;
+        }
+        self.suppress_completed += 1;
+        self.stage = Stage::AwaitingCompleted {
+            deadline: tokio::time::Instant::now() + LOGIN_COMPLETED_TIMEOUT,
+        };
+    }
+
+    async fn timed_out(&mut self) {
+        match self.stage {
+            Stage::AwaitingResult { .. } => {
+                tracing::warn!(
+                    "the child did not answer the worker's login within {LOGIN_RESULT_TIMEOUT:?}"
+                );
+                self.owe_login().await;
+            }
+            Stage::AwaitingCompleted { .. } => self.release().await,
+            Stage::Idle | Stage::Fetching => {}
+        }
+    }
+
+    async fn owe_login(&mut self) {
+        self.shared.login_owed.store(true, Ordering::SeqCst);
+        self.release().await;
+    }
+
+    /// Ends the login: what was held goes to the parent, and the parent's messages flow.
+    async fn release(&mut self) {
+        self.stage = Stage::Idle;
+        if let Some(held) = self.held.take() {
+            for line in held {
+                let _ = self.to_parent.send(line).await;
+            }
+        }
+        self.shared.gate.send_replace(true);
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn params_of(line: &str) -> Value {
+    serde_json::from_str::<Value>(line)
+        .ok()
+        .and_then(|mut m| m.get_mut("params").map(Value::take))
+        .unwrap_or_default()
+}
+
+/// The account to name to the child: the broker's, else the token's claim, else the one
+/// the child named.
+fn account_of(credential: &Credential, fallback: Option<&str>) -> Option<String> {
+    credential
+        .account_id
+        .clone()
+        .filter(|a| !a.is_empty())
+        .or_else(|| {
+            crate::auth::jwt::parse(credential.access_token.expose_secret())
+                .ok()
+                .and_then(|claims| claims.chatgpt_account_id)
+        })
+        .or_else(|| fallback.map(str::to_owned))
+}
+
+/// Answers one `account/chatgptAuthTokens/refresh` from the child (`id` is its raw JSON).
+async fn answer_refresh(shared: Arc<Shared>, id: String, previous_account: Option<String>) {
+    let answer = match refresh(&shared, previous_account.as_deref()).await {
+        Ok((credential, account)) => {
+            let result = json!({
+                "accessToken": credential.access_token.expose_secret(),
+                "chatgptAccountId": account,
+                "chatgptPlanType": credential.plan_type,
+            });
+            format!(r#"{{"id":{id},"result":{result}}}"#)
+        }
+        Err(e) => {
+            tracing::warn!("answering the child's refresh request with an error: {e}");
+            let mut error = json!({
+                "code": BROKER_ERROR_CODE,
+                "message": format!("credential broker: {e}"),
+            });
+            if let Some(name) = e.auth_error() {
+                error["data"] = json!({"authError": name});
+            }
+            format!(r#"{{"id":{id},"error":{error}}}"#)
+        }
+    };
+    let _ = shared.to_child_own.send(answer);
+}
+
+async fn refresh(
+    shared: &Shared,
+    previous_account: Option<&str>,
+) -> Result<(Credential, String), BrokerError> {
+    let (previous, recheck) = {
+        let mut tokens = shared.tokens.lock().unwrap();
+        let previous = tokens.access.clone();
+        let recheck = match &mut tokens.latch {
+            Some(latch) if latch.checked.elapsed() < LATCH_RECHECK => {
+                return Err(latch.error.clone());
+            }
+            Some(latch) => {
+                latch.checked = Instant::now();
+                Some((latch.token.clone(), latch.error.clone()))
+            }
+            None => None,
+        };
+        (previous, recheck)
+    };
+    let accept = |credential: Credential| -> Result<(Credential, String), BrokerError> {
+        let account =
+            account_of(&credential, previous_account).ok_or_else(|| BrokerError::Transient {
+                auth_error: None,
+                message: "the broker's credential names no ChatGPT account".into(),
+            })?;
+        shared.install(&credential, &account);
+        Ok((credential, account))
+    };
+    if let Some((latched_token, latched_error)) = recheck {
+        // Only a new sign-in (a different token at the broker) lifts the latch.
+        return match shared.broker.read().await {
+            Ok(c) if c.access_token.expose_secret() != latched_token.expose_secret() => {
+                tracing::info!("the credential broker has a new credential; refreshes resume");
+                shared.tokens.lock().unwrap().latch = None;
+                accept(c)
+            }
+            _ => Err(latched_error),
+        };
+    }
+    let outcome = match &previous {
+        Some(previous) => shared.broker.refresh(previous).await,
+        None => shared.broker.read().await,
+    };
+    match outcome {
+        Ok(credential) => accept(credential),
+        Err(e) => {
+            if e.is_permanent() {
+                tracing::warn!(
+                    "the credential broker cannot refresh until a new sign-in ({e}); \
+                     answering the child's refresh requests with this error"
+                );
+                shared.tokens.lock().unwrap().latch = Some(Latch {
+                    error: e.clone(),
+                    token: previous.unwrap_or_else(|| SecretString::from("")),
+                    checked: Instant::now(),
+                });
+            }
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initialize_gets_experimental_api_whatever_the_parent_said() {
+        for line in [
+            r#"{"id":1,"method":"initialize","params":{"clientInfo":{"name":"p","version":"1"}}}"#,
+            r#"{"id":1,"method":"initialize","params":{"clientInfo":{"name":"p","version":"1"},"capabilities":null}}"#,
+            r#"{"id":1,"method":"initialize","params":{"clientInfo":{"name":"p","version":"1"},"capabilities":{"experimentalApi":false,"optOutNotificationMethods":["x"]}}}"#,
+        ] {
+            let out: Value = serde_json::from_str(&with_experimental_api(line).unwrap()).unwrap();
+            assert_eq!(
+                out["params"]["capabilities"]["experimentalApi"], true,
+                "{line}"
+            );
+            assert_eq!(out["params"]["clientInfo"]["name"], "p");
+        }
+        let kept: Value = serde_json::from_str(
+            &with_experimental_api(
+                r#"{"id":1,"method":"initialize","params":{"clientInfo":{},"capabilities":{"optOutNotificationMethods":["x"]}}}"#,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            kept["params"]["capabilities"]["optOutNotificationMethods"],
+            json!(["x"])
+        );
+        assert_eq!(
+            with_experimental_api(r#"{"id":1,"method":"initialize"}"#),
+            None
+        );
+    }
+
+    #[test]
+    fn lines_are_classified_without_parsing_them_whole() {
+        assert!(matches!(
+            classify(r#"{"id":"a","method":"m","params":{}}"#),
+            Kind::Request { .. }
+        ));
+        assert!(matches!(
+            classify(r#"{"method":"m"}"#),
+            Kind::Notification { .. }
+        ));
+        assert!(matches!(
+            classify(r#"{"id":3,"error":{"code":1,"message":"x"}}"#),
+            Kind::Response { is_error: true, .. }
+        ));
+        assert!(matches!(
+            classify(r#"{"id":3,"result":{}}"#),
+            Kind::Response {
+                is_error: false,
+                ..
+            }
+        ));
+        assert!(matches!(classify("not json"), Kind::Other));
+        assert!(matches!(classify("[1,2]"), Kind::Other));
+    }
+}
