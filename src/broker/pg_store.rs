@@ -89,7 +89,9 @@ impl Connector {
     fn new(url: &str, options: &PgOptions) -> Result<Self, StoreError> {
         let mut config: tokio_postgres::Config = url.parse().map_err(|_| StoreError::Url)?;
         if config.get_application_name().is_none() {
-            config.application_name("authbridge broker");
+            // The process id tells an operator (and the fleet test) which instance holds
+            // the row lock: `pg_stat_activity.application_name`.
+            config.application_name(&format!("authbridge broker {}", std::process::id()));
         }
         config
             .connect_timeout(options.connect_timeout)

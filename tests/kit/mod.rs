@@ -13,6 +13,7 @@ pub mod bench;
 pub mod broker;
 pub mod client;
 pub mod conformance;
+pub mod fleet;
 pub mod home;
 pub mod inproc;
 pub mod issuer;

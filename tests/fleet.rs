@@ -1,0 +1,194 @@
+//! The fleet stress test of issue 11: 16 workers (authbridge app-servers behind the worker
+//! wrapper) call the backend in a loop for a bounded run while the access token expires
+//! every 1.5 s. One broker on `CODEX_HOME`, then two broker instances on one PostgreSQL:
+//! exactly one grant per expiry at the issuer, no refresh token spent twice, no worker
+//! call failed. The bench `fleet` prints the same figures for a longer run.
+
+mod kit;
+
+use std::time::Duration;
+
+use kit::fleet::{FleetReport, run_fleet};
+use kit::postgres::PgCluster;
+use kit::{MockBackend, MockIssuer, broker};
+
+const WORKERS: usize = 16;
+const RUN: Duration = Duration::from_secs(7);
+const EVERY: Duration = Duration::from_millis(1500);
+
+fn source(issuer: &MockIssuer) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auth.json");
+    std::fs::write(
+        &path,
+        serde_json::to_vec_pretty(&issuer.mint_auth_json()).unwrap(),
+    )
+    .unwrap();
+    let path = path.to_str().unwrap().to_owned();
+    (dir, path)
+}
+
+fn check(r: &FleetReport) {
+    assert!(r.expiries >= 3, "{} expiries", r.expiries);
+    assert_eq!(r.grants, r.expiries, "one grant per expiry");
+    assert_eq!(r.reused, 0, "no refresh token spent twice");
+    assert_eq!(r.failed, 0, "of {} calls: {:?}", r.calls, r.failures);
+    assert!(
+        r.calls > WORKERS * 10,
+        "the fleet did work: {} calls",
+        r.calls
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_workers_on_one_broker_make_one_grant_per_expiry() {
+    let issuer = MockIssuer::start().await;
+    let backend = MockBackend::start().await;
+    backend.validate_with(issuer.current_access_only());
+    let (_src, src) = source(&issuer);
+    let home = tempfile::tempdir().unwrap();
+    let b = broker::start(&issuer, home.path(), &["--import-auth-json", &src], &[]).await;
+    let report = run_fleet(&issuer, &backend, &[b.addr.clone()], WORKERS, RUN, EVERY).await;
+    check(&report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_workers_on_two_postgres_brokers_make_one_grant_per_expiry() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let issuer = MockIssuer::start().await;
+    let backend = MockBackend::start().await;
+    backend.validate_with(issuer.current_access_only());
+    let (_src, src) = source(&issuer);
+    let key_dir = tempfile::tempdir().unwrap();
+    let key_file = key_dir.path().join("store.key");
+    std::fs::write(&key_file, "22".repeat(32)).unwrap();
+    let env = [("AUTHBRIDGE_STORE_KEY_FILE", key_file.to_str().unwrap())];
+    let url = cluster.url();
+    let (ha, hb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = broker::start(
+        &issuer,
+        ha.path(),
+        &["--store", &url, "--import-auth-json", &src],
+        &env,
+    )
+    .await;
+    let b = broker::start(&issuer, hb.path(), &["--store", &url], &env).await;
+    let report = run_fleet(
+        &issuer,
+        &backend,
+        &[a.addr.clone(), b.addr.clone()],
+        WORKERS,
+        RUN,
+        EVERY,
+    )
+    .await;
+    check(&report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_holding_the_row_lock_dies_mid_grant_and_no_token_is_spent_twice() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let issuer = MockIssuer::start().await;
+    let backend = MockBackend::start().await;
+    backend.validate_with(issuer.current_access_only());
+    let (_src, src) = source(&issuer);
+    let key_dir = tempfile::tempdir().unwrap();
+    let key_file = key_dir.path().join("store.key");
+    std::fs::write(&key_file, "33".repeat(32)).unwrap();
+    let env = [("AUTHBRIDGE_STORE_KEY_FILE", key_file.to_str().unwrap())];
+    let url = cluster.url();
+    let (ha, hb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut brokers = vec![
+        broker::start(
+            &issuer,
+            ha.path(),
+            &["--store", &url, "--import-auth-json", &src],
+            &env,
+        )
+        .await,
+        broker::start(&issuer, hb.path(), &["--store", &url], &env).await,
+    ];
+    let mut fleet = Vec::new();
+    for i in 0..WORKERS {
+        let (p, c) = kit::fleet::worker(&brokers[i % 2].addr, &backend, &format!("w{i}")).await;
+        fleet.push((i % 2, p, c));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    let loops = fleet.iter_mut().map(|(instance, _, c)| async move {
+        let mut failed = 0;
+        while std::time::Instant::now() < deadline {
+            let id = c.request("account/rateLimits/read", None);
+            if c.response_within(&id, Duration::from_secs(30))
+                .await
+                .get("result")
+                .is_none()
+            {
+                failed += 1;
+            }
+        }
+        (*instance, failed)
+    });
+    let db = cluster.connect().await;
+    let chaos = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // An expiry whose grant the issuer holds: the instance that sent it holds the row.
+        issuer.hold_refreshes(true);
+        issuer.expire_access();
+        kit::wait::until("a grant to reach the issuer", || {
+            issuer.refreshes().len() == 1
+        })
+        .await;
+        let rows = db
+            .query(
+                "SELECT application_name, coalesce(state, '') FROM pg_stat_activity \
+                 WHERE application_name LIKE 'authbridge broker %'",
+                &[],
+            )
+            .await
+            .unwrap();
+        let seen: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let holder = seen
+            .iter()
+            .find(|(_, state)| state.starts_with("idle in transaction"))
+            .unwrap_or_else(|| panic!("no session holds the row: {seen:?}"))
+            .0
+            .clone();
+        let pid: u32 = holder.rsplit(' ').next().unwrap().parse().unwrap();
+        let dead = brokers
+            .iter()
+            .position(|b| b.proc.child.id() == Some(pid))
+            .expect("the holder is one of the brokers");
+        brokers[dead].proc.child.start_kill().unwrap();
+        let _ = brokers[dead].proc.child.wait().await;
+        // Its request dies with it, unanswered: the issuer rotated nothing.
+        issuer.drop_held().await;
+        // Two more expiries for the survivor.
+        for _ in 0..2 {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            issuer.expire_access();
+        }
+        dead
+    };
+    let (results, dead) = tokio::join!(futures::future::join_all(loops), chaos);
+    assert_eq!(issuer.reuses(), 0, "no refresh token spent twice");
+    // The held request, then one grant for the killed expiry and one per later expiry.
+    assert_eq!(
+        issuer.refreshes().len(),
+        1 + 3,
+        "{:?}",
+        issuer.refreshes().len()
+    );
+    let survivor_failures: usize = results
+        .iter()
+        .filter(|(instance, _)| *instance != dead)
+        .map(|(_, f)| f)
+        .sum();
+    assert_eq!(
+        survivor_failures, 0,
+        "the surviving instance's workers never failed"
+    );
+}

@@ -1,0 +1,103 @@
+//! A fleet: worker wrappers (`authbridge worker -- authbridge app-server`) served by one
+//! or more brokers, each worker calling the backend in a loop while the access token
+//! expires every few seconds. Shared by the stress test and the bench.
+
+use std::time::{Duration, Instant};
+
+use super::backend::MockBackend;
+use super::client::Client;
+use super::issuer::MockIssuer;
+use super::process::{Options, Proc, binary};
+
+pub struct FleetReport {
+    pub expiries: usize,
+    pub grants: usize,
+    pub reused: usize,
+    pub calls: usize,
+    pub failed: usize,
+    /// The first few failures, for the assertion message.
+    pub failures: Vec<String>,
+    pub elapsed: Duration,
+}
+
+/// One worker around an authbridge app-server pointed at `backend`, served by `broker`
+/// (a `ws://` address without the scheme), initialized as an ordinary parent would.
+pub async fn worker(broker: &str, backend: &MockBackend, name: &str) -> (Proc, Client) {
+    let child = binary().unwrap();
+    let url = format!("ws://{broker}");
+    let backend_setting = backend.config_arg();
+    let args = [
+        "worker",
+        "--broker",
+        &url,
+        "--",
+        child.to_str().unwrap(),
+        "app-server",
+        "-c",
+        &backend_setting,
+    ];
+    let mut p = Proc::spawn(&args, Options::default());
+    let (stdin, stdout) = p.pipes();
+    let mut c = Client::over_io(stdout, stdin);
+    c.initialize(name, false).await;
+    (p, c)
+}
+
+/// Runs `workers` workers spread over `brokers` for `run`, expiring the access token
+/// every `every`; the last expiry leaves the fleet time to meet it.
+pub async fn run_fleet(
+    issuer: &MockIssuer,
+    backend: &MockBackend,
+    brokers: &[String],
+    workers: usize,
+    run: Duration,
+    every: Duration,
+) -> FleetReport {
+    let mut fleet = Vec::new();
+    for i in 0..workers {
+        fleet.push(worker(&brokers[i % brokers.len()], backend, &format!("worker-{i}")).await);
+    }
+    let grants_before = issuer.refreshes().len();
+    let start = Instant::now();
+    let deadline = start + run;
+    let loops = fleet.iter_mut().map(|(_, c)| async move {
+        let (mut calls, mut failures) = (0usize, Vec::new());
+        while Instant::now() < deadline {
+            let id = c.request("account/rateLimits/read", None);
+            let r = c.response_within(&id, Duration::from_secs(30)).await;
+            calls += 1;
+            if r.get("result").is_none() {
+                failures.push(r.to_string());
+            }
+        }
+        (calls, failures)
+    });
+    let expiring = async {
+        let mut expiries = 0;
+        let mut next = start + every;
+        while next + every / 2 < deadline {
+            tokio::time::sleep_until(next.into()).await;
+            issuer.expire_access();
+            expiries += 1;
+            next += every;
+        }
+        expiries
+    };
+    let (results, expiries) = tokio::join!(futures::future::join_all(loops), expiring);
+    let mut report = FleetReport {
+        expiries,
+        grants: issuer.refreshes().len() - grants_before,
+        reused: issuer.reuses(),
+        calls: 0,
+        failed: 0,
+        failures: Vec::new(),
+        elapsed: start.elapsed(),
+    };
+    for (calls, failures) in results {
+        report.calls += calls;
+        report.failed += failures.len();
+        report.failures.extend(failures.into_iter().take(3));
+    }
+    drop(fleet);
+    report
+}
