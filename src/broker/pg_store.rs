@@ -91,7 +91,7 @@ impl Connector {
         if config.get_application_name().is_none() {
             // The process id tells an operator (and the fleet test) which instance holds
             // the row lock: `pg_stat_activity.application_name`.
-            config.application_name(&format!("authbridge broker {}", std::process::id()));
+            config.application_name(format!("authbridge broker {}", std::process::id()));
         }
         config
             .connect_timeout(options.connect_timeout)
