@@ -66,7 +66,15 @@ fn main() {
             let (_src, src) = source(&issuer);
             let home = tempfile::tempdir().unwrap();
             let b = broker::start(&issuer, home.path(), &["--import-auth-json", &src], &[]).await;
-            let r = run_fleet(&issuer, &backend, &[b.addr.clone()], workers, run, every).await;
+            let r = run_fleet(
+                &issuer,
+                &backend,
+                std::slice::from_ref(&b.addr),
+                workers,
+                run,
+                every,
+            )
+            .await;
             table.extend(rows("file broker", &r));
         }
         match PgCluster::start() {

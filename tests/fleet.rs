@@ -48,7 +48,15 @@ async fn sixteen_workers_on_one_broker_make_one_grant_per_expiry() {
     let (_src, src) = source(&issuer);
     let home = tempfile::tempdir().unwrap();
     let b = broker::start(&issuer, home.path(), &["--import-auth-json", &src], &[]).await;
-    let report = run_fleet(&issuer, &backend, &[b.addr.clone()], WORKERS, RUN, EVERY).await;
+    let report = run_fleet(
+        &issuer,
+        &backend,
+        std::slice::from_ref(&b.addr),
+        WORKERS,
+        RUN,
+        EVERY,
+    )
+    .await;
     check(&report);
 }
 
