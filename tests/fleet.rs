@@ -110,7 +110,7 @@ async fn the_broker_holding_the_row_lock_dies_mid_grant_and_no_token_is_spent_tw
     let env = [("AUTHBRIDGE_STORE_KEY_FILE", key_file.to_str().unwrap())];
     let url = cluster.url();
     let (ha, hb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut brokers = vec![
+    let mut brokers = [
         broker::start(
             &issuer,
             ha.path(),
