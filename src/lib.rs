@@ -5,9 +5,11 @@
 //! Layers, outside in: `transport` moves one JSON text per message, `rpc` owns the
 //! JSON-RPC envelope and the per-connection peer, `api` implements the methods,
 //! `auth` knows who the user is and keeps the credential, `login` signs a user in through
-//! the OAuth issuer, `backend` calls the ChatGPT backend. See
-//! `ARCHITECTURE.md`. The public surface is small on purpose: configuration, the server,
-//! the schema generator and the WebSocket token helpers the command line needs.
+//! the OAuth issuer, `backend` calls the ChatGPT backend; `broker` owns one credential for
+//! many workers and `worker` wraps an app-server as one of them. See `ARCHITECTURE.md`.
+//! The public surface is what the command line needs: configuration, the server, the
+//! sign-in commands, the broker, the worker, the schema generator and the WebSocket token
+//! helpers.
 
 mod api;
 mod auth;
