@@ -104,6 +104,11 @@ pub(crate) struct PgOwner {
     issuer: IssuerClient,
     /// The grant in flight here, by the generation it replaces.
     inflight: Mutex<Option<(i64, SharedGrant)>>,
+    /// The row as `LISTEN/NOTIFY` last delivered it: reads are served from here.
+    feed: super::Subscription,
+    /// The newest generation this instance wrote or read; a cached row older than it is
+    /// not served (the notification of our own write may still be on its way).
+    newest: std::sync::atomic::AtomicI64,
 }
 
 fn permanent_of(reason: Option<&str>) -> PermanentFailure {
@@ -139,6 +144,13 @@ fn issued_row(row: &CredentialRow) -> IssuedCredential {
     }
 }
 
+fn check_state(row: CredentialRow) -> Result<CredentialRow, AuthError> {
+    if row.state == super::CredentialState::NeedsRelogin {
+        return Err(AuthError::LoginRequired(permanent_of(row.reason.as_deref())));
+    }
+    Ok(row)
+}
+
 fn expiring(row: &CredentialRow) -> bool {
     row.access_exp.is_some_and(|exp| {
         exp.duration_since(SystemTime::now())
@@ -149,11 +161,31 @@ fn expiring(row: &CredentialRow) -> bool {
 
 impl PgOwner {
     pub fn new(store: Arc<PgStore>, issuer: IssuerClient) -> Self {
+        let feed = store.subscribe();
         Self {
             store,
             issuer,
             inflight: Mutex::new(None),
+            feed,
+            newest: std::sync::atomic::AtomicI64::new(0),
         }
+    }
+
+    fn saw(&self, row: &CredentialRow) {
+        self.newest
+            .fetch_max(row.generation, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// The row from the change feed when it is connected and not older than what this
+    /// instance already saw; else from the database.
+    async fn cached(&self) -> Result<CredentialRow, AuthError> {
+        if self.feed.is_connected()
+            && let Some(row) = self.feed.current()
+            && row.generation >= self.newest.load(std::sync::atomic::Ordering::Acquire)
+        {
+            return check_state(row);
+        }
+        self.current().await
     }
 
     /// One grant task for `generation` in this instance, which no caller can interrupt
@@ -219,6 +251,9 @@ impl PgOwner {
         if inflight.as_ref().is_some_and(|(g, _)| *g == generation) {
             *inflight = None;
         }
+        if let Ok(row) = &outcome {
+            self.saw(row);
+        }
         outcome
     }
 
@@ -241,7 +276,7 @@ impl PgOwner {
 impl CredentialOwner for PgOwner {
     fn read(&self) -> BoxFuture<'_, Result<IssuedCredential, AuthError>> {
         Box::pin(async move {
-            let row = self.current().await?;
+            let row = self.cached().await?;
             if expiring(&row) {
                 match self.grant(row.generation, false).await {
                     Ok(fresh) => return Ok(issued_row(&fresh)),
@@ -257,9 +292,10 @@ impl CredentialOwner for PgOwner {
 
     fn refresh(&self, previous: Previous) -> BoxFuture<'_, Result<IssuedCredential, AuthError>> {
         Box::pin(async move {
+            // A refresh decides on the database's row, never on a cached one.
             let row = self.current().await?;
             if !previous.matches(&row.access_token) {
-                return self.read().await;
+                return Ok(issued_row(&row));
             }
             let fresh = self.grant(row.generation, true).await?;
             Ok(issued_row(&fresh))
