@@ -146,7 +146,9 @@ fn issued_row(row: &CredentialRow) -> IssuedCredential {
 
 fn check_state(row: CredentialRow) -> Result<CredentialRow, AuthError> {
     if row.state == super::CredentialState::NeedsRelogin {
-        return Err(AuthError::LoginRequired(permanent_of(row.reason.as_deref())));
+        return Err(AuthError::LoginRequired(permanent_of(
+            row.reason.as_deref(),
+        )));
     }
     Ok(row)
 }
