@@ -1,0 +1,750 @@
+//! The credential broker on the real binary (`authbridge broker`), against the kit's
+//! stand-in issuer on 127.0.0.1, for its file store and, where PostgreSQL can run here, its
+//! PostgreSQL store:
+//!
+//! - a worker holding an older token calling `credential/refresh`: answered with the
+//!   current token and no grant; round trips at 1 in flight on one connection and at
+//!   [`LOADED`] in flight (each on its own connection), and the issuer's grant count;
+//! - `credential/read`, likewise;
+//! - the broker's resident memory with [`Sizes::workers`] connected workers, each having
+//!   done one `credential/read`;
+//! - every one of those workers calling `credential/refresh` with the current token at once
+//!   (as if they all got a 401): grants at the issuer, failed calls and the burst's
+//!   latencies.
+//!
+//! Prints a table per store; no bench framework, no timed assertions.
+//!
+//! Run: `cargo bench --bench broker` (add `-- --quick` for a smaller, faster run).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use tokio::net::TcpStream;
+use tokio::sync::Barrier;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+#[path = "../tests/kit/mod.rs"]
+mod kit;
+
+use kit::MockIssuer;
+use kit::bench::{ms, pct, thousands, us};
+use kit::broker::{self, BrokerProc};
+use kit::postgres::PgCluster;
+
+/// Upper bound for the whole bench.
+const WHOLE: Duration = Duration::from_secs(600);
+/// Upper bound for any single phase of the bench; nothing waits longer.
+const PHASE: Duration = Duration::from_secs(120);
+/// Upper bound for one connection's open, one call, a start or a shutdown.
+const STEP: Duration = Duration::from_secs(10);
+/// Requests in flight for the loaded figures, each on its own connection.
+const LOADED: usize = 64;
+/// Connections being opened at once: under the listen backlog (128), as in ws_sessions.
+const OPEN_CONCURRENCY: usize = 100;
+/// Descriptors either process needs beyond one per connection.
+const FD_SPARE: u64 = 128;
+/// The client's read buffer per connection (answers are under 2 KiB).
+const CLIENT_READ_BUFFER: usize = 4096;
+/// The byte that, 32 times over in hex, is the key sealing the refresh token in PostgreSQL.
+const STORE_KEY_BYTE: &str = "11";
+
+type Ws = WebSocketStream<TcpStream>;
+
+#[derive(Clone, Copy)]
+struct Sizes {
+    warmup: usize,
+    /// Measured calls at 1 in flight.
+    sequential: usize,
+    /// Measured calls at [`LOADED`] in flight.
+    loaded: usize,
+    workers: usize,
+}
+
+/// What the bench needs from a message.
+#[derive(Deserialize)]
+struct Reply {
+    id: Option<u64>,
+    method: Option<IgnoredAny>,
+    result: Option<Issued>,
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Issued {
+    access_token: String,
+}
+
+fn main() {
+    let quick = kit::bench::quick();
+    let sizes = if quick {
+        Sizes {
+            warmup: 200,
+            sequential: 1_000,
+            loaded: 4_000,
+            workers: 200,
+        }
+    } else {
+        Sizes {
+            warmup: 1_000,
+            sequential: 5_000,
+            loaded: 20_000,
+            workers: 1_000,
+        }
+    };
+    let limit = raise_fd_limit();
+    kit::bench::run(WHOLE, run(sizes, quick, limit));
+}
+
+async fn run(sizes: Sizes, quick: bool, fd_limit: Option<u64>) {
+    println!(
+        "load average before: {}",
+        load_average().unwrap_or_else(|| "n/a".into())
+    );
+    println!(
+        "authbridge broker bench{}: {} calls at 1 in flight, {} at {LOADED} in flight, after {} \
+         warm-up; {} connected workers; open-file limit {}",
+        if quick { " (--quick)" } else { "" },
+        thousands(sizes.sequential as u64),
+        thousands(sizes.loaded as u64),
+        thousands(sizes.warmup as u64),
+        thousands(sizes.workers as u64),
+        fd_limit.map_or("unknown".into(), |l| l.to_string()),
+    );
+    if let Some(limit) = fd_limit {
+        assert!(
+            limit >= sizes.workers as u64 + FD_SPARE,
+            "the open-file limit ({limit}) is too low for {} workers; use --quick",
+            sizes.workers
+        );
+    }
+
+    let file = store_run(Store::File, sizes).await;
+    println!("\nfile store (CODEX_HOME/auth.json):");
+    file.print();
+
+    let cluster = tokio::task::block_in_place(PgCluster::start);
+    match &cluster {
+        Some(cluster) => {
+            let pg = store_run(Store::Postgres(cluster.url()), sizes).await;
+            println!("\nPostgreSQL store (a private cluster on 127.0.0.1, fsync off):");
+            pg.print();
+        }
+        None => println!("\nPostgreSQL store: skipped (PostgreSQL cannot run here)"),
+    }
+    tokio::task::block_in_place(move || drop(cluster));
+    println!(
+        "\nload average after: {}",
+        load_average().unwrap_or_else(|| "n/a".into())
+    );
+}
+
+enum Store {
+    File,
+    Postgres(String),
+}
+
+/// Every figure for one store, on a broker of its own against an issuer of its own.
+async fn store_run(store: Store, sizes: Sizes) -> Table {
+    let mut table = Table::default();
+    let issuer = MockIssuer::start().await;
+    let spawned = within(STEP, "broker start", Spawned::start(&issuer, &store)).await;
+    let pid = spawned.pid;
+    let addr = spawned.addr;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    table.kib("broker RSS idle after start", settled_rss(pid).await);
+
+    // One rotation, so that the token the broker first served is an older one.
+    let mut one = open(addr).await.expect("a connection");
+    let first = call(&mut one, 1, &read()).await.expect("credential/read");
+    let current = call(&mut one, 2, &refresh(&first))
+        .await
+        .expect("credential/refresh with the current token");
+    assert_ne!(
+        current, first,
+        "a refresh with the current token rotates it"
+    );
+    assert_eq!(issuer.refreshes().len(), 1, "one grant to set up");
+
+    // 1. A worker holding the older token: the current one, no grant.
+    let grants = issuer.refreshes().len();
+    let stale = refresh(&first);
+    let one = latency_rows(
+        &mut table,
+        "refresh from an older token",
+        one,
+        addr,
+        &stale,
+        &current,
+        sizes,
+    )
+    .await;
+    let during = issuer.refreshes().len() - grants;
+    table.row(
+        "grants during the older-token refreshes",
+        format!("{during} (of {} calls)", thousands(calls_of(sizes) as u64)),
+    );
+
+    // 2. credential/read.
+    let one = latency_rows(
+        &mut table,
+        "credential/read",
+        one,
+        addr,
+        &read(),
+        &current,
+        sizes,
+    )
+    .await;
+    drop(one);
+    let quiet = settled_rss(pid).await;
+    table.kib("broker RSS after the latency runs", quiet);
+
+    // 3. Many connected workers, each after one credential/read.
+    let n = sizes.workers;
+    let started = Instant::now();
+    let mut workers = open_workers(addr, n, &current).await;
+    let open_wall = started.elapsed();
+    table.row(
+        &format!("open {n} workers + one credential/read each, wall"),
+        ms(open_wall.as_nanos() as u64),
+    );
+    let connected = settled_rss(pid).await;
+    table.kib(&format!("broker RSS with {n} workers connected"), connected);
+    if let (Some(b), Some(a)) = (quiet, connected) {
+        let per = a.saturating_sub(b) as f64 / n as f64;
+        table.row("broker RSS per connected worker", format!("{per:.1} KiB"));
+    }
+
+    // 4. Every worker reports a 401 on the current token at once.
+    let grants = issuer.refreshes().len();
+    let burst = burst(&mut workers, &current).await;
+    let granted = issuer.refreshes().len() - grants;
+    table.row(
+        &format!("burst: {n} x credential/refresh(current), grants"),
+        granted.to_string(),
+    );
+    table.row(
+        "burst: failed calls",
+        format!("{} of {n}", burst.failed.len()),
+    );
+    table.row(
+        "burst: distinct tokens answered",
+        format!(
+            "{} (the old one: {})",
+            burst.tokens.len(),
+            if burst.tokens.contains(&current) {
+                "yes"
+            } else {
+                "no"
+            }
+        ),
+    );
+    if !burst.samples.is_empty() {
+        for (name, q) in [("p50", 0.50), ("p99", 0.99), ("max", 1.0)] {
+            table.row(
+                &format!("burst: call latency {name}"),
+                ms(pct(&burst.samples, q)),
+            );
+        }
+    }
+    if let Some(first) = burst.failed.first() {
+        eprintln!("burst: the first failure: {first}");
+    }
+    table.row(
+        "issuer refresh_token_reused answers",
+        issuer.reuses().to_string(),
+    );
+    table.kib("broker RSS after the burst", proc_status_kib(pid, "VmRSS"));
+    table.kib("broker peak RSS (VmHWM)", proc_status_kib(pid, "VmHWM"));
+
+    drop(workers);
+    let stopped = spawned.stop().await;
+    table.row("broker exit after SIGTERM", ms(stopped.as_nanos() as u64));
+    table
+}
+
+// ---------------------------------------------------------------------------------------
+// The broker
+
+struct Spawned {
+    broker: BrokerProc,
+    pid: u32,
+    addr: SocketAddr,
+    /// The imported auth.json's directory (and the seal key's), kept while the broker runs.
+    _source: tempfile::TempDir,
+    _home: tempfile::TempDir,
+}
+
+impl Spawned {
+    /// `authbridge broker --import-auth-json` with an `auth.json` the issuer signed in.
+    async fn start(issuer: &MockIssuer, store: &Store) -> Spawned {
+        let source = tempfile::tempdir().unwrap();
+        let auth = source.path().join("auth.json");
+        std::fs::write(
+            &auth,
+            serde_json::to_vec_pretty(&issuer.mint_auth_json()).unwrap(),
+        )
+        .unwrap();
+        let key = source.path().join("store.key");
+        std::fs::write(&key, STORE_KEY_BYTE.repeat(32)).unwrap();
+        let home = tempfile::tempdir().unwrap();
+        let mut args = vec!["--import-auth-json", auth.to_str().unwrap()];
+        let mut env = vec![];
+        if let Store::Postgres(url) = store {
+            args.extend(["--store", url.as_str()]);
+            env.push(("AUTHBRIDGE_STORE_KEY_FILE", key.to_str().unwrap()));
+        }
+        let broker = broker::start(issuer, home.path(), &args, &env).await;
+        let pid = broker.proc.child.id().expect("a pid");
+        let addr = broker
+            .addr
+            .parse()
+            .unwrap_or_else(|e| panic!("broker printed address {:?}: {e}", broker.addr));
+        Spawned {
+            broker,
+            pid,
+            addr,
+            _source: source,
+            _home: home,
+        }
+    }
+
+    /// SIGTERM; returns the time to exit (the kit bounds the wait).
+    async fn stop(mut self) -> Duration {
+        let started = Instant::now();
+        self.broker.proc.signal("TERM");
+        let code = self.broker.proc.exit_code().await;
+        let elapsed = started.elapsed();
+        if code != 0 {
+            eprintln!(
+                "warning: the broker exited with {code}; stderr:\n{}",
+                self.broker.proc.stderr()
+            );
+        }
+        elapsed
+    }
+}
+
+#[cfg(unix)]
+fn raise_fd_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) writes one `rlimit` through the pointer, which is valid.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit(2) reads one `rlimit` through the pointer, which is valid.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        } else {
+            eprintln!(
+                "warning: could not raise the open-file limit from {} to {}: {}",
+                limit.rlim_cur,
+                limit.rlim_max,
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    // `rlim_t` is `u64` here but not on every target.
+    #[allow(clippy::useless_conversion)]
+    u64::try_from(limit.rlim_cur).ok()
+}
+
+#[cfg(not(unix))]
+fn raise_fd_limit() -> Option<u64> {
+    None
+}
+
+// ---------------------------------------------------------------------------------------
+// Calls
+
+/// The params of a call, without its id: `"method":…,"params":…`.
+fn read() -> String {
+    r#""method":"credential/read","params":{}"#.to_owned()
+}
+
+fn refresh(previous: &str) -> String {
+    format!(
+        r#""method":"credential/refresh","params":{}"#,
+        serde_json::json!({ "previousAccessToken": previous })
+    )
+}
+
+async fn open(addr: SocketAddr) -> Result<Ws, String> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    tcp.set_nodelay(true)
+        .map_err(|e| format!("TCP_NODELAY: {e}"))?;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(CLIENT_READ_BUFFER)
+        .write_buffer_size(0);
+    let (ws, _) = tokio_tungstenite::client_async_with_config(
+        format!("ws://{addr}/").as_str(),
+        tcp,
+        Some(config),
+    )
+    .await
+    .map_err(|e| format!("upgrade: {e}"))?;
+    Ok(ws)
+}
+
+/// One call, bounded by [`STEP`]; returns the access token answered.
+async fn call(ws: &mut Ws, id: u64, body: &str) -> Result<String, String> {
+    let request = format!(r#"{{"id":{id},{body}}}"#);
+    let exchange = async {
+        ws.send(Message::text(request))
+            .await
+            .map_err(|e| format!("sending: {e}"))?;
+        loop {
+            let text = match ws.next().await {
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(format!("the broker closed the connection: {frame:?}"));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(format!("reading: {e}")),
+                None => return Err("the connection ended".into()),
+            };
+            let reply: Reply = serde_json::from_str(&text)
+                .map_err(|e| format!("broker sent {text:?}, not JSON-RPC: {e}"))?;
+            if reply.method.is_some() {
+                continue;
+            }
+            if reply.id != Some(id) {
+                return Err(format!("expected the response to {id}, got {text}"));
+            }
+            return match (reply.result, reply.error) {
+                (Some(issued), None) => Ok(issued.access_token),
+                (_, Some(error)) => Err(format!("call {id} failed: {error}")),
+                (None, None) => Err(format!("call {id}: neither result nor error: {text}")),
+            };
+        }
+    };
+    tokio::time::timeout(STEP, exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("call {id}: no response within {STEP:?}")))
+}
+
+/// Round trips of `body` at 1 in flight on `one` and at [`LOADED`] in flight on as many
+/// connections, each after its warm-up; every answer must be `expected`. Adds the rows and
+/// hands `one` back.
+async fn latency_rows(
+    table: &mut Table,
+    what: &str,
+    mut one: Ws,
+    addr: SocketAddr,
+    body: &str,
+    expected: &str,
+    sizes: Sizes,
+) -> Ws {
+    let body: Arc<str> = body.into();
+    let expected: Arc<str> = expected.into();
+
+    // 1 in flight.
+    let (samples, wall) = within(PHASE, &format!("{what}, 1 in flight"), async {
+        let mut samples = Vec::with_capacity(sizes.sequential);
+        let mut started_measuring = Instant::now();
+        for i in 0..sizes.warmup + sizes.sequential {
+            if i == sizes.warmup {
+                started_measuring = Instant::now();
+            }
+            let started = Instant::now();
+            let token = call(&mut one, 100 + i as u64, &body)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let elapsed = started.elapsed().as_nanos() as u64;
+            assert_eq!(*token, *expected, "{what}: not the current token");
+            if i >= sizes.warmup {
+                samples.push(elapsed);
+            }
+        }
+        samples.sort_unstable();
+        (samples, started_measuring.elapsed())
+    })
+    .await;
+    table.latency(&format!("{what}, 1 in flight"), &samples, wall);
+
+    // LOADED in flight, each on its own connection.
+    let connections: Vec<Ws> = within(STEP, "opening the loaded connections", async {
+        let mut all = Vec::with_capacity(LOADED);
+        for _ in 0..LOADED {
+            all.push(open(addr).await.unwrap_or_else(|e| panic!("{e}")));
+        }
+        all
+    })
+    .await;
+    let warmup = sizes.warmup.div_ceil(LOADED);
+    let measured = sizes.loaded.div_ceil(LOADED);
+    let barrier = Arc::new(Barrier::new(LOADED + 1));
+    let tasks: Vec<_> = connections
+        .into_iter()
+        .map(|mut ws| {
+            let (body, expected, barrier) = (body.clone(), expected.clone(), barrier.clone());
+            tokio::spawn(async move {
+                let mut samples = Vec::with_capacity(measured);
+                for i in 0..warmup + measured {
+                    if i == warmup {
+                        barrier.wait().await;
+                    }
+                    let started = Instant::now();
+                    let token = call(&mut ws, 100 + i as u64, &body).await?;
+                    let elapsed = started.elapsed().as_nanos() as u64;
+                    if *token != *expected {
+                        return Err("not the current token".to_owned());
+                    }
+                    if i >= warmup {
+                        samples.push(elapsed);
+                    }
+                }
+                Ok::<_, String>(samples)
+            })
+        })
+        .collect();
+    let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+    let joined = tokio::time::timeout(PHASE, async {
+        barrier.wait().await;
+        let started = Instant::now();
+        let mut done = Vec::with_capacity(LOADED);
+        for task in tasks {
+            done.push(task.await);
+        }
+        (done, started.elapsed())
+    })
+    .await;
+    let Ok((done, wall)) = joined else {
+        aborts.iter().for_each(|a| a.abort());
+        panic!("{what} at {LOADED} in flight did not finish within {PHASE:?}");
+    };
+    let mut samples = Vec::with_capacity(measured * LOADED);
+    for task in done {
+        match task {
+            Ok(Ok(s)) => samples.extend(s),
+            Ok(Err(e)) => panic!("{what}, {LOADED} in flight: {e}"),
+            Err(e) => panic!("{what}, {LOADED} in flight: {e}"),
+        }
+    }
+    samples.sort_unstable();
+    table.latency(&format!("{what}, {LOADED} in flight"), &samples, wall);
+    one
+}
+
+/// The calls [`latency_rows`] makes, warm-up included.
+fn calls_of(sizes: Sizes) -> usize {
+    sizes.warmup
+        + sizes.sequential
+        + LOADED * (sizes.warmup.div_ceil(LOADED) + sizes.loaded.div_ceil(LOADED))
+}
+
+/// Opens `n` connections, [`OPEN_CONCURRENCY`] at a time, each doing one `credential/read`
+/// that must answer `expected`.
+async fn open_workers(addr: SocketAddr, n: usize, expected: &str) -> Vec<Ws> {
+    let expected: Arc<str> = expected.into();
+    let results: Vec<Result<Ws, String>> = within(
+        PHASE,
+        &format!("opening {n} workers"),
+        futures::stream::iter(0..n)
+            .map(|_| {
+                let expected = expected.clone();
+                let task = tokio::spawn(async move {
+                    let mut ws = tokio::time::timeout(STEP, open(addr))
+                        .await
+                        .unwrap_or_else(|_| Err(format!("no upgrade within {STEP:?}")))?;
+                    let token = call(&mut ws, 1, &read()).await?;
+                    if *token != *expected {
+                        return Err("credential/read: not the current token".into());
+                    }
+                    Ok(ws)
+                });
+                async move { task.await.unwrap_or_else(|e| Err(e.to_string())) }
+            })
+            .buffer_unordered(OPEN_CONCURRENCY)
+            .collect(),
+    )
+    .await;
+    let mut workers = Vec::with_capacity(n);
+    let mut failed = Vec::new();
+    for result in results {
+        match result {
+            Ok(ws) => workers.push(ws),
+            Err(e) => failed.push(e),
+        }
+    }
+    if let Some(first) = failed.first() {
+        panic!(
+            "{} of {n} workers failed to connect; the first: {first}",
+            failed.len()
+        );
+    }
+    workers
+}
+
+struct Burst {
+    /// Latencies of the calls answered with a token (ns), sorted.
+    samples: Vec<u64>,
+    failed: Vec<String>,
+    tokens: std::collections::HashSet<String>,
+}
+
+/// Every worker calls `credential/refresh` with `current` once, released together.
+async fn burst(workers: &mut Vec<Ws>, current: &str) -> Burst {
+    let n = workers.len();
+    let body: Arc<str> = refresh(current).into();
+    let barrier = Arc::new(Barrier::new(n));
+    let tasks: Vec<_> = workers
+        .drain(..)
+        .map(|mut ws| {
+            let (body, barrier) = (body.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let started = Instant::now();
+                let answer = call(&mut ws, 2, &body).await;
+                (ws, answer, started.elapsed().as_nanos() as u64)
+            })
+        })
+        .collect();
+    let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+    let joined = tokio::time::timeout(PHASE, futures::future::join_all(tasks)).await;
+    let Ok(done) = joined else {
+        aborts.iter().for_each(|a| a.abort());
+        panic!("the burst did not finish within {PHASE:?}");
+    };
+    let mut out = Burst {
+        samples: Vec::with_capacity(n),
+        failed: Vec::new(),
+        tokens: Default::default(),
+    };
+    for task in done {
+        match task {
+            Ok((ws, Ok(token), ns)) => {
+                workers.push(ws);
+                out.samples.push(ns);
+                out.tokens.insert(token);
+            }
+            Ok((ws, Err(e), _)) => {
+                workers.push(ws);
+                out.failed.push(e);
+            }
+            Err(e) => out.failed.push(e.to_string()),
+        }
+    }
+    out.samples.sort_unstable();
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+// Processes
+
+async fn within<T>(limit: Duration, what: &str, work: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, work).await {
+        Ok(done) => done,
+        Err(_) => panic!("{what} did not finish within {limit:?}"),
+    }
+}
+
+/// RSS once two readings 250 ms apart are within 0.5 % of each other (at most [`STEP`]).
+async fn settled_rss(pid: u32) -> Option<u64> {
+    let deadline = Instant::now() + STEP;
+    let mut last = proc_status_kib(pid, "VmRSS")?;
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = proc_status_kib(pid, "VmRSS")?;
+        if now.abs_diff(last) * 200 <= last || Instant::now() > deadline {
+            return Some(now);
+        }
+        last = now;
+    }
+}
+
+fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status =
+        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status")).ok()?;
+    status.lines().find_map(|l| {
+        l.strip_prefix(field)?
+            .strip_prefix(':')?
+            .trim()
+            .strip_suffix("kB")?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// The 1, 5 and 15 minute load averages: other work on the machine shows in the latencies.
+fn load_average() -> Option<String> {
+    let loadavg = std::fs::read_to_string("/proc/loadavg").ok()?;
+    Some(
+        loadavg
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Figures
+
+/// Nanoseconds in µs, or in ms from 1 ms.
+fn time(ns: u64) -> String {
+    if ns < 1_000_000 { us(ns) } else { ms(ns) }
+}
+
+#[derive(Default)]
+struct Table {
+    rows: Vec<(String, String)>,
+}
+
+impl Table {
+    fn row(&mut self, what: &str, value: String) {
+        self.rows.push((what.to_owned(), value));
+    }
+
+    /// p50/p99 of sorted samples and their rate over `wall`.
+    fn latency(&mut self, what: &str, sorted: &[u64], wall: Duration) {
+        self.row(
+            &format!("{what}, p50 / p99"),
+            format!("{} / {}", time(pct(sorted, 0.5)), time(pct(sorted, 0.99))),
+        );
+        self.row(
+            &format!("{what}, rate"),
+            format!(
+                "{} calls/s",
+                thousands((sorted.len() as f64 / wall.as_secs_f64()) as u64)
+            ),
+        );
+    }
+
+    fn kib(&mut self, what: &str, kib: Option<u64>) {
+        let value = match kib {
+            Some(kib) => format!("{} KiB ({:.1} MiB)", thousands(kib), kib as f64 / 1024.0),
+            None => "n/a (no /proc)".into(),
+        };
+        self.row(what, value);
+    }
+
+    fn print(&self) {
+        let rows: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|(what, value)| vec![what.clone(), value.clone()])
+            .collect();
+        kit::bench::print_rows(&rows);
+    }
+}
