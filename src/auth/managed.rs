@@ -285,13 +285,24 @@ impl AuthManager {
             .and_then(Stored::from_document)
             .filter(|s| self.allowed(s));
         let mut state = self.lock();
+        // Adopting what is already in effect (two paths noticed the same write) changes
+        // nothing: a new generation would make callers holding these very tokens look
+        // stale, and a refresh of them look pointless.
+        let unchanged = state.managed_failure.is_none()
+            && match (&state.stored, &stored) {
+                (Some(Stored::Chatgpt(a)), Some(Stored::Chatgpt(b))) => {
+                    a.access_token.expose_secret() == b.access_token.expose_secret()
+                }
+                (Some(Stored::ApiKey), Some(Stored::ApiKey)) | (None, None) => true,
+                _ => false,
+            };
         let before = (state.status(), identity_key(&state.stored));
         state.stored = stored;
         state.managed_failure = None;
         let after = (state.status(), identity_key(&state.stored));
         if before != after {
             self.changed(&mut state, AuthEvent::Changed);
-        } else {
+        } else if !unchanged {
             state.generation += 1;
             self.generation.send_replace(state.generation);
         }
