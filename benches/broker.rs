@@ -16,9 +16,7 @@
 //!
 //! Run: `cargo bench --bench broker` (add `-- --quick` for a smaller, faster run).
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +31,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 #[path = "../tests/kit/mod.rs"]
 mod kit;
+
+use kit::bench::{load_average, proc_status_kib, raise_fd_limit, settled_rss, within};
 
 use kit::MockIssuer;
 use kit::bench::{ms, pct, thousands, us};
@@ -160,7 +160,7 @@ async fn store_run(store: Store, sizes: Sizes) -> Table {
     let pid = spawned.pid;
     let addr = spawned.addr;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    table.kib("broker RSS idle after start", settled_rss(pid).await);
+    table.kib("broker RSS idle after start", settled_rss(pid, STEP).await);
 
     // One rotation, so that the token the broker first served is an older one.
     let mut one = open(addr).await.expect("a connection");
@@ -205,7 +205,7 @@ async fn store_run(store: Store, sizes: Sizes) -> Table {
     )
     .await;
     drop(one);
-    let quiet = settled_rss(pid).await;
+    let quiet = settled_rss(pid, STEP).await;
     table.kib("broker RSS after the latency runs", quiet);
 
     // 3. Many connected workers, each after one credential/read.
@@ -217,7 +217,7 @@ async fn store_run(store: Store, sizes: Sizes) -> Table {
         &format!("open {n} workers + one credential/read each, wall"),
         ms(open_wall.as_nanos() as u64),
     );
-    let connected = settled_rss(pid).await;
+    let connected = settled_rss(pid, STEP).await;
     table.kib(&format!("broker RSS with {n} workers connected"), connected);
     if let (Some(b), Some(a)) = (quiet, connected) {
         let per = a.saturating_sub(b) as f64 / n as f64;
@@ -332,43 +332,6 @@ impl Spawned {
         }
         elapsed
     }
-}
-
-#[cfg(unix)]
-fn raise_fd_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit(2) writes one `rlimit` through the pointer, which is valid.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return None;
-    }
-    if limit.rlim_cur < limit.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: limit.rlim_max,
-            rlim_max: limit.rlim_max,
-        };
-        // SAFETY: setrlimit(2) reads one `rlimit` through the pointer, which is valid.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            limit = raised;
-        } else {
-            eprintln!(
-                "warning: could not raise the open-file limit from {} to {}: {}",
-                limit.rlim_cur,
-                limit.rlim_max,
-                std::io::Error::last_os_error()
-            );
-        }
-    }
-    // `rlim_t` is `u64` here but not on every target.
-    #[allow(clippy::useless_conversion)]
-    u64::try_from(limit.rlim_cur).ok()
-}
-
-#[cfg(not(unix))]
-fn raise_fd_limit() -> Option<u64> {
-    None
 }
 
 // ---------------------------------------------------------------------------------------
@@ -650,53 +613,6 @@ async fn burst(workers: &mut Vec<Ws>, current: &str) -> Burst {
 
 // ---------------------------------------------------------------------------------------
 // Processes
-
-async fn within<T>(limit: Duration, what: &str, work: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(limit, work).await {
-        Ok(done) => done,
-        Err(_) => panic!("{what} did not finish within {limit:?}"),
-    }
-}
-
-/// RSS once two readings 250 ms apart are within 0.5 % of each other (at most [`STEP`]).
-async fn settled_rss(pid: u32) -> Option<u64> {
-    let deadline = Instant::now() + STEP;
-    let mut last = proc_status_kib(pid, "VmRSS")?;
-    loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let now = proc_status_kib(pid, "VmRSS")?;
-        if now.abs_diff(last) * 200 <= last || Instant::now() > deadline {
-            return Some(now);
-        }
-        last = now;
-    }
-}
-
-fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status =
-        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status")).ok()?;
-    status.lines().find_map(|l| {
-        l.strip_prefix(field)?
-            .strip_prefix(':')?
-            .trim()
-            .strip_suffix("kB")?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
-/// The 1, 5 and 15 minute load averages: other work on the machine shows in the latencies.
-fn load_average() -> Option<String> {
-    let loadavg = std::fs::read_to_string("/proc/loadavg").ok()?;
-    Some(
-        loadavg
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" "),
-    )
-}
 
 // ---------------------------------------------------------------------------------------
 // Figures

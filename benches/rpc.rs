@@ -10,8 +10,9 @@
 #[path = "../tests/kit/mod.rs"]
 mod kit;
 
+use kit::bench::proc_status_kib;
+
 use std::io::Write as _;
-use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -302,20 +303,6 @@ async fn start_up(sizes: &Sizes, table: &mut Table) {
         ms(*samples.last().expect("samples")),
         None,
     );
-}
-
-fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status =
-        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status")).ok()?;
-    status.lines().find_map(|l| {
-        l.strip_prefix(field)?
-            .strip_prefix(':')?
-            .trim()
-            .strip_suffix("kB")?
-            .trim()
-            .parse()
-            .ok()
-    })
 }
 
 // ---------------------------------------------------------------------------------------

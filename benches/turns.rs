@@ -12,7 +12,8 @@
 #[path = "../tests/kit/mod.rs"]
 mod kit;
 
-use std::path::Path;
+use kit::bench::proc_status_kib;
+
 use std::time::{Duration, Instant};
 
 use kit::bench::{pct, print_rows, thousands, us};
@@ -91,20 +92,6 @@ async fn latency(deltas: usize) -> Vec<Vec<String>> {
         ],
         vec!["… p99".into(), us(pct(&ns, 0.99))],
     ]
-}
-
-fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status =
-        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status")).ok()?;
-    status.lines().find_map(|l| {
-        l.strip_prefix(field)?
-            .strip_prefix(':')?
-            .trim()
-            .strip_suffix("kB")?
-            .trim()
-            .parse()
-            .ok()
-    })
 }
 
 fn mib(kib: Option<u64>) -> String {

@@ -8,7 +8,6 @@
 //! The bench process and the server each hold one socket per session. The bench raises its
 //! soft open-file limit to the hard limit first; the server inherits it.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -25,6 +24,10 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 #[path = "../tests/kit/mod.rs"]
 mod kit;
+
+use kit::bench::{
+    load_average, proc_status_kib, raise_fd_limit, settled_rss, status_field, within,
+};
 
 use kit::process::{Options, Proc};
 
@@ -147,7 +150,7 @@ async fn run(sizes: Sizes, quick: bool, fd_limit: Option<u64>) {
     table.latency("one session: connect + upgrade + initialize", &open_samples);
     table.cpu("per session opened", &cpu, &opened, n);
 
-    let idle = settled_rss(pid).await;
+    let idle = settled_rss(pid, STEP).await;
     table.kib(&format!("server RSS with {n} idle sessions"), idle);
     if let (Some(b), Some(a)) = (before, idle) {
         let per = a.saturating_sub(b) as f64 / n as f64;
@@ -218,7 +221,7 @@ async fn run(sizes: Sizes, quick: bool, fd_limit: Option<u64>) {
         "server open descriptors after the closes",
         fds.map_or("n/a".into(), |c| c.to_string()),
     );
-    table.kib("server RSS after the closes", settled_rss(pid).await);
+    table.kib("server RSS after the closes", settled_rss(pid, STEP).await);
     let stopped = server.stop().await;
     table.row("server exit after SIGTERM", ms(stopped.as_nanos() as u64));
     table.print();
@@ -263,43 +266,6 @@ impl Spawned {
         }
         elapsed
     }
-}
-
-#[cfg(unix)]
-fn raise_fd_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit(2) writes one `rlimit` through the pointer, which is valid.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return None;
-    }
-    if limit.rlim_cur < limit.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: limit.rlim_max,
-            rlim_max: limit.rlim_max,
-        };
-        // SAFETY: setrlimit(2) reads one `rlimit` through the pointer, which is valid.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            limit = raised;
-        } else {
-            eprintln!(
-                "warning: could not raise the open-file limit from {} to {}: {}",
-                limit.rlim_cur,
-                limit.rlim_max,
-                std::io::Error::last_os_error()
-            );
-        }
-    }
-    // `rlim_t` is `u64` here but not on every target.
-    #[allow(clippy::useless_conversion)]
-    u64::try_from(limit.rlim_cur).ok()
-}
-
-#[cfg(not(unix))]
-fn raise_fd_limit() -> Option<u64> {
-    None
 }
 
 // ---------------------------------------------------------------------------------------
@@ -527,49 +493,8 @@ async fn latency_run(
 // ---------------------------------------------------------------------------------------
 // Processes
 
-async fn within<T>(limit: Duration, what: &str, work: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(limit, work).await {
-        Ok(done) => done,
-        Err(_) => panic!("{what} did not finish within {limit:?}"),
-    }
-}
-
-/// RSS once two readings 250 ms apart are within 0.5 % of each other (at most [`STEP`]).
-async fn settled_rss(pid: u32) -> Option<u64> {
-    let deadline = Instant::now() + STEP;
-    let mut last = proc_status_kib(pid, "VmRSS")?;
-    loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let now = proc_status_kib(pid, "VmRSS")?;
-        if now.abs_diff(last) * 200 <= last || Instant::now() > deadline {
-            return Some(now);
-        }
-        last = now;
-    }
-}
-
-fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
-    status_field(
-        &Path::new("/proc").join(pid.to_string()).join("status"),
-        field,
-    )
-}
-
 fn proc_status_kib_self(field: &str) -> Option<u64> {
     status_field(Path::new("/proc/self/status"), field)
-}
-
-fn status_field(path: &Path, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(path).ok()?;
-    status.lines().find_map(|l| {
-        l.strip_prefix(field)?
-            .strip_prefix(':')?
-            .trim()
-            .strip_suffix("kB")?
-            .trim()
-            .parse()
-            .ok()
-    })
 }
 
 /// CPU time used so far by the server and by the bench process, in ns.
@@ -598,18 +523,6 @@ fn cpu_ns(process: &Path) -> Option<u64> {
         total += schedstat.split_whitespace().next()?.parse::<u64>().ok()?;
     }
     Some(total)
-}
-
-/// The 1, 5 and 15 minute load averages: other work on the machine shows in the latencies.
-fn load_average() -> Option<String> {
-    let loadavg = std::fs::read_to_string("/proc/loadavg").ok()?;
-    Some(
-        loadavg
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" "),
-    )
 }
 
 fn open_fds(pid: u32) -> Option<usize> {
