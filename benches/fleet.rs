@@ -16,18 +16,6 @@ use kit::fleet::{FleetReport, run_fleet};
 use kit::postgres::PgCluster;
 use kit::{MockBackend, MockIssuer, broker};
 
-fn source(issuer: &MockIssuer) -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("auth.json");
-    std::fs::write(
-        &path,
-        serde_json::to_vec_pretty(&issuer.mint_auth_json()).unwrap(),
-    )
-    .unwrap();
-    let path = path.to_str().unwrap().to_owned();
-    (dir, path)
-}
-
 fn rows(label: &str, r: &FleetReport) -> Vec<Vec<String>> {
     vec![
         vec![format!("{label}: expiries"), r.expiries.to_string()],
@@ -63,7 +51,7 @@ fn main() {
             let issuer = MockIssuer::start().await;
             let backend = MockBackend::start().await;
             backend.validate_with(issuer.current_access_only());
-            let (_src, src) = source(&issuer);
+            let (_src, src) = broker::signed_in_file(&issuer);
             let home = tempfile::tempdir().unwrap();
             let b = broker::start(&issuer, home.path(), &["--import-auth-json", &src], &[]).await;
             let r = run_fleet(
@@ -83,22 +71,8 @@ fn main() {
                 let issuer = MockIssuer::start().await;
                 let backend = MockBackend::start().await;
                 backend.validate_with(issuer.current_access_only());
-                let (_src, src) = source(&issuer);
-                let key_dir = tempfile::tempdir().unwrap();
-                let key_file = key_dir.path().join("store.key");
-                std::fs::write(&key_file, "44".repeat(32)).unwrap();
-                let env = [("AUTHBRIDGE_STORE_KEY_FILE", key_file.to_str().unwrap())];
-                let url = cluster.url();
-                let (ha, hb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-                let a = broker::start(
-                    &issuer,
-                    ha.path(),
-                    &["--store", &url, "--import-auth-json", &src],
-                    &env,
-                )
-                .await;
-                let b = broker::start(&issuer, hb.path(), &["--store", &url], &env).await;
-                let brokers = [a.addr.clone(), b.addr.clone()];
+                let pg = broker::PgBrokers::start(&issuer, &cluster, 2).await;
+                let brokers = pg.addrs();
                 let r = run_fleet(&issuer, &backend, &brokers, workers, run, every).await;
                 table.extend(rows("postgres, 2 brokers", &r));
             }

@@ -9,25 +9,12 @@ mod kit;
 
 use std::time::Duration;
 
-use kit::broker::{self, BrokerProc};
+use kit::broker;
 use kit::home::auth_json;
 use kit::postgres::PgCluster;
 use kit::{Client, MockIssuer};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-
-/// An `auth.json` the issuer signed in, in a directory of its own, as a user would hand it
-/// to the broker.
-fn source_file(issuer: &MockIssuer) -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("auth.json");
-    std::fs::write(
-        &path,
-        serde_json::to_vec_pretty(&issuer.mint_auth_json()).unwrap(),
-    )
-    .unwrap();
-    (dir, path)
-}
 
 async fn read(c: &mut Client) -> Value {
     c.ok("credential/read", json!({})).await
@@ -56,19 +43,19 @@ async fn refresh_all(c: &mut Client, previous: &str, n: usize) -> Vec<Value> {
 #[tokio::test]
 async fn a_file_broker_imports_serves_and_refreshes_once_for_everyone() {
     let issuer = MockIssuer::start().await;
-    let (_src_dir, src) = source_file(&issuer);
-    let original = auth_json(src.parent().unwrap()).unwrap();
+    let (src_dir, src) = broker::signed_in_file(&issuer);
+    let original = auth_json(src_dir.path()).unwrap();
     let home = tempfile::tempdir().unwrap();
     let b = broker::start(
         &issuer,
         home.path(),
-        &["--import-auth-json", src.to_str().unwrap()],
+        &["--import-auth-json", src.as_str()],
         &[],
     )
     .await;
 
     // The import finished before the listening line: the file keeps no usable refresh token.
-    let retired = auth_json(src.parent().unwrap()).unwrap();
+    let retired = auth_json(src_dir.path()).unwrap();
     assert_eq!(
         retired["tokens"]["refresh_token"],
         "moved-to-authbridge-broker"
@@ -141,7 +128,7 @@ async fn a_file_broker_imports_serves_and_refreshes_once_for_everyone() {
 #[tokio::test]
 async fn the_broker_requires_its_capability_token() {
     let issuer = MockIssuer::start().await;
-    let (_src_dir, src) = source_file(&issuer);
+    let (_src_dir, src) = broker::signed_in_file(&issuer);
     let home = tempfile::tempdir().unwrap();
     let token_file = home.path().join("broker-token");
     std::fs::write(&token_file, "broker-secret-1\n").unwrap();
@@ -150,7 +137,7 @@ async fn the_broker_requires_its_capability_token() {
         home.path(),
         &[
             "--import-auth-json",
-            src.to_str().unwrap(),
+            src.as_str(),
             "--ws-token-file",
             token_file.to_str().unwrap(),
         ],
@@ -170,50 +157,20 @@ async fn the_broker_requires_its_capability_token() {
     assert!(read(&mut c).await["accessToken"].is_string());
 }
 
-/// Two broker instances on one PostgreSQL database.
-struct PgPair {
-    _cluster: PgCluster,
-    _key_dir: tempfile::TempDir,
-    a: BrokerProc,
-    b: BrokerProc,
-    _homes: (tempfile::TempDir, tempfile::TempDir),
-    _src: tempfile::TempDir,
-}
-
-async fn pg_pair(issuer: &MockIssuer) -> Option<PgPair> {
+/// Two broker instances on one PostgreSQL database, and the cluster they run on.
+async fn pg_pair(issuer: &MockIssuer) -> Option<(PgCluster, broker::PgBrokers)> {
     let cluster = PgCluster::start()?;
-    let key_dir = tempfile::tempdir().unwrap();
-    let key_file = key_dir.path().join("store.key");
-    std::fs::write(&key_file, "11".repeat(32)).unwrap();
-    let key_env = [("AUTHBRIDGE_STORE_KEY_FILE", key_file.to_str().unwrap())];
-    let url = cluster.url();
-    let (src_dir, src) = source_file(issuer);
-    let (ha, hb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = broker::start(
-        issuer,
-        ha.path(),
-        &["--store", &url, "--import-auth-json", src.to_str().unwrap()],
-        &key_env,
-    )
-    .await;
-    let b = broker::start(issuer, hb.path(), &["--store", &url], &key_env).await;
-    Some(PgPair {
-        _cluster: cluster,
-        _key_dir: key_dir,
-        a,
-        b,
-        _homes: (ha, hb),
-        _src: src_dir,
-    })
+    let pg = broker::PgBrokers::start(issuer, &cluster, 2).await;
+    Some((cluster, pg))
 }
 
 #[tokio::test]
 async fn two_postgres_instances_share_one_credential_and_one_grant() {
     let issuer = MockIssuer::start().await;
-    let Some(pair) = pg_pair(&issuer).await else {
+    let Some((_cluster, pg)) = pg_pair(&issuer).await else {
         return;
     };
-    let (mut a, mut b) = (pair.a.client().await, pair.b.client().await);
+    let (mut a, mut b) = (pg.brokers[0].client().await, pg.brokers[1].client().await);
     let first = read(&mut a).await;
     assert_eq!(token_of(&read(&mut b).await), token_of(&first));
 
@@ -257,10 +214,10 @@ async fn two_postgres_instances_share_one_credential_and_one_grant() {
 #[tokio::test]
 async fn an_instance_killed_holding_the_row_lock_lets_the_other_grant() {
     let issuer = MockIssuer::start().await;
-    let Some(mut pair) = pg_pair(&issuer).await else {
+    let Some((_cluster, mut pg)) = pg_pair(&issuer).await else {
         return;
     };
-    let (mut a, mut b) = (pair.a.client().await, pair.b.client().await);
+    let (mut a, mut b) = (pg.brokers[0].client().await, pg.brokers[1].client().await);
     let previous = token_of(&read(&mut a).await);
     // Instance a starts a grant that the issuer holds; it dies before an answer.
     issuer.hold_refreshes(true);
@@ -272,8 +229,8 @@ async fn an_instance_killed_holding_the_row_lock_lets_the_other_grant() {
         issuer.refreshes().len() == 1
     })
     .await;
-    pair.a.proc.child.start_kill().unwrap();
-    let _ = pair.a.proc.child.wait().await;
+    pg.brokers[0].proc.child.start_kill().unwrap();
+    let _ = pg.brokers[0].proc.child.wait().await;
     // The held request never completes at the issuer (its client is gone).
     issuer.drop_held().await;
     let id = b.request(

@@ -16,18 +16,6 @@ const WORKERS: usize = 16;
 const RUN: Duration = Duration::from_secs(7);
 const EVERY: Duration = Duration::from_millis(1500);
 
-fn source(issuer: &MockIssuer) -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("auth.json");
-    std::fs::write(
-        &path,
-        serde_json::to_vec_pretty(&issuer.mint_auth_json()).unwrap(),
-    )
-    .unwrap();
-    let path = path.to_str().unwrap().to_owned();
-    (dir, path)
-}
-
 fn check(r: &FleetReport) {
     assert!(r.expiries >= 3, "{} expiries", r.expiries);
     assert_eq!(r.grants, r.expiries, "one grant per expiry");
@@ -45,7 +33,7 @@ async fn sixteen_workers_on_one_broker_make_one_grant_per_expiry() {
     let issuer = MockIssuer::start().await;
     let backend = MockBackend::start().await;
     backend.validate_with(issuer.current_access_only());
-    let (_src, src) = source(&issuer);
+    let (_src, src) = broker::signed_in_file(&issuer);
     let home = tempfile::tempdir().unwrap();
     let b = broker::start(&issuer, home.path(), &["--import-auth-json", &src], &[]).await;
     let report = run_fleet(
@@ -68,30 +56,8 @@ async fn sixteen_workers_on_two_postgres_brokers_make_one_grant_per_expiry() {
     let issuer = MockIssuer::start().await;
     let backend = MockBackend::start().await;
     backend.validate_with(issuer.current_access_only());
-    let (_src, src) = source(&issuer);
-    let key_dir = tempfile::tempdir().unwrap();
-    let key_file = key_dir.path().join("store.key");
-    std::fs::write(&key_file, "22".repeat(32)).unwrap();
-    let env = [("AUTHBRIDGE_STORE_KEY_FILE", key_file.to_str().unwrap())];
-    let url = cluster.url();
-    let (ha, hb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = broker::start(
-        &issuer,
-        ha.path(),
-        &["--store", &url, "--import-auth-json", &src],
-        &env,
-    )
-    .await;
-    let b = broker::start(&issuer, hb.path(), &["--store", &url], &env).await;
-    let report = run_fleet(
-        &issuer,
-        &backend,
-        &[a.addr.clone(), b.addr.clone()],
-        WORKERS,
-        RUN,
-        EVERY,
-    )
-    .await;
+    let pg = broker::PgBrokers::start(&issuer, &cluster, 2).await;
+    let report = run_fleet(&issuer, &backend, &pg.addrs(), WORKERS, RUN, EVERY).await;
     check(&report);
 }
 
@@ -103,23 +69,8 @@ async fn the_broker_holding_the_row_lock_dies_mid_grant_and_no_token_is_spent_tw
     let issuer = MockIssuer::start().await;
     let backend = MockBackend::start().await;
     backend.validate_with(issuer.current_access_only());
-    let (_src, src) = source(&issuer);
-    let key_dir = tempfile::tempdir().unwrap();
-    let key_file = key_dir.path().join("store.key");
-    std::fs::write(&key_file, "33".repeat(32)).unwrap();
-    let env = [("AUTHBRIDGE_STORE_KEY_FILE", key_file.to_str().unwrap())];
-    let url = cluster.url();
-    let (ha, hb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut brokers = [
-        broker::start(
-            &issuer,
-            ha.path(),
-            &["--store", &url, "--import-auth-json", &src],
-            &env,
-        )
-        .await,
-        broker::start(&issuer, hb.path(), &["--store", &url], &env).await,
-    ];
+    let mut pg = broker::PgBrokers::start(&issuer, &cluster, 2).await;
+    let brokers = &mut pg.brokers;
     let mut fleet = Vec::new();
     for i in 0..WORKERS {
         let (p, c) = kit::fleet::worker(&brokers[i % 2].addr, &backend, &format!("w{i}")).await;

@@ -37,3 +37,62 @@ impl BrokerProc {
         Client::connect(&self.addr, &[]).await
     }
 }
+
+/// An `auth.json` the issuer signed in, in a directory of its own, as a user would hand it
+/// to `--import-auth-json`; returns the directory (keep it) and the file's path.
+pub fn signed_in_file(issuer: &MockIssuer) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auth.json");
+    std::fs::write(
+        &path,
+        serde_json::to_vec_pretty(&issuer.mint_auth_json()).unwrap(),
+    )
+    .unwrap();
+    let path = path.to_str().unwrap().to_owned();
+    (dir, path)
+}
+
+/// `count` broker instances on one PostgreSQL database; the first imports a sign-in.
+/// Holds what they need for as long as they run.
+pub struct PgBrokers {
+    pub brokers: Vec<BrokerProc>,
+    _homes: Vec<tempfile::TempDir>,
+    _key_dir: tempfile::TempDir,
+    _source: tempfile::TempDir,
+}
+
+impl PgBrokers {
+    pub async fn start(
+        issuer: &MockIssuer,
+        cluster: &super::postgres::PgCluster,
+        count: usize,
+    ) -> PgBrokers {
+        let key_dir = tempfile::tempdir().unwrap();
+        let key_file = key_dir.path().join("store.key");
+        std::fs::write(&key_file, "5a".repeat(32)).unwrap();
+        let env = [("AUTHBRIDGE_STORE_KEY_FILE", key_file.to_str().unwrap())];
+        let url = cluster.url();
+        let (source, src) = signed_in_file(issuer);
+        let mut brokers = Vec::new();
+        let mut homes = Vec::new();
+        for i in 0..count {
+            let home = tempfile::tempdir().unwrap();
+            let mut args = vec!["--store", url.as_str()];
+            if i == 0 {
+                args.extend(["--import-auth-json", src.as_str()]);
+            }
+            brokers.push(start(issuer, home.path(), &args, &env).await);
+            homes.push(home);
+        }
+        PgBrokers {
+            brokers,
+            _homes: homes,
+            _key_dir: key_dir,
+            _source: source,
+        }
+    }
+
+    pub fn addrs(&self) -> Vec<String> {
+        self.brokers.iter().map(|b| b.addr.clone()).collect()
+    }
+}
