@@ -8,10 +8,9 @@ use std::sync::Arc;
 use secrecy::SecretString;
 use tokio::sync::mpsc;
 
-use crate::auth::storage::CredentialStore;
-use crate::auth::{AuthEvent, AuthManager, Identity, Policy};
+use crate::auth::{AuthEvent, AuthManager, Identity};
 use crate::config::Config;
-use crate::login::{IssuerClient, LoginSettings, Logins, Started};
+use crate::login::{Logins, Started};
 
 /// How `authbridge login` signs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,38 +30,12 @@ struct Context {
 }
 
 fn context(config: &Config) -> Result<Context, String> {
-    let store = Arc::new(CredentialStore::new(
-        &config.codex_home,
-        config.credentials_store,
-    ));
-    crate::server::seed_from_env(&store).map_err(|e| e.to_string())?;
-    let policy = Policy {
-        workspaces: config.forced_workspace_ids.clone(),
-        login_method: config.forced_login_method,
-    };
-    let auth = Arc::new(
-        AuthManager::new(store, policy, config.refresh_timeout).map_err(|e| e.to_string())?,
-    );
+    let (auth, issuer) = crate::server::managed_auth(config).map_err(|e| e.to_string())?;
     let (tx, events) = mpsc::unbounded_channel();
     auth.subscribe(Arc::new(move |event| {
         let _ = tx.send(event);
     }));
-    let issuer = IssuerClient::new(
-        config.issuer.clone(),
-        config.backend_connect_timeout,
-        config.issuer_timeout,
-    )?;
-    auth.set_issuer(Arc::new(issuer.clone()));
-    let logins = Logins::new(
-        auth.clone(),
-        issuer,
-        LoginSettings {
-            callback_port: config.login_callback_port,
-            browser_timeout: config.login_timeout,
-            device_timeout: config.device_code_timeout,
-            workspaces: config.forced_workspace_ids.clone(),
-        },
-    );
+    let logins = crate::server::logins(config, &auth, issuer);
     Ok(Context {
         auth,
         logins,

@@ -50,6 +50,49 @@ pub(crate) fn seed_from_env(store: &CredentialStore) -> Result<(), StorageError>
     Ok(())
 }
 
+/// The auth state every command builds the same way: the configured store (seeded from
+/// `CODEX_AUTH_JSON`), the policy, and the issuer client that performs the refresh grant.
+pub(crate) fn managed_auth(
+    config: &Config,
+) -> Result<(Arc<AuthManager>, IssuerClient), StartError> {
+    let policy = Policy {
+        workspaces: config.forced_workspace_ids.clone(),
+        login_method: config.forced_login_method,
+    };
+    let store = Arc::new(CredentialStore::new(
+        &config.codex_home,
+        config.credentials_store,
+    ));
+    seed_from_env(&store)?;
+    let auth = Arc::new(AuthManager::new(store, policy, config.refresh_timeout)?);
+    let issuer = IssuerClient::new(
+        config.issuer.clone(),
+        config.backend_connect_timeout,
+        config.issuer_timeout,
+    )
+    .map_err(StartError)?;
+    auth.set_issuer(Arc::new(issuer.clone()));
+    Ok((auth, issuer))
+}
+
+/// The sign-in flows, as the configuration sets them up.
+pub(crate) fn logins(
+    config: &Config,
+    auth: &Arc<AuthManager>,
+    issuer: IssuerClient,
+) -> Arc<Logins> {
+    Logins::new(
+        auth.clone(),
+        issuer,
+        LoginSettings {
+            callback_port: config.login_callback_port,
+            browser_timeout: config.login_timeout,
+            device_timeout: config.device_code_timeout,
+            workspaces: config.forced_workspace_ids.clone(),
+        },
+    )
+}
+
 pub struct Server {
     api: Arc<Api>,
     dispatcher: Arc<Dispatcher>,
@@ -61,16 +104,7 @@ impl Server {
     /// client is built here, so a broken setup stops start-up instead of failing calls.
     pub fn new(config: Config) -> Result<Self, StartError> {
         let config = Arc::new(config);
-        let policy = Policy {
-            workspaces: config.forced_workspace_ids.clone(),
-            login_method: config.forced_login_method,
-        };
-        let store = Arc::new(CredentialStore::new(
-            &config.codex_home,
-            config.credentials_store,
-        ));
-        seed_from_env(&store)?;
-        let auth = Arc::new(AuthManager::new(store, policy, config.refresh_timeout)?);
+        let (auth, issuer) = managed_auth(&config)?;
         let connections = Arc::new(Connections::default());
         let announcer = Announcer::new(connections.clone());
         auth.subscribe(Arc::new(move |event| announcer.on_event(event)));
@@ -83,23 +117,7 @@ impl Server {
             },
             auth.clone(),
         )?;
-        let issuer = IssuerClient::new(
-            config.issuer.clone(),
-            config.backend_connect_timeout,
-            config.issuer_timeout,
-        )
-        .map_err(StartError)?;
-        auth.set_issuer(Arc::new(issuer.clone()));
-        let logins = Logins::new(
-            auth.clone(),
-            issuer,
-            LoginSettings {
-                callback_port: config.login_callback_port,
-                browser_timeout: config.login_timeout,
-                device_timeout: config.device_code_timeout,
-                workspaces: config.forced_workspace_ids.clone(),
-            },
-        );
+        let logins = logins(&config, &auth, issuer);
         let warn_connections = connections.clone();
         auth.store().set_warning_hook(Arc::new(move |message| {
             // Called from a blocking thread (store calls run there): the announcement is

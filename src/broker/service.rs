@@ -12,8 +12,7 @@ use tokio_util::task::TaskTracker;
 use super::owner::{CredentialOwner, HomeOwner, PgOwner};
 use super::{ImportedCredential, PgStore, SealKey};
 use crate::api::{BrokerApi, broker_dispatcher};
-use crate::auth::storage::{self, CredentialStore, TokenData};
-use crate::auth::{AuthManager, Policy};
+use crate::auth::storage::{self, TokenData};
 use crate::config::Config;
 use crate::login::IssuerClient;
 use crate::rpc::{ConnectionHooks, ConnectionId, ConnectionOptions, Dispatcher, serve_connection};
@@ -63,30 +62,13 @@ impl Broker {
         store: BrokerStore,
         import: Option<&Path>,
     ) -> Result<Self, String> {
-        let issuer = IssuerClient::new(
-            config.issuer.clone(),
-            config.backend_connect_timeout,
-            config.issuer_timeout,
-        )?;
         let imported = match import {
             Some(path) => Some((path, storage::read_import(path).map_err(|e| e.to_string())?)),
             None => None,
         };
         let owner: Arc<dyn CredentialOwner> = match store {
             BrokerStore::Home => {
-                let store = Arc::new(CredentialStore::new(
-                    &config.codex_home,
-                    config.credentials_store,
-                ));
-                let policy = Policy {
-                    workspaces: config.forced_workspace_ids.clone(),
-                    login_method: config.forced_login_method,
-                };
-                let auth = Arc::new(
-                    AuthManager::new(store, policy, config.refresh_timeout)
-                        .map_err(|e| e.to_string())?,
-                );
-                auth.set_issuer(Arc::new(issuer.clone()));
+                let (auth, _) = crate::server::managed_auth(&config).map_err(|e| e.to_string())?;
                 if let Some((path, doc)) = &imported {
                     let own = config.codex_home.join(storage::AUTH_FILE);
                     if !same_file(path, &own) {
@@ -107,6 +89,11 @@ impl Broker {
                 Arc::new(HomeOwner { auth })
             }
             BrokerStore::Postgres(url) => {
+                let issuer = IssuerClient::new(
+                    config.issuer.clone(),
+                    config.backend_connect_timeout,
+                    config.issuer_timeout,
+                )?;
                 let key = SealKey::from_env().map_err(|e| e.to_string())?;
                 let pg = Arc::new(
                     PgStore::connect(&url, key)
