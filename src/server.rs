@@ -6,7 +6,6 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::api::{self, Announcer, Api, Connections, Threads};
 use crate::auth::storage::{CredentialStore, StorageError};
@@ -201,24 +200,12 @@ impl Server {
         token_sha256: Option<[u8; 32]>,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        let sessions = TaskTracker::new();
         let server = self.clone();
-        let (tracker, session_shutdown) = (sessions.clone(), shutdown.clone());
-        let on_connection: ws::OnConnection = Arc::new(move |link| {
+        let options = WsOptions::from_config(&self.api.config, token_sha256);
+        ws::serve_sessions(listener, options, shutdown, move |link, shutdown| {
             let server = server.clone();
-            let shutdown = session_shutdown.clone();
-            Box::pin(tracker.track_future(async move { server.serve(link, shutdown).await }))
-        });
-        let config = &self.api.config;
-        let options = WsOptions {
-            token_sha256,
-            max_message_bytes: config.max_message_bytes,
-            max_outgoing_bytes: config.max_outgoing_bytes,
-            header_read_timeout: config.header_read_timeout,
-        };
-        ws::serve(listener, options, on_connection, shutdown).await?;
-        sessions.close();
-        sessions.wait().await;
-        Ok(())
+            async move { server.serve(link, shutdown).await }
+        })
+        .await
     }
 }

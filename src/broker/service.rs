@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::owner::{CredentialOwner, HomeOwner, PgOwner};
 use super::{ImportedCredential, PgStore, SealKey};
@@ -130,13 +129,11 @@ impl Broker {
         token_sha256: Option<[u8; 32]>,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        let sessions = TaskTracker::new();
         let broker = self.clone();
-        let (tracker, session_shutdown) = (sessions.clone(), shutdown.clone());
-        let on_connection: ws::OnConnection = Arc::new(move |link| {
+        let options = WsOptions::from_config(&self.config, token_sha256);
+        ws::serve_sessions(listener, options, shutdown, move |link, shutdown| {
             let broker = broker.clone();
-            let shutdown = session_shutdown.clone();
-            Box::pin(tracker.track_future(async move {
+            async move {
                 serve_connection(
                     broker.dispatcher.clone(),
                     link,
@@ -145,18 +142,9 @@ impl Broker {
                     Arc::new(Stateless),
                 )
                 .await
-            }))
-        });
-        let options = WsOptions {
-            token_sha256,
-            max_message_bytes: self.config.max_message_bytes,
-            max_outgoing_bytes: self.config.max_outgoing_bytes,
-            header_read_timeout: self.config.header_read_timeout,
-        };
-        ws::serve(listener, options, on_connection, shutdown).await?;
-        sessions.close();
-        sessions.wait().await;
-        Ok(())
+            }
+        })
+        .await
     }
 }
 

@@ -48,6 +48,45 @@ use super::{Backpressure, Frame, Link, LinkPolicy};
 pub(crate) type OnConnection =
     Arc<dyn Fn(Link) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
+impl WsOptions {
+    /// The options a configuration sets, with the capability token's digest.
+    pub(crate) fn from_config(
+        config: &crate::config::Config,
+        token_sha256: Option<[u8; 32]>,
+    ) -> Self {
+        Self {
+            token_sha256,
+            max_message_bytes: config.max_message_bytes,
+            max_outgoing_bytes: config.max_outgoing_bytes,
+            header_read_timeout: config.header_read_timeout,
+        }
+    }
+}
+
+/// Serves each WebSocket session with `session` until `shutdown`, then waits for the open
+/// ones to end (each within its own shutdown grace): the loop the app-server and the broker
+/// share.
+pub(crate) async fn serve_sessions<F, Fut>(
+    listener: TcpListener,
+    options: WsOptions,
+    shutdown: CancellationToken,
+    session: F,
+) -> std::io::Result<()>
+where
+    F: Fn(Link, CancellationToken) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let sessions = TaskTracker::new();
+    let (tracker, session_shutdown) = (sessions.clone(), shutdown.clone());
+    let on_connection: OnConnection = Arc::new(move |link| {
+        Box::pin(tracker.track_future(session(link, session_shutdown.clone())))
+    });
+    serve(listener, options, on_connection, shutdown).await?;
+    sessions.close();
+    sessions.wait().await;
+    Ok(())
+}
+
 #[derive(Clone)]
 pub(crate) struct WsOptions {
     /// SHA-256 of the capability token, when one is required.
