@@ -266,3 +266,40 @@ async fn config_toml_in_codex_home_is_read_and_c_overrides_it() {
     let (_p, mut c) = Proc::initialized(options, "t", false).await;
     c.login_api_key("sk-x").await;
 }
+
+/// The schema types `capabilities` and `clientInfo` as objects; serde alone would read an
+/// array as the fields by position. Each wrong shape is -32602 naming the member, and the
+/// connection can still initialize afterwards.
+#[tokio::test]
+async fn initialize_members_of_the_wrong_shape_are_invalid_params() {
+    let (_p, mut c) = Proc::stdio(Options::default());
+    for (params, member) in [
+        (
+            json!({"clientInfo": {"name": "t", "version": "1"}, "capabilities": []}),
+            "capabilities",
+        ),
+        (
+            json!({"clientInfo": {"name": "t", "version": "1"}, "capabilities": [true, null]}),
+            "capabilities",
+        ),
+        (
+            json!({"clientInfo": {"name": "t", "version": "1"}, "capabilities": "experimentalApi"}),
+            "capabilities",
+        ),
+        (json!({"clientInfo": ["t", null, "1"]}), "clientInfo"),
+    ] {
+        let e = c.err("initialize", params.clone()).await;
+        assert_eq!(kit::client::code(&e), -32602, "{params} -> {e}");
+        let text = kit::client::message(&e);
+        assert!(text.contains(member), "{params} -> {e}");
+        assert!(text.contains("object"), "{params} -> {e}");
+    }
+    // null and absent still mean "no capabilities".
+    let r = c
+        .ok(
+            "initialize",
+            json!({"clientInfo": {"name": "t", "version": "1"}, "capabilities": null}),
+        )
+        .await;
+    assert!(r["userAgent"].as_str().unwrap().starts_with("t/"), "{r}");
+}

@@ -379,3 +379,52 @@ async fn params_errors_never_echo_the_values() {
     }
     c.assert_still_signed_out().await;
 }
+
+/// A method or notification name is client input like any other: a token pasted there (a
+/// client that shifted its fields, say) is neither logged, even at trace level, nor echoed
+/// in the -32601 error. A name shaped like a method is still named, so a client learns
+/// which one this server lacks.
+#[tokio::test]
+async fn a_token_sent_as_a_method_name_is_neither_logged_nor_echoed() {
+    let (mut p, mut c) = Proc::stdio(Options::default().log("trace"));
+    c.initialize("host", false).await;
+    let as_method = secret_token("ws-1", "plus", "m@example.com", "asmethod");
+    let as_notification = secret_token("ws-1", "plus", "n@example.com", "asnotification");
+    let mut secrets = Secrets::new();
+    secrets.token("access token as a method name", &as_method);
+    secrets.token("access token as a notification name", &as_notification);
+    secrets.text("API key as a method name", API_KEY);
+
+    for method in [as_method.as_str(), API_KEY] {
+        let e = c.err(method, json!({})).await;
+        assert_eq!(code(&e), -32601, "{e}");
+        assert!(
+            kit::client::message(&e).starts_with("Method not found"),
+            "{e}"
+        );
+    }
+    c.send(&json!({"method": as_notification, "params": {}}));
+    c.send(&json!({"method": API_KEY}));
+    // A real method name this server does not serve is still named.
+    let e = c.err("thread/fork", json!({})).await;
+    assert_eq!(
+        kit::client::message(&e),
+        "Method not found: thread/fork",
+        "{e}"
+    );
+    // The notifications were read (the request behind them was answered) and the server
+    // still serves.
+    assert_eq!(
+        c.ok("account/read", json!({})).await["account"],
+        Value::Null
+    );
+
+    c.close();
+    assert_eq!(p.exit_code().await, 0);
+    let stderr = p.stderr();
+    assert!(
+        stderr.contains("TRACE") || stderr.contains("DEBUG"),
+        "no trace logging"
+    );
+    secrets.assert_nowhere(&stderr, p.home.path(), &c.received);
+}

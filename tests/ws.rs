@@ -21,16 +21,29 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 /// Sends one hand-written HTTP/1.1 GET and returns the status code.
 async fn http_status(addr: &str, path: &str, headers: &[(&str, &str)]) -> u16 {
+    http_status_over(addr, "HTTP/1.1", path, headers).await
+}
+
+/// Sends one hand-written GET in HTTP `version` and returns the status code.
+async fn http_status_over(addr: &str, version: &str, path: &str, headers: &[(&str, &str)]) -> u16 {
     within("an HTTP response", async {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        let mut request = format!("GET {path} {version}\r\nHost: {addr}\r\nConnection: close\r\n");
         for (k, v) in headers {
             request.push_str(&format!("{k}: {v}\r\n"));
         }
         request.push_str("\r\n");
         stream.write_all(request.as_bytes()).await.unwrap();
+        // Up to the end of the head: a 101 leaves the connection open.
         let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.unwrap();
+        let mut chunk = [0u8; 1024];
+        while !response.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut chunk).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            response.extend_from_slice(&chunk[..n]);
+        }
         let response = String::from_utf8_lossy(&response);
         let status_line = response.lines().next().unwrap_or_default();
         status_line
@@ -75,6 +88,31 @@ async fn readyz_and_healthz_answer_200() {
     let (_p, addr) = Proc::ws(Options::default()).await;
     assert_eq!(http_status(&addr, "/readyz", &[]).await, 200);
     assert_eq!(http_status(&addr, "/healthz", &[]).await, 200);
+}
+
+/// RFC 6455 section 4.1: the opening handshake is an HTTP/1.1 request. An HTTP/1.0 GET
+/// that carries every upgrade header is refused (and then closed, as HTTP/1.0 is), while
+/// the same headers over HTTP/1.1 switch protocols.
+#[tokio::test]
+async fn a_websocket_upgrade_over_http_1_0_is_refused() {
+    let (_p, addr) = Proc::ws(Options::default()).await;
+    let upgrade = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    // The helper also sends `Connection: close`; the upgrade token is what counts.
+    assert_eq!(
+        http_status_over(&addr, "HTTP/1.0", "/", &upgrade).await,
+        400
+    );
+    assert_eq!(
+        http_status_over(&addr, "HTTP/1.1", "/", &upgrade).await,
+        101
+    );
+    let mut c = Client::connect(&addr, &[]).await;
+    c.initialize("after-1.0", false).await;
 }
 
 #[tokio::test]

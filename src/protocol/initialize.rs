@@ -26,8 +26,9 @@ pub struct InitializeCapabilities {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InitializeParams {
+    #[serde(deserialize_with = "super::object::required")]
     pub client_info: ClientInfo,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::object::optional")]
     pub capabilities: Option<InitializeCapabilities>,
 }
 

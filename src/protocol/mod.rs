@@ -5,6 +5,7 @@ pub mod account;
 pub mod credential;
 pub(crate) mod decode;
 pub mod initialize;
+mod object;
 pub mod rate_limits;
 pub mod turns;
 

@@ -106,6 +106,7 @@ pub struct ByteRange {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TextElement {
+    #[serde(deserialize_with = "super::object::required")]
     pub byte_range: ByteRange,
     #[serde(default)]
     pub placeholder: Option<String>,

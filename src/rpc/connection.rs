@@ -295,7 +295,7 @@ impl Conn {
                 } else {
                     tracing::debug!(
                         connection = self.peer.id().0,
-                        method,
+                        method = %super::method_name::Shown(&method),
                         "notification ignored"
                     );
                 }

@@ -69,8 +69,9 @@ impl RpcError {
         Self::new(INVALID_REQUEST, message)
     }
 
+    /// Names the method only when it has a method's shape: the name may be a pasted token.
     pub fn method_not_found(method: &str) -> Self {
-        let shown: String = method.chars().take(128).collect();
+        let shown = super::method_name::Shown(method);
         Self::new(METHOD_NOT_FOUND, format!("Method not found: {shown}"))
     }
 

@@ -8,6 +8,7 @@ pub(crate) mod envelope;
 #[cfg(test)]
 mod envelope_props;
 pub(crate) mod error;
+pub(crate) mod method_name;
 pub(crate) mod outbox;
 pub(crate) mod peer;
 pub(crate) mod pending;

@@ -193,7 +193,7 @@ fn route(request: Request<Body>, state: &Arc<State>) -> Response<Full<Bytes>> {
     let Some(accept) = upgrade_key(&request) else {
         return text(
             StatusCode::BAD_REQUEST,
-            "expected a WebSocket upgrade (GET with Connection: upgrade, Upgrade: websocket, Sec-WebSocket-Version: 13)",
+            "expected a WebSocket upgrade (an HTTP/1.1 GET with Connection: upgrade, Upgrade: websocket, Sec-WebSocket-Version: 13)",
         );
     };
     let state = state.clone();
@@ -226,7 +226,9 @@ fn upgrade_key(request: &Request<Body>) -> Option<String> {
                 .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
         })
     };
+    // RFC 6455 4.1: the handshake is at least HTTP/1.1 (hyper serves only HTTP/1 here).
     let valid = request.method() == hyper::Method::GET
+        && request.version() == hyper::Version::HTTP_11
         && has_token(header::CONNECTION, "upgrade")
         && has_token(header::UPGRADE, "websocket")
         && headers
