@@ -102,7 +102,15 @@ pub(crate) async fn serve_connection(
     let mut queued: VecDeque<Frame> = VecDeque::new();
     let mut queued_bytes = 0usize;
     let mut ended: Option<tokio::time::Instant> = None;
+    // Made once: a cancellation future registers its waiter when first polled, and the
+    // ready path below (input at hand, a handler that finished) polls neither.
+    let stopped = stop.cancelled();
+    let was_aborted = aborted.cancelled();
+    tokio::pin!(stopped, was_aborted);
     'read: loop {
+        if stop.is_cancelled() || aborted.is_cancelled() {
+            break;
+        }
         let frame = match queued.pop_front() {
             Some(frame) => {
                 queued_bytes -= frame_bytes(&frame);
@@ -111,27 +119,25 @@ pub(crate) async fn serve_connection(
             None if ended.is_some() => break,
             None => tokio::select! {
                 biased;
-                _ = stop.cancelled() => break,
-                _ = aborted.cancelled() => break,
                 frame = input.next() => frame,
+                _ = &mut stopped => break,
+                _ = &mut was_aborted => break,
             },
         };
         let handled = conn.handle_frame(frame);
         tokio::pin!(handled);
         loop {
-            let deadline =
-                ended.unwrap_or_else(|| tokio::time::Instant::now() + options.shutdown_grace);
             tokio::select! {
                 biased;
-                _ = stop.cancelled() => break 'read,
-                _ = aborted.cancelled() => break 'read,
                 going = &mut handled => {
                     if going {
                         break;
                     }
                     break 'read;
                 }
-                _ = tokio::time::sleep_until(deadline), if ended.is_some() => break 'read,
+                _ = &mut stopped => break 'read,
+                _ = &mut was_aborted => break 'read,
+                _ = sleep_until(ended) => break 'read,
                 next = input.next(), if ended.is_none() && queued_bytes < LOOKAHEAD_BYTES => {
                     match next {
                         Some(Ok(frame)) => {
@@ -188,6 +194,14 @@ pub(crate) async fn serve_connection(
         writer.abort();
     }
     tracing::debug!(connection = peer.id().0, "connection closed");
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn write_loop(peer: Peer, mut output: Outgoing) {
@@ -372,7 +386,10 @@ impl Conn {
                 }
                 run_request(&dispatcher, &peer, id.clone(), &method, params).await;
             };
+            // Biased toward the request: one that finishes at its first poll (most do)
+            // never registers a waiter on the shutdown token.
             tokio::select! {
+                biased;
                 _ = run => {}
                 _ = cut_off.cancelled() => {
                     let e = RpcError::internal("the request was cut off: the server is shutting down");
