@@ -6,40 +6,31 @@ use std::path::Path;
 use schemars::{JsonSchema, Schema, schema_for};
 
 use crate::protocol::account::*;
-use crate::protocol::initialize::*;
-use crate::protocol::rate_limits::*;
+use crate::protocol::methods;
 use crate::protocol::turns::*;
 
 fn entry<T: JsonSchema>(name: &'static str) -> (&'static str, Schema) {
     (name, schema_for!(T))
 }
 
-/// Every file, by name, in a stable order.
+/// Every file, by name, in a stable order: each declared method's params and result (the
+/// app-server's, then the broker's; a type shared by two methods once), then what the
+/// server sends.
 pub fn all() -> Vec<(&'static str, Schema)> {
-    vec![
-        entry::<InitializeParams>("InitializeParams"),
-        entry::<InitializeResponse>("InitializeResponse"),
-        entry::<LoginAccountParams>("LoginAccountParams"),
-        entry::<LoginAccountResponse>("LoginAccountResponse"),
-        entry::<CancelLoginAccountParams>("CancelLoginAccountParams"),
-        entry::<CancelLoginAccountResponse>("CancelLoginAccountResponse"),
-        entry::<LogoutAccountResponse>("LogoutAccountResponse"),
-        entry::<GetAccountParams>("GetAccountParams"),
-        entry::<GetAccountResponse>("GetAccountResponse"),
-        entry::<GetAccountRateLimitsParams>("GetAccountRateLimitsParams"),
-        entry::<GetAccountRateLimitsResponse>("GetAccountRateLimitsResponse"),
+    let mut files: Vec<(&'static str, Schema)> = Vec::new();
+    for declared in methods::app_server().into_iter().chain(methods::broker()) {
+        for (name, schema) in [declared.params, declared.result] {
+            if !files.iter().any(|(have, _)| *have == name) {
+                files.push((name, schema()));
+            }
+        }
+    }
+    files.extend([
         entry::<AccountLoginCompletedNotification>("AccountLoginCompletedNotification"),
         entry::<AccountUpdatedNotification>("AccountUpdatedNotification"),
         entry::<WarningNotification>("WarningNotification"),
         entry::<ChatgptAuthTokensRefreshParams>("ChatgptAuthTokensRefreshParams"),
         entry::<ExternalTokens>("ChatgptAuthTokensRefreshResponse"),
-        // Threads and turns.
-        entry::<ThreadStartParams>("ThreadStartParams"),
-        entry::<ThreadStartResponse>("ThreadStartResponse"),
-        entry::<TurnStartParams>("TurnStartParams"),
-        entry::<TurnStartResponse>("TurnStartResponse"),
-        entry::<TurnInterruptParams>("TurnInterruptParams"),
-        entry::<TurnInterruptResponse>("TurnInterruptResponse"),
         entry::<ThreadStartedNotification>("ThreadStartedNotification"),
         entry::<TurnStartedNotification>("TurnStartedNotification"),
         entry::<TurnCompletedNotification>("TurnCompletedNotification"),
@@ -50,7 +41,8 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         entry::<ThreadTokenUsageUpdatedNotification>("ThreadTokenUsageUpdatedNotification"),
         entry::<AccountRateLimitsUpdatedNotification>("AccountRateLimitsUpdatedNotification"),
         entry::<AuthRecoveryNotification>("AuthRecoveryNotification"),
-    ]
+    ]);
+    files
 }
 
 /// Renders each schema as the text written to `<name>.json`.

@@ -9,9 +9,7 @@ use crate::broker::owner::{CredentialOwner, Previous};
 use crate::protocol::credential::{
     CredentialReadParams, CredentialRefreshParams, IssuedCredential,
 };
-use crate::protocol::methods;
-use crate::rpc::envelope::SecretJson;
-use crate::rpc::{Dispatcher, MethodKind, RequestContext};
+use crate::rpc::{Dispatcher, RequestContext};
 
 pub(crate) struct BrokerApi {
     pub owner: Arc<dyn CredentialOwner>,
@@ -44,13 +42,9 @@ async fn refresh(
 }
 
 pub(crate) fn broker_dispatcher(api: Arc<BrokerApi>) -> Dispatcher {
+    use crate::protocol::methods::{CredentialRead, CredentialRefresh};
     let mut t = Table::new(api);
-    method!(t, methods::CREDENTIAL_READ, MethodKind::Concurrent, read);
-    method!(
-        t,
-        methods::CREDENTIAL_REFRESH,
-        MethodKind::Concurrent,
-        refresh
-    );
-    Dispatcher::new(t.module, t.kinds)
+    method!(t, CredentialRead, read);
+    method!(t, CredentialRefresh, refresh);
+    t.dispatcher
 }

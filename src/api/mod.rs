@@ -1,8 +1,9 @@
 //! The methods authbridge serves, registered in one jsonrpsee method table.
 //!
-//! Each handler is an `async fn(&Api, &RequestContext, Params) -> Result<Response, ApiError>`:
-//! registration parses the params into the method's type (errors name the field, never
-//! the value) and maps the error in one place, [`ApiError::into_rpc`].
+//! Each handler is an `async fn(&Api, &RequestContext, Params) -> Result<Response, ApiError>`
+//! for a method declared in `protocol::methods`: registration parses the params into the
+//! declared type (errors name the field, never the value) and maps the error in one place,
+//! [`ApiError::into_rpc`].
 
 mod account;
 mod connections;
@@ -16,12 +17,9 @@ mod turn_failure;
 mod turn_run;
 mod turns;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use jsonrpsee::RpcModule;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::auth::AuthManager;
@@ -29,9 +27,9 @@ use crate::backend::BackendClient;
 use crate::config::Config;
 use crate::login::Logins;
 use crate::protocol::decode::decode_object;
-use crate::protocol::methods;
+use crate::protocol::methods::Method;
 use crate::rpc::envelope::SecretJson;
-use crate::rpc::{ConnectionHooks, ConnectionId, Dispatcher, MethodKind, RequestContext};
+use crate::rpc::{ConnectionHooks, ConnectionId, Dispatcher, RequestContext};
 
 pub(crate) use broker::{BrokerApi, broker_dispatcher};
 pub(crate) use connections::{Connections, Session};
@@ -109,97 +107,67 @@ fn params<P: DeserializeOwned>(raw: Option<&SecretJson>) -> Result<P, ApiError> 
 }
 
 /// A method table over the state `S` its handlers share (the app-server's [`Api`], or the
-/// broker's state).
+/// broker's state), filled from the declarations in `protocol::methods`.
 struct Table<S: Send + Sync + 'static> {
-    module: RpcModule<S>,
-    kinds: HashMap<&'static str, MethodKind>,
+    state: Arc<S>,
+    dispatcher: Dispatcher,
 }
 
 impl<S: Send + Sync + 'static> Table<S> {
     fn new(state: Arc<S>) -> Self {
         Self {
-            module: RpcModule::from_arc(state),
-            kinds: HashMap::new(),
+            state,
+            dispatcher: Dispatcher::default(),
         }
     }
 
-    fn register<R, F, Fut>(&mut self, name: &'static str, kind: MethodKind, handler: F)
+    /// Serves `M` with `handler`, which must take `M`'s params and return its result.
+    fn add<M, F, Fut>(&mut self, handler: F)
     where
-        R: Serialize + Send + 'static,
-        F: Fn(Arc<S>, RequestContext, Option<SecretJson>) -> Fut + Clone + Send + Sync + 'static,
-        Fut: Future<Output = Result<R, ApiError>> + Send + 'static,
+        M: Method,
+        F: Fn(Arc<S>, RequestContext, M::Params) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<M::Result, ApiError>> + Send + 'static,
     {
-        self.kinds.insert(name, kind);
-        self.module
-            .register_async_method(name, move |_, api, mut extensions| {
-                let handler = handler.clone();
+        let state = self.state.clone();
+        self.dispatcher
+            .add(M::NAME, M::KIND, move |ctx: RequestContext, raw| {
+                let parsed = params::<M::Params>(raw.as_deref());
+                drop(raw);
+                let call = parsed.map(|p| handler(state.clone(), ctx.clone(), p));
                 async move {
-                    let Some((ctx, raw)) = RequestContext::take(&mut extensions) else {
-                        return;
+                    let outcome = match call {
+                        Ok(call) => events::in_request(ctx.after.clone(), call).await,
+                        Err(e) => Err(e),
                     };
-                    let outcome =
-                        events::in_request(ctx.after.clone(), handler(api, ctx.clone(), raw)).await;
-                    match outcome {
-                        Ok(result) => ctx.respond(Ok(&result)),
-                        Err(e) => ctx.respond::<()>(Err(e.into_rpc())),
-                    }
+                    outcome.map_err(ApiError::into_rpc)
                 }
-            })
-            .expect("method names are registered once");
+            });
     }
 }
 
-/// `method!(table, NAME, kind, handler)`: registers an `async fn(&S, &RequestContext, P)`
-/// with its params parsed into `P`.
+/// `method!(table, Method, handler)`: serves the declared `Method` with an
+/// `async fn(&S, &RequestContext, Method::Params) -> Result<Method::Result, ApiError>`.
 macro_rules! method {
-    ($table:expr, $name:expr, $kind:expr, $handler:path) => {
-        $table.register(
-            $name,
-            $kind,
-            |api: Arc<_>, ctx: RequestContext, raw: Option<SecretJson>| async move {
-                let p = $crate::api::params(raw.as_ref())?;
-                drop(raw);
-                $handler(&api, &ctx, p).await
-            },
-        )
+    ($table:expr, $method:ty, $handler:path) => {
+        $table.add::<$method, _, _>(|api, ctx, p| async move { $handler(&api, &ctx, p).await })
     };
 }
 
 // After the macro: it is in scope only below its definition.
 mod broker;
 
-/// The method table and how each method is scheduled.
+/// The app-server's method table.
 pub(crate) fn dispatcher(api: Arc<Api>) -> Dispatcher {
-    use MethodKind::{Concurrent, Handshake, Sequential};
+    use crate::protocol::methods::*;
     let mut t = Table::new(api);
-    method!(t, methods::INITIALIZE, Handshake, initialize::initialize);
-    method!(
-        t,
-        methods::ACCOUNT_LOGIN_START,
-        Sequential,
-        account::login_start
-    );
-    method!(
-        t,
-        methods::ACCOUNT_LOGIN_CANCEL,
-        Sequential,
-        account::login_cancel
-    );
-    method!(t, methods::ACCOUNT_LOGOUT, Sequential, account::logout);
-    method!(t, methods::ACCOUNT_READ, Concurrent, account::read);
-    method!(
-        t,
-        methods::ACCOUNT_RATE_LIMITS_READ,
-        Concurrent,
-        rate_limits::read
-    );
-    method!(t, methods::THREAD_START, Concurrent, turns::thread_start);
-    method!(t, methods::TURN_START, Concurrent, turns::turn_start);
-    method!(
-        t,
-        methods::TURN_INTERRUPT,
-        Concurrent,
-        turns::turn_interrupt
-    );
-    Dispatcher::new(t.module, t.kinds)
+    method!(t, Initialize, initialize::initialize);
+    method!(t, AccountLoginStart, account::login_start);
+    method!(t, AccountLoginCancel, account::login_cancel);
+    method!(t, AccountLogout, account::logout);
+    method!(t, AccountRead, account::read);
+    method!(t, AccountRateLimitsRead, rate_limits::read);
+    method!(t, ThreadStart, turns::thread_start);
+    method!(t, TurnStart, turns::turn_start);
+    method!(t, TurnInterrupt, turns::turn_interrupt);
+    t.dispatcher
 }

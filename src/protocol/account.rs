@@ -179,7 +179,7 @@ pub struct WarningNotification {
 }
 
 /// `account/logout` takes no params; an absent, null or empty object is accepted.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 pub struct LogoutAccountParams {}
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]

@@ -2,10 +2,12 @@
 //!
 //! jsonrpsee's own servers cannot send requests to the client, have no stdio transport and
 //! insist on the `jsonrpc` member, so we use only its `Methods` as the table: look the
-//! callback up and call it with per-call `Extensions`. Params travel in those extensions
-//! (jsonrpsee would copy them into a string nobody wipes), and the handler's outcome comes
-//! back as the finished response line through a slot beside them, serialized once, with
-//! the client's own id (jsonrpsee's ids are unsigned, ours need not be).
+//! callback up and call it. Its callbacks take their input as `Extensions` and return a
+//! `MethodResponse` that carries `Extensions` back, so a call travels both ways through
+//! them: the connection's context and the params go in (jsonrpsee would copy the params
+//! into a string nobody wipes), the finished response line comes back (serialized once,
+//! with the client's own id, since jsonrpsee's ids are unsigned and ours need not be).
+//! No slot is shared beside the call.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,25 +17,15 @@ use std::sync::{Arc, Mutex};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use jsonrpsee::types::{Id, Params};
-use jsonrpsee::{ConnectionId as RpseeConnectionId, Extensions, MethodCallback, Methods};
+use jsonrpsee::{
+    ConnectionId as RpseeConnectionId, Extensions, MethodCallback, MethodResponse, Methods,
+};
 use serde::Serialize;
 
 use super::envelope::{RequestId, SecretJson, encode};
 use super::error::RpcError;
 use super::peer::Peer;
-
-/// How the connection schedules a method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum MethodKind {
-    /// The handshake: the only method served before it succeeded, run inline so a
-    /// request pipelined right behind it already sees its effect, and only once.
-    Handshake,
-    /// Runs concurrently with everything else.
-    Concurrent,
-    /// Changes state: takes effect after every earlier sequential request of the same
-    /// connection has finished, in the order they were sent.
-    Sequential,
-}
+pub(crate) use crate::protocol::methods::MethodKind;
 
 /// What a handler receives besides its params: the connection it serves, and a place to
 /// queue work that must happen only after its response is on the wire (for example the
@@ -43,21 +35,23 @@ pub(crate) struct RequestContext {
     pub peer: Peer,
     pub after: AfterResponse,
     id: RequestId,
-    reply: Arc<Mutex<Option<Outcome>>>,
 }
 
-/// The params of one call, handed to the handler through jsonrpsee's extensions (which
-/// want `Clone`; the params are taken out exactly once).
+/// One call's input, as it travels into the callback through jsonrpsee's extensions
+/// (which want `Clone`: the params are shared, never copied, and wiped when dropped).
 #[derive(Clone)]
-struct CallParams(Arc<Mutex<Option<SecretJson>>>);
+struct Call {
+    ctx: RequestContext,
+    params: Option<Arc<SecretJson>>,
+}
 
 impl RequestContext {
-    /// Records the handler's outcome as the response line.
-    pub fn respond<T: Serialize + ?Sized>(&self, outcome: Result<&T, RpcError>) {
+    /// The response line for a handler's outcome.
+    fn respond<T: Serialize>(&self, outcome: Result<T, RpcError>) -> Outcome {
         let jsonrpc = self.peer.jsonrpc();
         let ok = outcome.is_ok();
         let line = match outcome {
-            Ok(value) => encode::result(jsonrpc, &self.id, value).unwrap_or_else(|e| {
+            Ok(value) => encode::result(jsonrpc, &self.id, &value).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "a result failed to serialize");
                 encode::error(
                     jsonrpc,
@@ -67,16 +61,7 @@ impl RequestContext {
             }),
             Err(e) => encode::error(jsonrpc, Some(&self.id), &e),
         };
-        *self.reply.lock().unwrap_or_else(|p| p.into_inner()) = Some(Outcome { line, ok });
-    }
-
-    /// The context of the current call, taken out of jsonrpsee's extensions.
-    pub fn take(extensions: &mut Extensions) -> Option<(RequestContext, Option<SecretJson>)> {
-        let ctx = extensions.remove::<RequestContext>()?;
-        let params = extensions
-            .remove::<CallParams>()
-            .and_then(|p| p.0.lock().unwrap_or_else(|p| p.into_inner()).take());
-        Some((ctx, params))
+        Outcome { line, ok }
     }
 }
 
@@ -101,22 +86,51 @@ impl AfterResponse {
 }
 
 /// The outcome of one call: the response line, and whether it is a success.
+#[derive(Clone)]
 pub(crate) struct Outcome {
     pub line: String,
     pub ok: bool,
 }
 
+/// The method table and how each method is scheduled.
+#[derive(Default)]
 pub(crate) struct Dispatcher {
     methods: Methods,
     kinds: HashMap<&'static str, MethodKind>,
 }
 
 impl Dispatcher {
-    pub fn new(methods: impl Into<Methods>, kinds: HashMap<&'static str, MethodKind>) -> Self {
-        Self {
-            methods: methods.into(),
-            kinds,
-        }
+    /// Adds `name`, scheduled as `kind`, served by `handler` (the raw params in, a result
+    /// or an error out; the line is built here).
+    pub fn add<F, Fut, R>(&mut self, name: &'static str, kind: MethodKind, handler: F)
+    where
+        F: Fn(RequestContext, Option<Arc<SecretJson>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, RpcError>> + Send + 'static,
+        R: Serialize,
+    {
+        let callback = move |_: Id<'static>,
+                             _: Params<'static>,
+                             _: RpseeConnectionId,
+                             _: usize,
+                             mut extensions: Extensions| {
+            let call = extensions.remove::<Call>();
+            let work = call.map(|Call { ctx, params }| {
+                let fut = handler(ctx.clone(), params);
+                (ctx, fut)
+            });
+            async move {
+                let mut returned = Extensions::new();
+                if let Some((ctx, fut)) = work {
+                    returned.insert(ctx.respond(fut.await));
+                }
+                MethodResponse::notification().with_extensions(returned)
+            }
+            .boxed()
+        };
+        self.methods
+            .verify_and_insert(name, MethodCallback::Async(Arc::new(callback)))
+            .expect("method names are registered once");
+        self.kinds.insert(name, kind);
     }
 
     pub fn kind(&self, name: &str) -> Option<MethodKind> {
@@ -137,45 +151,43 @@ impl Dispatcher {
             line: encode::error(jsonrpc, Some(id), &e),
             ok: false,
         };
-        let Some(callback) = self.methods.method(method) else {
+        let Some(MethodCallback::Async(callback)) = self.methods.method(method) else {
             return failed(&id, RpcError::method_not_found(method));
         };
-        let reply = Arc::new(Mutex::new(None));
         let mut extensions = Extensions::new();
-        extensions.insert(RequestContext {
-            peer,
-            after,
-            id: id.clone(),
-            reply: reply.clone(),
+        extensions.insert(Call {
+            ctx: RequestContext {
+                peer,
+                after,
+                id: id.clone(),
+            },
+            params: params.map(Arc::new),
         });
-        extensions.insert(CallParams(Arc::new(Mutex::new(params))));
-        let finished = match callback {
-            MethodCallback::Async(f) => {
-                let started = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    f(
-                        Id::Number(0),
-                        Params::new(None),
-                        RpseeConnectionId(0),
-                        usize::MAX,
-                        extensions,
-                    )
-                }));
-                match started {
-                    Ok(fut) => AssertUnwindSafe(fut).catch_unwind().await.map(drop),
-                    Err(p) => Err(p),
-                }
-            }
-            _ => return failed(&id, RpcError::method_not_found(method)),
+        let started = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            callback(
+                Id::Null,
+                Params::new(None),
+                RpseeConnectionId(0),
+                usize::MAX,
+                extensions,
+            )
+        }));
+        let finished = match started {
+            Ok(fut) => AssertUnwindSafe(fut).catch_unwind().await,
+            Err(p) => Err(p),
         };
-        if finished.is_err() {
-            tracing::error!(method, "handler panicked");
-        }
-        match reply.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            Some(outcome) => outcome,
-            None => failed(
+        let outcome = match finished {
+            Ok(response) => response.into_parts().2.remove::<Outcome>(),
+            Err(_) => {
+                tracing::error!(method, "handler panicked");
+                None
+            }
+        };
+        outcome.unwrap_or_else(|| {
+            failed(
                 &id,
                 RpcError::internal("internal error: the handler failed unexpectedly"),
-            ),
-        }
+            )
+        })
     }
 }

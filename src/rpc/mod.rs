@@ -14,7 +14,7 @@ pub(crate) mod peer;
 pub(crate) mod pending;
 
 pub(crate) use connection::{ConnectionHooks, ConnectionOptions, serve_connection};
-pub(crate) use dispatch::{Dispatcher, MethodKind, RequestContext};
+pub(crate) use dispatch::{Dispatcher, RequestContext};
 pub(crate) use error::RpcError;
 pub(crate) use peer::{ConnectionId, Peer, PeerError, ServerRequest};
 

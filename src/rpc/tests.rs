@@ -1,12 +1,10 @@
 //! The connection loop in process, over an in-memory duplex pipe, with test methods that
 //! ask the client questions mid-request, sleep, record their order, flood, or panic.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use jsonrpsee::RpcModule;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_util::codec::{FramedRead, FramedWrite, LinesCodec};
@@ -14,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::protocol::decode::decode_object;
+use crate::protocol::methods::MethodKind;
 use crate::transport::{Backpressure, stdio};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -42,46 +41,38 @@ struct Record {
     ms: u64,
 }
 
-/// Registers a test method; `f` gets the context and the raw params, returns a result.
+/// Registers a test method; `f` gets the context, the params and the log, returns a result.
 fn register<F, Fut>(
-    module: &mut RpcModule<Mutex<Vec<String>>>,
-    kinds: &mut HashMap<&'static str, MethodKind>,
+    table: &mut Dispatcher,
+    log: &Arc<Mutex<Vec<String>>>,
     name: &'static str,
     kind: MethodKind,
     f: F,
 ) where
-    F: Fn(RequestContext, Value, Arc<Mutex<Vec<String>>>) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(RequestContext, Value, Arc<Mutex<Vec<String>>>) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<Value, RpcError>> + Send + 'static,
 {
-    kinds.insert(name, kind);
-    module
-        .register_async_method(name, move |_, log, mut ext| {
-            let f = f.clone();
-            async move {
-                let (ctx, params) = RequestContext::take(&mut ext).unwrap();
-                let params: Value =
-                    serde_json::from_str(params.as_ref().map_or("{}", |p| p.get())).unwrap();
-                let outcome = f(ctx.clone(), params, log).await;
-                ctx.respond(outcome.as_ref().map_err(Clone::clone));
-            }
-        })
-        .unwrap();
+    let log = log.clone();
+    table.add(name, kind, move |ctx, params| {
+        let params: Value =
+            serde_json::from_str(params.as_deref().map_or("{}", |p| p.get())).unwrap();
+        f(ctx, params, log.clone())
+    });
 }
 
 fn dispatcher() -> (Arc<Dispatcher>, Arc<Mutex<Vec<String>>>) {
     let log = Arc::new(Mutex::new(Vec::new()));
-    let mut m = RpcModule::from_arc(log.clone());
-    let mut k = HashMap::new();
+    let mut m = Dispatcher::default();
     register(
         &mut m,
-        &mut k,
+        &log,
         "initialize",
         MethodKind::Handshake,
         |_, _, _| async { Ok(json!({})) },
     );
     register(
         &mut m,
-        &mut k,
+        &log,
         "ask",
         MethodKind::Concurrent,
         |ctx, p, _| async move {
@@ -95,14 +86,14 @@ fn dispatcher() -> (Arc<Dispatcher>, Arc<Mutex<Vec<String>>>) {
     );
     register(
         &mut m,
-        &mut k,
+        &log,
         "pending",
         MethodKind::Concurrent,
         |ctx, _, _| async move { Ok(json!(ctx.peer.outstanding_requests().len())) },
     );
     register(
         &mut m,
-        &mut k,
+        &log,
         "flood",
         MethodKind::Concurrent,
         |ctx, p, _| async move {
@@ -118,7 +109,7 @@ fn dispatcher() -> (Arc<Dispatcher>, Arc<Mutex<Vec<String>>>) {
     );
     register(
         &mut m,
-        &mut k,
+        &log,
         "sleep",
         MethodKind::Concurrent,
         |_, p, _| async move {
@@ -130,7 +121,7 @@ fn dispatcher() -> (Arc<Dispatcher>, Arc<Mutex<Vec<String>>>) {
     // Sleeps, then records its tag: the log shows the order the effects took place in.
     register(
         &mut m,
-        &mut k,
+        &log,
         "record",
         MethodKind::Sequential,
         |_, p, log| async move {
@@ -142,7 +133,7 @@ fn dispatcher() -> (Arc<Dispatcher>, Arc<Mutex<Vec<String>>>) {
     );
     register(
         &mut m,
-        &mut k,
+        &log,
         "boom",
         MethodKind::Concurrent,
         |_, _, _| async move {
@@ -152,7 +143,7 @@ fn dispatcher() -> (Arc<Dispatcher>, Arc<Mutex<Vec<String>>>) {
             Ok(json!(null))
         },
     );
-    (Arc::new(Dispatcher::new(m, k)), log)
+    (Arc::new(m), log)
 }
 
 struct Closed;
