@@ -90,6 +90,18 @@ async fn run(sizes: Sizes, quick: bool) {
     websocket(&sizes, &mut table).await;
     echo_reference(&sizes, &mut table).await;
     start_up(&sizes, &mut table).await;
+    table.ratio(
+        "stdio round trip p50 against the `cat` echo (async clients)",
+        "stdio round trip, async client (account/read)",
+        "reference: `cat` echo, async client",
+        1.3,
+    );
+    table.ratio(
+        "websocket round trip p50 against the bare websocket echo",
+        "websocket round trip, async client (account/read)",
+        "reference: websocket echo, async client",
+        1.3,
+    );
     table.print();
 }
 
@@ -97,17 +109,39 @@ async fn run(sizes: Sizes, quick: bool) {
 // In process
 
 async fn in_memory(sizes: &Sizes, table: &mut Table) {
-    let server = InProcess::start(&[]);
+    // Round trips with the client and the server on one current-thread runtime, as the
+    // binary serves every connection on one thread: the server's own cost per request,
+    // with no wake-up of another thread in it.
+    let (warmup, round_trips) = (sizes.warmup, sizes.round_trips);
+    let samples = tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async move {
+            let server = InProcess::start(&[]);
+            let sizes = Sizes {
+                warmup,
+                round_trips,
+                pipelined: 0,
+                starts: 0,
+            };
+            in_memory_round_trips(&server, &sizes).await
+        })
+    })
+    .await
+    .expect("the one-thread round trips");
+    table.latency("in-memory round trip (account/read)", &samples, Some(5.0));
 
-    // Round trips on one connection.
-    let (client, served) = server.connect(1 << 16);
-    let (r, mut w) = tokio::io::split(client);
-    let mut r = BufReader::new(r);
-    initialize(&mut r, &mut w).await;
-    let samples = warm_round_trips(&mut r, &mut w, sizes).await;
-    table.latency("in-memory round trip (account/read)", &samples, None);
-    drop((r, w));
-    served.finish().await;
+    // The same on the bench's two-worker runtime, where the client's and the server's
+    // tasks land on one worker or on two by chance (figures vary between runs by that).
+    let server = InProcess::start(&[]);
+    let samples = in_memory_round_trips(&server, sizes).await;
+    table.latency(
+        "in-memory round trip, two-worker runtime (account/read)",
+        &samples,
+        None,
+    );
 
     // Pipelined, on a fresh connection.
     let (client, served) = server.connect(1 << 16);
@@ -123,6 +157,18 @@ async fn in_memory(sizes: &Sizes, table: &mut Table) {
     served.finish().await;
 }
 
+/// Warm round trips on a fresh in-memory connection to `server`.
+async fn in_memory_round_trips(server: &InProcess, sizes: &Sizes) -> Vec<u64> {
+    let (client, served) = server.connect(1 << 16);
+    let (r, mut w) = tokio::io::split(client);
+    let mut r = BufReader::new(r);
+    initialize(&mut r, &mut w).await;
+    let samples = warm_round_trips(&mut r, &mut w, sizes).await;
+    drop((r, w));
+    served.finish().await;
+    samples
+}
+
 // ---------------------------------------------------------------------------------------
 // The binary over stdio
 
@@ -134,7 +180,7 @@ async fn stdio(sizes: &Sizes, table: &mut Table) {
     initialize(&mut stdout, &mut stdin).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let idle = proc_status_kib(pid, "VmRSS");
-    table.memory("stdio idle RSS after initialize", idle, Some(10.0));
+    table.memory("stdio idle RSS after initialize", idle, Some(8.0));
 
     let samples = warm_round_trips(&mut stdout, &mut stdin, sizes).await;
     table.latency(
@@ -158,7 +204,7 @@ async fn stdio(sizes: &Sizes, table: &mut Table) {
     table.throughput(&windowed("stdio"), &result);
     let after = proc_status_kib(pid, "VmRSS");
     let peak = proc_status_kib(pid, "VmHWM");
-    table.memory("stdio RSS after the pipelined runs", after, None);
+    table.memory("stdio RSS after the pipelined runs", after, Some(12.0));
     table.memory("stdio peak RSS (VmHWM)", peak, None);
     // Closing stdin ends the server.
     drop(result);
@@ -593,6 +639,8 @@ use kit::bench::{ms, pct, us};
 #[derive(Default)]
 struct Table {
     rows: Vec<(String, String, String)>,
+    /// Each latency's median, by name, for the ratios.
+    p50: std::collections::HashMap<String, u64>,
 }
 
 impl Table {
@@ -607,6 +655,7 @@ impl Table {
 
     /// p50/p90/p99 of sorted samples; `target_p50_us` applies to the median.
     fn latency(&mut self, what: &str, sorted: &[u64], target_p50_us: Option<f64>) {
+        self.p50.insert(what.to_owned(), pct(sorted, 0.50));
         for (name, q) in [("p50", 0.50), ("p90", 0.90), ("p99", 0.99)] {
             let v = pct(sorted, q);
             let label = format!("< {} µs", target_p50_us.unwrap_or_default());
@@ -645,6 +694,20 @@ impl Table {
         if let Some(e) = &p.first_error {
             eprintln!("{what}: {} error responses, the first: {e}", p.errors);
         }
+    }
+
+    /// The median of `what` over the median of `floor`, both measured in this run.
+    fn ratio(&mut self, name: &str, what: &str, floor: &str, target: f64) {
+        let (Some(&v), Some(&f)) = (self.p50.get(what), self.p50.get(floor)) else {
+            return self.row(name, "n/a".into(), None);
+        };
+        let ratio = v as f64 / f.max(1) as f64;
+        let label = format!("<= {target}x");
+        self.row(
+            name,
+            format!("{ratio:.2}x"),
+            Some((label.as_str(), ratio <= target)),
+        );
     }
 
     fn memory(&mut self, what: &str, kib: Option<u64>, target_mib: Option<f64>) {

@@ -60,6 +60,16 @@ fn build(profile_dir: &Path) -> Result<(), String> {
         .ok_or("the profile directory has no name")?;
     let target_dir = profile_dir.parent().ok_or("no target directory")?;
     let mut args = vec!["build", "--bin", "authbridge"];
+    // Built beside the example that asks for it, the binary gets the example's feature set
+    // (cargo unifies the dev-dependencies' features into an example's build) and reuses every
+    // dependency just compiled; built alone it would compile them all a second time.
+    let example = std::env::current_exe()
+        .ok()
+        .filter(|exe| exe.parent().and_then(Path::file_name) == Some("examples".as_ref()))
+        .and_then(|exe| exe.file_stem().and_then(|n| n.to_str()).map(str::to_owned));
+    if let Some(example) = &example {
+        args.extend(["--example", example]);
+    }
     match profile {
         "debug" => {}
         "release" => args.push("--release"),
