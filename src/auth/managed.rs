@@ -1,7 +1,8 @@
 //! The managed credential's refresh grant, safe across processes that share a store.
 //!
 //! One grant per credential, everywhere:
-//! - in the process, callers share one refresh (single flight, `recovery.rs`);
+//! - in the process, callers share one refresh (`single_flight.rs`, through the state's
+//!   `refreshes`);
 //! - across processes, the grant runs under an exclusive lock beside the store, held from
 //!   the re-read through the request to the persist. Under the lock the store is read
 //!   again: a credential another process already rotated is adopted without a request;
@@ -16,7 +17,7 @@
 //! The grant runs in its own task: a caller that goes away, or a login that replaces the
 //! credential, cannot interrupt it between the request and the persist.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use secrecy::{ExposeSecret, SecretString};
@@ -25,12 +26,13 @@ use tokio::time::Instant;
 use super::error::AuthError;
 use super::events::AuthEvent;
 use super::file_lock::{self, CODEX_COMMIT_LOCKS, REFRESH_LOCK};
-use super::grant::{GrantError, RefreshReason, Refreshed};
-use super::manager::{AuthManager, ChatgptCredentials, State};
-use super::storage::{AuthDocument, DocumentMode, StorageError, Stored};
-
-/// The access token is refreshed this long before its `exp`.
-pub(crate) const PROACTIVE_WINDOW: Duration = Duration::from_secs(5 * 60);
+use super::grant::{GrantError, PROACTIVE_MARGIN, RefreshReason, Refreshed, TokenIssuer};
+use super::policy::Policy;
+use super::single_flight::Waited;
+use super::state::{AuthState, ChatgptCredentials, State};
+use super::storage::{self, AuthDocument, CredentialStore, DocumentMode, StorageError, Stored};
+use super::store_watch::StoreWatch;
+use crate::unpoisoned::lock;
 /// Without an `exp`, a credential is refreshed once its last refresh is this old.
 pub(crate) const SCHEDULED_AGE: Duration = Duration::from_secs(8 * 24 * 3600);
 /// How long a Codex commit lock is waited for before the write goes ahead without it: a
@@ -55,7 +57,7 @@ fn now_secs() -> i64 {
 }
 
 /// Why the managed credential of `state` should be refreshed before a call, if it should.
-pub(crate) fn due(state: &State) -> Option<RefreshReason> {
+pub(super) fn due(state: &State) -> Option<RefreshReason> {
     let Some(Stored::Chatgpt(t)) = &state.stored else {
         return None;
     };
@@ -63,7 +65,7 @@ pub(crate) fn due(state: &State) -> Option<RefreshReason> {
         return None;
     }
     match t.access_expires {
-        Some(exp) if exp - now_secs() <= PROACTIVE_WINDOW.as_secs() as i64 => {
+        Some(exp) if exp - now_secs() <= PROACTIVE_MARGIN.as_secs() as i64 => {
             Some(RefreshReason::ProactiveExpiry)
         }
         Some(_) => None,
@@ -133,23 +135,67 @@ fn unavailable(e: impl std::fmt::Display) -> AuthError {
     AuthError::RefreshUnavailable(e.to_string())
 }
 
-impl AuthManager {
+/// The managed credential's refresh, and keeping the state in step with the store.
+pub(crate) struct ManagedRefresh {
+    pub state: Arc<AuthState>,
+    pub store: Arc<CredentialStore>,
+    pub watch: Arc<StoreWatch>,
+    pub policy: Policy,
+    pub issuer: Arc<dyn TokenIssuer>,
+    /// How long a refresh waits for another process's refresh lock.
+    pub lock_wait: Duration,
+    pub backoff: Mutex<Backoff>,
+}
+
+impl ManagedRefresh {
+    /// Where the refresh lock lives: beside a store other processes can share.
+    fn lock_dir(&self) -> Option<std::path::PathBuf> {
+        self.store
+            .is_shared()
+            .then(|| self.store.home().to_path_buf())
+    }
+
+    /// A new sign-in starts without the back-off of the credential it replaced.
+    pub fn reset_backoff(&self) {
+        *lock(&self.backoff) = Backoff::default();
+    }
+
+    /// One refresh for `generation`, shared by every caller that asks for it; it runs as
+    /// its own task (see the module's doc).
+    pub async fn refresh(
+        self: &Arc<Self>,
+        generation: u64,
+        reason: RefreshReason,
+    ) -> Result<ChatgptCredentials, AuthError> {
+        let mut generations = self.state.generations();
+        let this = self.clone();
+        let start = move || this.refresh_managed(generation, reason);
+        match self
+            .state
+            .refreshes
+            .run(generation, &mut generations, start)
+            .await
+        {
+            Waited::Done(outcome) => outcome,
+            Waited::Moved => self.state.lock().current(),
+            Waited::Crashed => Err(AuthError::RefreshUnavailable(
+                "the refresh task ended abnormally".into(),
+            )),
+        }
+    }
+
     /// The refresh, as one task: see the module's doc.
-    pub(super) async fn refresh_managed(
+    async fn refresh_managed(
         self: Arc<Self>,
         generation: u64,
         reason: RefreshReason,
-        failed_access: Option<Arc<SecretString>>,
     ) -> Result<ChatgptCredentials, AuthError> {
         {
-            let backoff = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+            let backoff = lock(&self.backoff);
             if backoff.until.is_some_and(|u| Instant::now() < u) {
                 return Err(AuthError::RefreshUnavailable(backoff.last_error.clone()));
             }
         }
-        let Some(issuer) = self.issuer.get().cloned() else {
-            return Err(AuthError::Unauthorized);
-        };
         let _refresh_lock = match self.lock_dir() {
             Some(dir) => Some(
                 file_lock::acquire(&dir.join(REFRESH_LOCK), self.lock_wait)
@@ -158,14 +204,13 @@ impl AuthManager {
             ),
             None => None,
         };
-        let in_lock = self
-            .with_store(|s| s.load_document())
+        let in_lock = storage::off_runtime(&self.store, |s| s.load_document())
             .await
             .map_err(unavailable)?;
 
         // Did someone else (another process, a sign-in) change the credential?
         let ours = {
-            let state = self.lock();
+            let state = self.state.lock();
             if state.generation != generation {
                 return state.credentials().map_err(|_| AuthError::SignedOut);
             }
@@ -181,22 +226,20 @@ impl AuthManager {
             tracing::info!("the stored credential changed; adopting it instead of refreshing");
             return self.adopt(in_lock);
         };
-        if let Some(failure) = self.lock().managed_failure {
+        if let Some(failure) = self.state.lock().managed_failure {
             return Err(AuthError::LoginRequired(failure));
         }
-        // `failed_access` is the token that got the 401; it is the stored one here (else
-        // the document would differ), so a grant is due whatever its `exp` says.
-        let _ = failed_access;
-
+        // The document holds the token in memory, so whoever asked (a 401, a due token, a
+        // forced refresh) is answered by a grant.
         let refresh_token = doc
             .tokens
             .as_ref()
             .map(|t| t.refresh_token.clone())
             .expect("checked above");
         tracing::info!(reason = reason.as_str(), "refreshing the ChatGPT tokens");
-        match issuer.refresh(refresh_token, reason).await {
+        match self.issuer.refresh(refresh_token, reason).await {
             Ok(answer) => {
-                self.backoff.lock().unwrap_or_else(|p| p.into_inner()).next = None;
+                lock(&self.backoff).next = None;
                 let fresh = apply(doc, answer);
                 let in_effect = self.commit(&in_lock, fresh).await?;
                 self.adopt(Some(in_effect))
@@ -204,8 +247,7 @@ impl AuthManager {
             Err(GrantError::Permanent(failure)) => {
                 // Another process may have rotated the token under a lock we do not share
                 // (Codex takes none): read once more before declaring the credential dead.
-                let again = self
-                    .with_store(|s| s.load_document())
+                let again = storage::off_runtime(&self.store, |s| s.load_document())
                     .await
                     .map_err(unavailable)?;
                 if !same_document(&again, &in_lock) {
@@ -216,15 +258,15 @@ impl AuthManager {
                     failure = failure.kind(),
                     "the refresh token cannot be used; a new sign-in is needed"
                 );
-                let mut state = self.lock();
+                let mut state = self.state.lock();
                 if state.generation == generation {
                     state.managed_failure = Some(failure);
-                    self.changed(&mut state, AuthEvent::Changed);
+                    self.state.changed(&mut state, AuthEvent::Changed);
                 }
                 Err(AuthError::LoginRequired(failure))
             }
             Err(GrantError::Transient(message) | GrantError::Uncertain(message)) => {
-                let mut backoff = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+                let mut backoff = lock(&self.backoff);
                 let wait = backoff.next.unwrap_or(FIRST_BACKOFF);
                 backoff.until = Some(Instant::now() + wait);
                 backoff.next = Some((wait * 2).min(MAX_BACKOFF));
@@ -256,20 +298,19 @@ impl AuthManager {
             }
         }
         let expected = in_lock.clone();
-        let result = self
-            .with_store(move |store| {
-                let now = store.load_document()?;
-                if !same_document(&now, &expected) {
-                    return now.ok_or(StorageError::Format {
-                        place: "the credential store (signed out during a refresh)".into(),
-                    });
-                }
-                store.save(&fresh)?;
-                Ok(fresh)
-            })
-            .await;
+        let result = storage::off_runtime(&self.store, move |store| {
+            let now = store.load_document()?;
+            if !same_document(&now, &expected) {
+                return now.ok_or(StorageError::Format {
+                    place: "the credential store (signed out during a refresh)".into(),
+                });
+            }
+            store.save(&fresh)?;
+            Ok(fresh)
+        })
+        .await;
         drop(held);
-        self.remember_store();
+        self.watch.remember();
         result.map_err(|e| {
             tracing::error!("the rotated tokens could not be stored: {e}");
             unavailable(e)
@@ -279,12 +320,12 @@ impl AuthManager {
     /// Puts a document read from the store in effect (a refresh's result, or what another
     /// process wrote). Announces a change of who is signed in; a plain rotation is silent,
     /// as the reference's.
-    pub(super) fn adopt(&self, doc: Option<AuthDocument>) -> Result<ChatgptCredentials, AuthError> {
+    fn adopt(&self, doc: Option<AuthDocument>) -> Result<ChatgptCredentials, AuthError> {
         let stored = doc
             .as_ref()
             .and_then(Stored::from_document)
-            .filter(|s| self.allowed(s));
-        let mut state = self.lock();
+            .filter(|s| self.policy.admits(s));
+        let mut state = self.state.lock();
         // Adopting what is already in effect (two paths noticed the same write) changes
         // nothing: a new generation would make callers holding these very tokens look
         // stale, and a refresh of them look pointless.
@@ -301,14 +342,13 @@ impl AuthManager {
         state.managed_failure = None;
         let after = (state.status(), identity_key(&state.stored));
         if before != after {
-            self.changed(&mut state, AuthEvent::Changed);
+            self.state.changed(&mut state, AuthEvent::Changed);
         } else if !unchanged {
-            state.generation += 1;
-            self.generation.send_replace(state.generation);
+            self.state.bump(&mut state);
         }
         drop(state);
-        self.remember_store();
-        let state = self.lock();
+        self.watch.remember();
+        let state = self.state.lock();
         match (&state.external, &state.stored) {
             (None, Some(Stored::Chatgpt(_))) => {
                 state.credentials().map_err(|_| AuthError::SignedOut)
@@ -319,14 +359,15 @@ impl AuthManager {
 
     /// Re-reads the store when its file changed since this process last read or wrote it,
     /// so a sign-in, sign-out or rotation by another process takes effect here.
-    pub(crate) async fn notice_store_change(&self) {
-        if !self.store_changed() {
+    pub async fn notice_store_change(&self) {
+        let latched = self.state.lock().managed_failure.is_some();
+        if !self.watch.changed(latched) {
             return;
         }
-        match self.with_store(|s| s.load_document()).await {
+        match storage::off_runtime(&self.store, |s| s.load_document()).await {
             Ok(doc) => {
                 let current = {
-                    let state = self.lock();
+                    let state = self.state.lock();
                     match &state.stored {
                         Some(Stored::Chatgpt(t)) => doc
                             .as_ref()
@@ -338,7 +379,7 @@ impl AuthManager {
                     }
                 };
                 if current {
-                    self.remember_store();
+                    self.watch.remember();
                 } else {
                     tracing::info!("the credential store changed; reloading it");
                     let _ = self.adopt(doc);
@@ -350,13 +391,13 @@ impl AuthManager {
     }
 
     /// A refresh before a call, when due; best effort while the token is still valid.
-    pub(super) async fn refresh_if_due(
+    pub async fn refresh_if_due(
         self: &Arc<Self>,
         current: ChatgptCredentials,
         reason: RefreshReason,
         expires: Option<i64>,
     ) -> Result<ChatgptCredentials, AuthError> {
-        match self.shared_refresh(current.generation, reason, None).await {
+        match self.refresh(current.generation, reason).await {
             Ok(fresh) => Ok(fresh),
             Err(e @ AuthError::LoginRequired(_)) => Err(e),
             Err(e) if expires.is_some_and(|exp| exp > now_secs()) => {

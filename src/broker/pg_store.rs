@@ -20,6 +20,7 @@ use tokio_postgres::{Client, NoTls, Row};
 use super::error::StoreError;
 use super::row::{self, CredentialRow, CredentialState, ImportedCredential};
 use super::seal::SealKey;
+use crate::vocabulary::PermanentFailure;
 
 pub(super) const TABLE: &str = "authbridge_credential";
 /// The channel other instances listen on; the payload is `<id>:<generation>`, no secret.
@@ -359,7 +360,9 @@ pub(super) fn row_of(row: &Row, id: &str) -> Result<CredentialRow, StoreError> {
         id: row.try_get(0).map_err(|_| corrupt())?,
         generation: row.try_get(1).map_err(|_| corrupt())?,
         state: CredentialState::from_sql(state).ok_or_else(corrupt)?,
-        reason: text(3)?,
+        // A reason this version cannot name is still a dead credential.
+        reason: text(3)?
+            .map(|r| PermanentFailure::from_kind(&r).unwrap_or(PermanentFailure::Rejected)),
         account_id: text(4)?,
         plan: text(5)?,
         access_token: secret(6)?,

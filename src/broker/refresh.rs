@@ -4,17 +4,14 @@
 //! with its connection (or, if it only hangs, at `idle_in_transaction_session_timeout`).
 
 use std::future::Future;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use secrecy::{ExposeSecret, SecretString};
 
 use super::error::StoreError;
 use super::pg_store::{COLUMNS, PgStore, TABLE, notify, row_of};
 use super::row::{self, CredentialRow, CredentialState, GrantOutcome, GrantTokens, Refreshed};
-
-/// A caller refreshing ahead of expiry (no 401) takes the current row without a grant while
-/// its access token has at least this long to live: Codex's proactive window.
-pub const PROACTIVE_MARGIN: Duration = Duration::from_secs(5 * 60);
+use crate::auth::grant::PROACTIVE_MARGIN;
 
 /// What the row under the lock says to do.
 enum Decision {
@@ -116,7 +113,10 @@ impl PgStore {
                 );
                 let state = CredentialState::NeedsRelogin.as_sql();
                 let row = tx
-                    .query_opt(&sql, &[&self.id, &current.generation, &state, &reason])
+                    .query_opt(
+                        &sql,
+                        &[&self.id, &current.generation, &state, &reason.kind()],
+                    )
                     .await
                     .map_err(StoreError::db("recording the failed grant"))?
                     .ok_or_else(|| self.corrupt())?;

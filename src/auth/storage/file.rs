@@ -33,7 +33,7 @@ impl FileStore {
     }
 
     pub fn read(&self) -> Result<Option<Zeroizing<Vec<u8>>>, StorageError> {
-        match read_regular_file(&self.path) {
+        match crate::regular_file::read(&self.path) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Err(StorageError::NotAFile {
@@ -115,28 +115,4 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
         let _ = dir;
         Ok(())
     }
-}
-
-/// Reads a file that must be a regular file. It is opened without blocking, so a FIFO or a
-/// device put in its place is refused (`InvalidInput`) instead of hanging start-up.
-pub(crate) fn read_regular_file(path: &Path) -> std::io::Result<Zeroizing<Vec<u8>>> {
-    use std::io::Read;
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(libc::O_NONBLOCK);
-    }
-    let mut file = options.open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    let mut bytes = Zeroizing::new(Vec::with_capacity(meta.len() as usize));
-    file.read_to_end(&mut bytes)?;
-    Ok(bytes)
 }

@@ -10,16 +10,15 @@ mod file;
 mod keyring;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
 use super::jwt::{self, Claims};
-pub(crate) use crate::config::CredentialsStore;
+pub(crate) use crate::vocabulary::CredentialsStore;
 pub(crate) use document::{AuthDocument, DocumentMode, SecretText, TokenData};
-pub(crate) use file::read_regular_file;
 
 pub(crate) const AUTH_FILE: &str = "auth.json";
 
@@ -97,6 +96,19 @@ impl Stored {
     }
 }
 
+/// Runs a store operation on a blocking thread: files are synced and keyrings are daemons,
+/// and neither may stall the one thread that serves every connection.
+pub(crate) async fn off_runtime<T: Send + 'static>(
+    store: &Arc<CredentialStore>,
+    op: impl FnOnce(&CredentialStore) -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    let store = store.clone();
+    match tokio::task::spawn_blocking(move || op(&store)).await {
+        Ok(result) => result,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
 /// Reads the content of an auth file; `place` only names it in errors.
 pub(crate) fn parse(bytes: &[u8], place: &Path) -> Result<Stored, StorageError> {
     AuthDocument::parse(bytes)
@@ -151,18 +163,19 @@ pub(crate) struct CredentialStore {
     memory: Mutex<Option<Zeroizing<Vec<u8>>>>,
     /// Set while `auto` uses the file because the keyring failed.
     fallback: Mutex<Option<String>>,
-    on_warning: OnceLock<WarningHook>,
+    on_warning: Option<WarningHook>,
 }
 
 impl CredentialStore {
-    pub fn new(codex_home: &Path, kind: CredentialsStore) -> Self {
+    /// `on_warning` is told when `auto` falls back to the file.
+    pub fn new(codex_home: &Path, kind: CredentialsStore, on_warning: Option<WarningHook>) -> Self {
         Self {
             kind,
             file: file::FileStore::new(codex_home.join(AUTH_FILE)),
             keyring: keyring::KeyringStore::new(codex_home),
             memory: Mutex::new(None),
             fallback: Mutex::new(None),
-            on_warning: OnceLock::new(),
+            on_warning,
         }
     }
 
@@ -171,16 +184,9 @@ impl CredentialStore {
         self.file.path()
     }
 
-    pub fn set_warning_hook(&self, hook: WarningHook) {
-        let _ = self.on_warning.set(hook);
-    }
-
     /// The warning in effect: `auto` is using the file because the keyring failed.
     pub fn warning(&self) -> Option<String> {
-        self.fallback
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::unpoisoned::lock(&self.fallback).clone()
     }
 
     /// Where the credential is, for `login status` and logs.
@@ -203,20 +209,20 @@ impl CredentialStore {
             "The OS keyring is unavailable ({e}); the credential is kept in {} instead.",
             self.file.path().display()
         );
-        let mut fallback = self.fallback.lock().unwrap_or_else(|p| p.into_inner());
+        let mut fallback = crate::unpoisoned::lock(&self.fallback);
         let new = fallback.as_deref() != Some(message.as_str());
         *fallback = Some(message.clone());
         drop(fallback);
         if new || announce {
             tracing::warn!("{message}");
         }
-        if announce && let Some(hook) = self.on_warning.get() {
+        if announce && let Some(hook) = &self.on_warning {
             hook(message);
         }
     }
 
     fn keyring_worked(&self) {
-        *self.fallback.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *crate::unpoisoned::lock(&self.fallback) = None;
     }
 
     fn read_file_document(&self) -> Result<Option<AuthDocument>, StorageError> {
@@ -316,7 +322,7 @@ impl CredentialStore {
                 }
             },
             CredentialsStore::Ephemeral => {
-                *self.memory.lock().unwrap_or_else(|p| p.into_inner()) = Some(doc.to_compact());
+                *crate::unpoisoned::lock(&self.memory) = Some(doc.to_compact());
                 Ok(())
             }
         }
@@ -387,7 +393,7 @@ impl CredentialStore {
                 Ok(())
             }
             CredentialsStore::Ephemeral => {
-                *self.memory.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                *crate::unpoisoned::lock(&self.memory) = None;
                 Ok(())
             }
         }

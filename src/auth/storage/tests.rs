@@ -31,7 +31,7 @@ fn file_json(store: &CredentialStore) -> Value {
 fn the_file_store_writes_the_reference_format_with_private_modes() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    let store = CredentialStore::new(&home, CredentialsStore::File);
+    let store = CredentialStore::new(&home, CredentialsStore::File, None);
     store
         .save(&AuthDocument::default().with_api_key(SecretText::new("sk-test".into())))
         .unwrap();
@@ -59,7 +59,7 @@ fn the_file_store_writes_the_reference_format_with_private_modes() {
 #[test]
 fn reads_a_managed_chatgpt_file_and_its_timestamps() {
     let dir = tempfile::tempdir().unwrap();
-    let store = CredentialStore::new(dir.path(), CredentialsStore::File);
+    let store = CredentialStore::new(dir.path(), CredentialsStore::File, None);
     store.save(&chatgpt_document("ws-9", "rt")).unwrap();
     let Some(Stored::Chatgpt(t)) = store.load().unwrap() else {
         panic!("not chatgpt")
@@ -73,7 +73,7 @@ fn reads_a_managed_chatgpt_file_and_its_timestamps() {
 #[test]
 fn a_rewrite_keeps_fields_authbridge_does_not_know() {
     let dir = tempfile::tempdir().unwrap();
-    let store = CredentialStore::new(dir.path(), CredentialsStore::File);
+    let store = CredentialStore::new(dir.path(), CredentialsStore::File, None);
     std::fs::write(
         store.file_path(),
         r#"{"OPENAI_API_KEY":"sk-old","future_field":{"kept":true}}"#,
@@ -91,7 +91,7 @@ fn a_rewrite_keeps_fields_authbridge_does_not_know() {
 #[test]
 fn a_corrupt_file_is_a_clear_error_without_its_content() {
     let dir = tempfile::tempdir().unwrap();
-    let store = CredentialStore::new(dir.path(), CredentialsStore::File);
+    let store = CredentialStore::new(dir.path(), CredentialsStore::File, None);
     std::fs::write(store.file_path(), "{\"OPENAI_API_KEY\": \"sk-leak").unwrap();
     let e = store.load().unwrap_err().to_string();
     assert!(e.contains("not a credential file"), "{e}");
@@ -101,7 +101,7 @@ fn a_corrupt_file_is_a_clear_error_without_its_content() {
 #[test]
 fn a_torn_read_is_retried_until_the_writer_finishes() {
     let dir = tempfile::tempdir().unwrap();
-    let store = CredentialStore::new(dir.path(), CredentialsStore::File);
+    let store = CredentialStore::new(dir.path(), CredentialsStore::File, None);
     std::fs::write(store.file_path(), "{\"auth_mode\":\"apikey\",").unwrap();
     let path = store.file_path().to_owned();
     let writer = std::thread::spawn(move || {
@@ -116,7 +116,7 @@ fn a_torn_read_is_retried_until_the_writer_finishes() {
 #[test]
 fn a_fifo_in_place_of_the_file_is_refused_without_blocking() {
     let dir = tempfile::tempdir().unwrap();
-    let store = CredentialStore::new(dir.path(), CredentialsStore::File);
+    let store = CredentialStore::new(dir.path(), CredentialsStore::File, None);
     let fifo = std::ffi::CString::new(store.file_path().to_str().unwrap()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
     assert!(matches!(store.load(), Err(StorageError::NotAFile { .. })));
@@ -127,7 +127,7 @@ fn the_keyring_store_uses_codex_s_entry_and_removes_the_file_copy() {
     mock_keyring();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(AUTH_FILE), "{}").unwrap();
-    let store = CredentialStore::new(dir.path(), CredentialsStore::Keyring);
+    let store = CredentialStore::new(dir.path(), CredentialsStore::Keyring, None);
     store.save(&chatgpt_document("ws-k", "rt-k")).unwrap();
     assert!(
         !store.file_path().exists(),
@@ -147,10 +147,13 @@ fn the_keyring_store_uses_codex_s_entry_and_removes_the_file_copy() {
 fn auto_falls_back_to_the_file_visibly_when_the_keyring_fails() {
     mock_keyring();
     let dir = tempfile::tempdir().unwrap();
-    let store = CredentialStore::new(dir.path(), CredentialsStore::Auto);
     let warned = Arc::new(Mutex::new(Vec::new()));
     let sink = warned.clone();
-    store.set_warning_hook(Arc::new(move |m| sink.lock().unwrap().push(m)));
+    let store = CredentialStore::new(
+        dir.path(),
+        CredentialsStore::Auto,
+        Some(Arc::new(move |m| sink.lock().unwrap().push(m))),
+    );
     let entry = keyring_core::Entry::new("Codex Auth", &store_key(dir.path())).unwrap();
     let cred: &keyring_core::mock::Cred = entry.as_any().downcast_ref().unwrap();
     cred.set_error(keyring_core::Error::NoStorageAccess(
@@ -176,7 +179,7 @@ fn auto_falls_back_to_the_file_visibly_when_the_keyring_fails() {
 #[test]
 fn ephemeral_keeps_nothing_on_disk_and_seeding_respects_an_existing_credential() {
     let dir = tempfile::tempdir().unwrap();
-    let store = CredentialStore::new(dir.path(), CredentialsStore::Ephemeral);
+    let store = CredentialStore::new(dir.path(), CredentialsStore::Ephemeral, None);
     let seed = br#"{"auth_mode":"apikey","OPENAI_API_KEY":"sk-seed"}"#;
     assert!(store.seed(seed).unwrap());
     assert!(matches!(store.load().unwrap(), Some(Stored::ApiKey)));
