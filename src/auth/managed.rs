@@ -30,7 +30,9 @@ use super::grant::{GrantError, PROACTIVE_MARGIN, RefreshReason, Refreshed, Token
 use super::policy::Policy;
 use super::single_flight::Waited;
 use super::state::{AuthState, ChatgptCredentials, State};
-use super::storage::{self, AuthDocument, CredentialStore, DocumentMode, StorageError, Stored};
+use super::storage::{
+    self, AuthDocument, CredentialStore, DocumentMode, StorageError, Stored, Swap,
+};
 use super::store_watch::StoreWatch;
 use crate::unpoisoned::lock;
 /// Without an `exp`, a credential is refreshed once its last refresh is this old.
@@ -83,29 +85,6 @@ fn same_tokens(doc: &AuthDocument, access: &SecretString) -> bool {
             .tokens
             .as_ref()
             .is_some_and(|t| t.access_token.expose() == access.expose_secret())
-}
-
-/// Whether two reads of the store hold the same credential.
-fn same_document(a: &Option<AuthDocument>, b: &Option<AuthDocument>) -> bool {
-    match (a, b) {
-        (None, None) => true,
-        (Some(a), Some(b)) => {
-            let tokens = |d: &AuthDocument| {
-                d.tokens.as_ref().map(|t| {
-                    (
-                        t.access_token.clone(),
-                        t.refresh_token.clone(),
-                        t.id_token.clone(),
-                    )
-                })
-            };
-            a.mode() == b.mode()
-                && tokens(a) == tokens(b)
-                && a.api_key == b.api_key
-                && a.last_refresh == b.last_refresh
-        }
-        _ => false,
-    }
 }
 
 /// The document after a grant: each field the issuer sent replaces the stored one. An ID
@@ -250,7 +229,7 @@ impl ManagedRefresh {
                 let again = storage::off_runtime(&self.store, |s| s.load_document())
                     .await
                     .map_err(unavailable)?;
-                if !same_document(&again, &in_lock) {
+                if !AuthDocument::same_credential(&again, &in_lock) {
                     tracing::info!("the refresh failed but the store changed; adopting it");
                     return self.adopt(again);
                 }
@@ -299,14 +278,12 @@ impl ManagedRefresh {
         }
         let expected = in_lock.clone();
         let result = storage::off_runtime(&self.store, move |store| {
-            let now = store.load_document()?;
-            if !same_document(&now, &expected) {
-                return now.ok_or(StorageError::Format {
+            match store.compare_and_swap(&expected, fresh)? {
+                Swap::Swapped(doc) | Swap::Moved(Some(doc)) => Ok(doc),
+                Swap::Moved(None) => Err(StorageError::Format {
                     place: "the credential store (signed out during a refresh)".into(),
-                });
+                }),
             }
-            store.save(&fresh)?;
-            Ok(fresh)
         })
         .await;
         drop(held);
@@ -453,6 +430,6 @@ mod tests {
             "a broken ID token is not stored"
         );
         assert_ne!(fresh.last_refresh, doc.last_refresh);
-        assert!(!same_document(&Some(fresh), &Some(doc)));
+        assert!(!AuthDocument::same_credential(&Some(fresh), &Some(doc)));
     }
 }

@@ -1,5 +1,8 @@
+use std::sync::Mutex;
+
 use super::keyring::store_key;
 use super::*;
+use crate::auth::jwt;
 use serde_json::{Value, json};
 
 fn mock_keyring() {
@@ -43,7 +46,7 @@ fn the_file_store_writes_the_reference_format_with_private_modes() {
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(store.file_path()), 0o600);
+        assert_eq!(mode(&store.file_path()), 0o600);
         assert_eq!(mode(&home), 0o700, "a home authbridge creates is private");
     }
     assert!(matches!(store.load().unwrap(), Some(Stored::ApiKey)));
@@ -186,4 +189,35 @@ fn ephemeral_keeps_nothing_on_disk_and_seeding_respects_an_existing_credential()
     assert!(!store.seed(br#"{"OPENAI_API_KEY":"sk-other"}"#).unwrap());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     assert!(store.seed(b"not json").is_err());
+}
+
+#[test]
+fn compare_and_swap_writes_only_over_the_expected_credential() {
+    mock_keyring();
+    for kind in [CredentialsStore::File, CredentialsStore::Ephemeral] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CredentialStore::new(dir.path(), kind, None);
+        store.save(&chatgpt_document("ws", "rt-1")).unwrap();
+        let read = store.load_document().unwrap();
+        // Another program rotates meanwhile: the swap leaves its document in place.
+        store.save(&chatgpt_document("ws", "rt-codex")).unwrap();
+        match store
+            .compare_and_swap(&read, chatgpt_document("ws", "rt-ours"))
+            .unwrap()
+        {
+            Swap::Moved(Some(now)) => {
+                assert_eq!(now.tokens.unwrap().refresh_token.expose(), "rt-codex")
+            }
+            _ => panic!("{kind:?}: the swap went over a changed credential"),
+        }
+        let read = store.load_document().unwrap();
+        assert!(matches!(
+            store
+                .compare_and_swap(&read, chatgpt_document("ws", "rt-ours"))
+                .unwrap(),
+            Swap::Swapped(_)
+        ));
+        let now = store.load_document().unwrap().unwrap();
+        assert_eq!(now.tokens.unwrap().refresh_token.expose(), "rt-ours");
+    }
 }
