@@ -25,13 +25,16 @@ use tokio::time::Instant;
 
 use super::error::AuthError;
 use super::events::AuthEvent;
-use super::file_lock::{self, CODEX_COMMIT_LOCKS, REFRESH_LOCK};
-use super::grant::{GrantError, PROACTIVE_MARGIN, RefreshReason, Refreshed, TokenIssuer};
+use futures::future::BoxFuture;
+
+use super::file_lock::{self, CODEX_COMMIT_LOCKS, FileLock, REFRESH_LOCK};
+use super::grant::{PROACTIVE_MARGIN, PermanentFailure, RefreshReason, Refreshed, TokenIssuer};
 use super::policy::Policy;
+use super::rotation::{self, Decision, Latch, LockFuture, Locked, Rotated, RotatingStore};
 use super::single_flight::Waited;
 use super::state::{AuthState, ChatgptCredentials, State};
 use super::storage::{
-    self, AuthDocument, CredentialStore, DocumentMode, StorageError, Stored, Swap,
+    self, AuthDocument, CredentialStore, DocumentMode, SecretText, StorageError, Stored, Swap,
 };
 use super::store_watch::StoreWatch;
 use crate::unpoisoned::lock;
@@ -175,64 +178,36 @@ impl ManagedRefresh {
                 return Err(AuthError::RefreshUnavailable(backoff.last_error.clone()));
             }
         }
-        let _refresh_lock = match self.lock_dir() {
-            Some(dir) => Some(
-                file_lock::acquire(&dir.join(REFRESH_LOCK), self.lock_wait)
-                    .await
-                    .map_err(unavailable)?,
-            ),
-            None => None,
-        };
-        let in_lock = storage::off_runtime(&self.store, |s| s.load_document())
-            .await
-            .map_err(unavailable)?;
-
         // Did someone else (another process, a sign-in) change the credential?
-        let ours = {
+        let decide = |read: Option<&AuthDocument>| {
             let state = self.state.lock();
             if state.generation != generation {
-                return state.credentials().map_err(|_| AuthError::SignedOut);
+                return Decision::Stop(state.credentials().map_err(|_| AuthError::SignedOut));
             }
-            match &state.stored {
-                Some(Stored::Chatgpt(t)) if state.external.is_none() => t.access_token.clone(),
-                _ => return Err(AuthError::SignedOut),
+            let ours = match &state.stored {
+                Some(Stored::Chatgpt(t)) if state.external.is_none() => &t.access_token,
+                _ => return Decision::Stop(Err(AuthError::SignedOut)),
+            };
+            if !read.is_some_and(|d| same_tokens(d, ours) && d.tokens.is_some()) {
+                tracing::info!("the stored credential changed; adopting it instead of refreshing");
+                return Decision::Adopt;
+            }
+            match state.managed_failure {
+                Some(failure) => Decision::Stop(Err(AuthError::LoginRequired(failure))),
+                None => Decision::Grant,
             }
         };
-        let Some(doc) = in_lock
-            .clone()
-            .filter(|d| same_tokens(d, &ours) && d.tokens.is_some())
-        else {
-            tracing::info!("the stored credential changed; adopting it instead of refreshing");
-            return self.adopt(in_lock);
+        let grant = |refresh_token| {
+            tracing::info!(reason = reason.as_str(), "refreshing the ChatGPT tokens");
+            self.issuer.refresh(refresh_token, reason)
         };
-        if let Some(failure) = self.state.lock().managed_failure {
-            return Err(AuthError::LoginRequired(failure));
-        }
-        // The document holds the token in memory, so whoever asked (a 401, a due token, a
-        // forced refresh) is answered by a grant.
-        let refresh_token = doc
-            .tokens
-            .as_ref()
-            .map(|t| t.refresh_token.clone())
-            .expect("checked above");
-        tracing::info!(reason = reason.as_str(), "refreshing the ChatGPT tokens");
-        match self.issuer.refresh(refresh_token, reason).await {
-            Ok(answer) => {
+        match rotation::rotate(&*self, decide, grant, None).await? {
+            Rotated::Adopted(doc) => self.adopt(doc),
+            Rotated::Granted(doc) => {
                 lock(&self.backoff).next = None;
-                let fresh = apply(doc, answer);
-                let in_effect = self.commit(&in_lock, fresh).await?;
-                self.adopt(Some(in_effect))
+                self.adopt(Some(doc))
             }
-            Err(GrantError::Permanent(failure)) => {
-                // Another process may have rotated the token under a lock we do not share
-                // (Codex takes none): read once more before declaring the credential dead.
-                let again = storage::off_runtime(&self.store, |s| s.load_document())
-                    .await
-                    .map_err(unavailable)?;
-                if !AuthDocument::same_credential(&again, &in_lock) {
-                    tracing::info!("the refresh failed but the store changed; adopting it");
-                    return self.adopt(again);
-                }
+            Rotated::Dead(failure) => {
                 tracing::warn!(
                     failure = failure.kind(),
                     "the refresh token cannot be used; a new sign-in is needed"
@@ -244,7 +219,7 @@ impl ManagedRefresh {
                 }
                 Err(AuthError::LoginRequired(failure))
             }
-            Err(GrantError::Transient(message) | GrantError::Uncertain(message)) => {
+            Rotated::Unsure(message) => {
                 let mut backoff = lock(&self.backoff);
                 let wait = backoff.next.unwrap_or(FIRST_BACKOFF);
                 backoff.until = Some(Instant::now() + wait);
@@ -253,13 +228,14 @@ impl ManagedRefresh {
                 tracing::warn!(retry_after = ?wait, "the token refresh failed: {message}");
                 Err(AuthError::RefreshUnavailable(message))
             }
+            Rotated::Stopped(outcome) => outcome,
         }
     }
 
     /// Writes `fresh` under Codex's commit locks, unless the store changed since
     /// `in_lock` was read (a Codex process rotated meanwhile): then the store's document
     /// wins. Returns the document in effect.
-    async fn commit(
+    async fn commit_under_codex_locks(
         &self,
         in_lock: &Option<AuthDocument>,
         fresh: AuthDocument,
@@ -383,6 +359,86 @@ impl ManagedRefresh {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+/// The home's credential under the refresh lock beside it (no lock for a store no other
+/// process sees). The latch lives in memory, not in the store: Codex reads the same
+/// document.
+impl RotatingStore for ManagedRefresh {
+    type Credential = AuthDocument;
+    type Token = SecretText;
+    type Answer = Refreshed;
+    type Lock = Option<FileLock>;
+    type Error = AuthError;
+
+    fn lock(&self) -> LockFuture<'_, Self> {
+        Box::pin(async move {
+            let held = match self.lock_dir() {
+                Some(dir) => Some(
+                    file_lock::acquire(&dir.join(REFRESH_LOCK), self.lock_wait)
+                        .await
+                        .map_err(unavailable)?,
+                ),
+                None => None,
+            };
+            let read = storage::off_runtime(&self.store, |s| s.load_document())
+                .await
+                .map_err(unavailable)?;
+            Ok(Locked { lock: held, read })
+        })
+    }
+
+    fn refresh_token(
+        &self,
+        _lock: &Option<FileLock>,
+        read: &AuthDocument,
+    ) -> Result<SecretText, AuthError> {
+        read.tokens
+            .as_ref()
+            .map(|t| t.refresh_token.clone())
+            .ok_or(AuthError::SignedOut)
+    }
+
+    fn commit(
+        &self,
+        lock: Option<FileLock>,
+        read: AuthDocument,
+        answer: Refreshed,
+    ) -> BoxFuture<'_, Result<AuthDocument, AuthError>> {
+        Box::pin(async move {
+            let fresh = apply(read.clone(), answer);
+            let in_effect = self.commit_under_codex_locks(&Some(read), fresh).await;
+            drop(lock);
+            in_effect
+        })
+    }
+
+    /// Another process may have rotated the token under a lock we do not share (Codex
+    /// takes none): the store is read once more before the credential is declared dead.
+    fn latch(
+        &self,
+        lock: Option<FileLock>,
+        read: AuthDocument,
+        _failure: PermanentFailure,
+    ) -> BoxFuture<'_, Result<Latch<AuthDocument>, AuthError>> {
+        Box::pin(async move {
+            let again = storage::off_runtime(&self.store, |s| s.load_document())
+                .await
+                .map_err(unavailable)?;
+            drop(lock);
+            if AuthDocument::same_credential(&again, &Some(read)) {
+                Ok(Latch::Latched)
+            } else {
+                tracing::info!("the refresh failed but the store changed; adopting it");
+                Ok(Latch::Moved(again))
+            }
+        })
+    }
+
+    fn release(&self, lock: Option<FileLock>) -> BoxFuture<'_, Result<(), AuthError>> {
+        drop(lock);
+        Box::pin(async { Ok(()) })
     }
 }
 

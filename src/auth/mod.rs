@@ -14,6 +14,7 @@ mod managed;
 pub(crate) mod manager;
 pub(crate) mod policy;
 mod recovery;
+pub(crate) mod rotation;
 pub(crate) mod single_flight;
 mod state;
 pub(crate) mod storage;
