@@ -14,8 +14,8 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use super::{GrantOutcome, GrantTokens, PgStore, StoreError, row::CredentialRow};
-use crate::auth::grant::{GrantError, PROACTIVE_MARGIN, PermanentFailure, RefreshReason};
+use super::{GrantTokens, PgStore, StoreError, row::CredentialRow};
+use crate::auth::grant::{PROACTIVE_MARGIN, PermanentFailure, RefreshReason};
 use crate::auth::single_flight::{SingleFlight, Waited};
 use crate::auth::storage::SecretText;
 use crate::auth::{AuthError, AuthManager, CallCredentialsError};
@@ -201,19 +201,15 @@ impl PgOwner {
         };
         let start = move || async move {
             store
-                .refresh(generation, got_401, |refresh_token| async move {
+                .rotate(generation, got_401, |refresh_token| async move {
                     let token = SecretText::new(refresh_token.expose_secret().to_owned());
-                    match issuer.refresh_grant(&token, reason).await {
-                        Ok(r) => GrantOutcome::Success(GrantTokens {
-                            id_token: r.id_token.map(|t| SecretString::from(t.expose())),
-                            access_token: r.access_token.map(|t| SecretString::from(t.expose())),
-                            refresh_token: r.refresh_token.map(|t| SecretString::from(t.expose())),
-                        }),
-                        Err(GrantError::Permanent(reason)) => GrantOutcome::Permanent { reason },
-                        Err(GrantError::Transient(d) | GrantError::Uncertain(d)) => {
-                            GrantOutcome::Uncertain { detail: d }
-                        }
-                    }
+                    let r = issuer.refresh_grant(&token, reason).await?;
+                    let secret = |t: SecretText| SecretString::from(t.expose());
+                    Ok(GrantTokens {
+                        id_token: r.id_token.map(secret),
+                        access_token: r.access_token.map(secret),
+                        refresh_token: r.refresh_token.map(secret),
+                    })
                 })
                 .await
                 .map(|r| r.row)

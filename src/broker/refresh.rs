@@ -210,6 +210,27 @@ impl PgStore {
         F: FnOnce(SecretString) -> Fut,
         Fut: Future<Output = GrantOutcome>,
     {
+        let grant = |token| async move {
+            match grant(token).await {
+                GrantOutcome::Success(tokens) => Ok(tokens),
+                GrantOutcome::Permanent { reason } => Err(GrantError::Permanent(reason)),
+                GrantOutcome::Uncertain { detail } => Err(GrantError::Uncertain(detail)),
+            }
+        };
+        self.rotate(caller_generation, caller_got_401, grant).await
+    }
+
+    /// [`PgStore::refresh`] with the grant classified as the issuer client classifies it.
+    pub(crate) async fn rotate<F, Fut>(
+        &self,
+        caller_generation: i64,
+        caller_got_401: bool,
+        grant: F,
+    ) -> Result<Refreshed, StoreError>
+    where
+        F: FnOnce(SecretString) -> Fut,
+        Fut: Future<Output = Result<GrantTokens, GrantError>>,
+    {
         let choose = |read: Option<&CredentialRow>| match read {
             None => Decision::Stop(StoreError::NoCredential {
                 id: self.id.clone(),
@@ -218,13 +239,6 @@ impl PgStore {
                 Decision::Stop(StoreError::NeedsRelogin { reason: row.reason })
             }
             Some(row) => decide(row, caller_generation, caller_got_401),
-        };
-        let grant = |token| async move {
-            match grant(token).await {
-                GrantOutcome::Success(tokens) => Ok(tokens),
-                GrantOutcome::Permanent { reason } => Err(GrantError::Permanent(reason)),
-                GrantOutcome::Uncertain { detail } => Err(GrantError::Uncertain(detail)),
-            }
         };
         let limit = Some(self.options.grant_timeout);
         match rotation::rotate(self, choose, grant, limit).await? {
