@@ -8,7 +8,7 @@ use std::sync::Arc;
 use secrecy::SecretString;
 use tokio::sync::mpsc;
 
-use crate::auth::{AuthEvent, AuthManager, Identity};
+use crate::auth::{AuthEvent, AuthManager, Events, Identity};
 use crate::config::Config;
 use crate::login::{Logins, Started};
 
@@ -30,11 +30,11 @@ struct Context {
 }
 
 fn context(config: &Config) -> Result<Context, String> {
-    let (auth, issuer) = crate::server::managed_auth(config).map_err(|e| e.to_string())?;
     let (tx, events) = mpsc::unbounded_channel();
-    auth.subscribe(Arc::new(move |event| {
+    let sink = Events::to(Arc::new(move |event| {
         let _ = tx.send(event);
     }));
+    let (auth, issuer) = crate::server::managed_auth_to(config, sink).map_err(|e| e.to_string())?;
     let logins = crate::server::logins(config, &auth, issuer);
     Ok(Context {
         auth,

@@ -36,28 +36,7 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// Who may sign in, as the Codex config spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ForcedLoginMethod {
-    Chatgpt,
-    Api,
-}
-
-/// Where a managed credential is kept (`cli_auth_credentials_store`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CredentialsStore {
-    /// `$CODEX_HOME/auth.json`.
-    #[default]
-    File,
-    /// The operating system's keyring.
-    Keyring,
-    /// The keyring; the file, with a visible warning, when the keyring fails.
-    Auto,
-    /// Memory only: gone when the process ends.
-    Ephemeral,
-}
+pub use crate::vocabulary::{CredentialsStore, ForcedLoginMethod};
 
 /// The OAuth issuer's endpoints. All derive from the issuer, except where the reference's
 /// environment overrides name another URL.
@@ -196,7 +175,7 @@ impl Config {
     /// Loads `codex_home/config.toml` (when present) and applies `overrides` in order.
     pub fn load(codex_home: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
         let path = codex_home.join("config.toml");
-        let mut table = match crate::auth::storage::read_regular_file(&path) {
+        let mut table = match crate::regular_file::read(&path) {
             Ok(bytes) => std::str::from_utf8(&bytes)
                 .map_err(|_| ConfigError::Toml {
                     path: path.clone(),

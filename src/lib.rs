@@ -28,10 +28,13 @@ mod login;
 #[cfg(test)]
 mod props;
 mod protocol;
+mod regular_file;
 mod rpc;
 pub mod schema;
 mod server;
 mod transport;
+mod unpoisoned;
+mod vocabulary;
 /// `authbridge worker`: an app-server child logged in and refreshed from the credential
 /// broker, behind a pass-through of the parent's messages.
 pub mod worker;

@@ -9,12 +9,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, Announcer, Api, Connections, Threads};
 use crate::auth::storage::{CredentialStore, StorageError};
-use crate::auth::{AuthManager, Policy};
+use crate::auth::{AuthEvent, AuthManager, AuthSetup, Events, Policy};
 use crate::backend::{BackendClient, BackendOptions, ClientBuildError};
 use crate::config::Config;
 use crate::login::{IssuerClient, LoginSettings, Logins};
-use crate::protocol::account::WarningNotification;
-use crate::protocol::methods;
 use crate::rpc::{ConnectionOptions, Dispatcher, serve_connection};
 use crate::transport::ws::{self, WsOptions};
 use crate::transport::{Link, stdio};
@@ -51,26 +49,44 @@ pub(crate) fn seed_from_env(store: &CredentialStore) -> Result<(), StorageError>
 
 /// The auth state every command builds the same way: the configured store (seeded from
 /// `CODEX_AUTH_JSON`), the policy, and the issuer client that performs the refresh grant.
+/// Without clients to tell (the broker), events go nowhere.
 pub(crate) fn managed_auth(
     config: &Config,
+) -> Result<(Arc<AuthManager>, IssuerClient), StartError> {
+    managed_auth_to(config, Events::default())
+}
+
+/// [`managed_auth`] whose events (a warning of the store included) go to `events`.
+pub(crate) fn managed_auth_to(
+    config: &Config,
+    events: Events,
 ) -> Result<(Arc<AuthManager>, IssuerClient), StartError> {
     let policy = Policy {
         workspaces: config.forced_workspace_ids.clone(),
         login_method: config.forced_login_method,
     };
+    let warnings = events.clone();
     let store = Arc::new(CredentialStore::new(
         &config.codex_home,
         config.credentials_store,
+        Some(Arc::new(move |message| {
+            warnings.emit(AuthEvent::Warning { message })
+        })),
     ));
     seed_from_env(&store)?;
-    let auth = Arc::new(AuthManager::new(store, policy, config.refresh_timeout)?);
     let issuer = IssuerClient::new(
         config.issuer.clone(),
         config.backend_connect_timeout,
         config.issuer_timeout,
     )
     .map_err(StartError)?;
-    auth.set_issuer(Arc::new(issuer.clone()));
+    let auth = Arc::new(AuthManager::new(AuthSetup {
+        store,
+        policy,
+        refresh_timeout: config.refresh_timeout,
+        issuer: Arc::new(issuer.clone()),
+        events,
+    })?);
     Ok((auth, issuer))
 }
 
@@ -103,10 +119,10 @@ impl Server {
     /// client is built here, so a broken setup stops start-up instead of failing calls.
     pub fn new(config: Config) -> Result<Self, StartError> {
         let config = Arc::new(config);
-        let (auth, issuer) = managed_auth(&config)?;
         let connections = Arc::new(Connections::default());
         let announcer = Announcer::new(connections.clone());
-        auth.subscribe(Arc::new(move |event| announcer.on_event(event)));
+        let events = Events::to(Arc::new(move |event| announcer.on_event(event)));
+        let (auth, issuer) = managed_auth_to(&config, events)?;
         let backend = BackendClient::new(
             BackendOptions {
                 base_url: config.chatgpt_base_url.clone(),
@@ -117,21 +133,6 @@ impl Server {
             auth.clone(),
         )?;
         let logins = logins(&config, &auth, issuer);
-        let warn_connections = connections.clone();
-        auth.store().set_warning_hook(Arc::new(move |message| {
-            // Called from a blocking thread (store calls run there): the announcement is
-            // handed to the runtime.
-            let connections = warn_connections.clone();
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move {
-                    let warning = WarningNotification {
-                        message,
-                        thread_id: None,
-                    };
-                    connections.broadcast(methods::WARNING, &warning).await;
-                });
-            }
-        }));
         let options = ConnectionOptions {
             shutdown_grace: config.shutdown_grace,
             ..ConnectionOptions::default()

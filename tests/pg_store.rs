@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use authbridge::broker::{
-    CredentialRow, CredentialState, GrantOutcome, GrantTokens, ImportedCredential, PgOptions,
-    PgStore, SealError, SealKey, StoreError, Subscription,
+    CredentialRow, CredentialState, GrantOutcome, GrantTokens, ImportedCredential,
+    PermanentFailure, PgOptions, PgStore, SealError, SealKey, StoreError, Subscription,
 };
 use kit::postgres::PgCluster;
 use kit::wait::within;
@@ -229,17 +229,27 @@ async fn a_permanent_failure_latches_until_a_new_sign_in() {
     let error = store
         .refresh(1, true, |_| async {
             GrantOutcome::Permanent {
-                reason: "refresh_token_reused".into(),
+                reason: PermanentFailure::Reused,
             }
         })
         .await
         .unwrap_err();
     assert!(
-        matches!(&error, StoreError::NeedsRelogin { reason: Some(r) } if r == "refresh_token_reused"),
+        matches!(
+            &error,
+            StoreError::NeedsRelogin {
+                reason: Some(PermanentFailure::Reused)
+            }
+        ),
         "{error:?}"
     );
     let row = store.read().await.unwrap().unwrap();
     assert_eq!(row.state, CredentialState::NeedsRelogin);
+    assert_eq!(
+        row.reason,
+        Some(PermanentFailure::Reused),
+        "read back typed"
+    );
     assert_eq!(row.generation, 2, "other instances are told");
 
     let other = instance(&cluster).await;

@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use super::connections::Connections;
 use crate::auth::{AuthEvent, AuthStatus, Mode};
 use crate::protocol::account::{
-    AccountLoginCompletedNotification, AccountUpdatedNotification, AuthMode,
+    AccountLoginCompletedNotification, AccountUpdatedNotification, AuthMode, WarningNotification,
 };
-use crate::protocol::methods::{ACCOUNT_LOGIN_COMPLETED, ACCOUNT_UPDATED};
+use crate::protocol::methods::{ACCOUNT_LOGIN_COMPLETED, ACCOUNT_UPDATED, WARNING};
 use crate::rpc::dispatch::AfterResponse;
 
 tokio::task_local! {
@@ -66,6 +66,14 @@ async fn announce(connections: Arc<Connections>, event: AuthEvent) {
             return;
         }
         AuthEvent::Changed(status) => status,
+        AuthEvent::Warning { message } => {
+            let warning = WarningNotification {
+                message,
+                thread_id: None,
+            };
+            connections.broadcast(WARNING, &warning).await;
+            return;
+        }
     };
     connections
         .broadcast(ACCOUNT_UPDATED, &account_updated(status))
@@ -118,7 +126,12 @@ impl Announcer {
         if !backlog.draining {
             backlog.draining = true;
             let this = self.clone();
-            tokio::spawn(async move { this.drain().await });
+            // A warning can come from a store call made before the runtime runs (seeding
+            // the store at start-up); it waits for the next event then.
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(async move { this.drain().await })),
+                Err(_) => backlog.draining = false,
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::plan::PlanType;
+use crate::vocabulary::PlanType;
 
 /// How the server is signed in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,8 +36,28 @@ pub(crate) enum AuthEvent {
     /// Anything else changed what clients see: a logout, a refresh that switched account
     /// or plan.
     Changed(AuthStatus),
+    /// Something clients should be told that changes no state: the `auto` store keeping a
+    /// credential in the file because the keyring failed.
+    Warning { message: String },
 }
 
 /// Receives every event, in the order the changes happened. Called with the state's lock
-/// held, so it must only hand the event on.
+/// held (and a warning from a blocking store thread), so it must only hand the event on.
 pub(crate) type Subscriber = Arc<dyn Fn(AuthEvent) + Send + Sync>;
+
+/// Where events go: the one subscriber given at construction, or nowhere (the broker has no
+/// clients to tell).
+#[derive(Clone, Default)]
+pub(crate) struct Events(Option<Subscriber>);
+
+impl Events {
+    pub fn to(subscriber: Subscriber) -> Self {
+        Self(Some(subscriber))
+    }
+
+    pub fn emit(&self, event: AuthEvent) {
+        if let Some(subscriber) = &self.0 {
+            subscriber(event);
+        }
+    }
+}

@@ -8,8 +8,8 @@ use futures::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::jwt::{self, JwtError};
-use super::plan::PlanType;
 use super::policy::{Policy, PolicyError};
+use crate::vocabulary::PlanType;
 
 /// Tokens as the parent application supplies them, at login or in a refresh answer. Two
 /// shapes are accepted: the current one (access token + account id [+ plan]) and the

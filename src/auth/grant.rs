@@ -1,9 +1,16 @@
 //! The refresh grant as the auth state sees it: who performs it (the issuer client, behind
 //! a trait so `auth` stays free of HTTP), why it is asked for, and how it can fail.
 
+use std::time::Duration;
+
 use futures::future::BoxFuture;
 
 use super::storage::SecretText;
+pub(crate) use crate::vocabulary::PermanentFailure;
+
+/// A token is refreshed ahead of a call once its `exp` is this close (Codex's proactive
+/// window): the managed mode and the broker's PostgreSQL owner both go by it.
+pub const PROACTIVE_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 /// `refresh_reason`, as the reference sends it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,56 +41,6 @@ pub(crate) struct Refreshed {
     pub id_token: Option<SecretText>,
     pub access_token: Option<SecretText>,
     pub refresh_token: Option<SecretText>,
-}
-
-/// Why a refresh token cannot be used again. Permanent: only a new sign-in helps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PermanentFailure {
-    Expired,
-    Reused,
-    Invalidated,
-    /// A 401 without one of the codes above.
-    Rejected,
-}
-
-impl PermanentFailure {
-    /// The code the issuer sends for it, if any (case-insensitive on the wire).
-    pub fn from_code(code: &str) -> Option<Self> {
-        match code {
-            "refresh_token_expired" => Some(Self::Expired),
-            "refresh_token_reused" => Some(Self::Reused),
-            "refresh_token_invalidated" => Some(Self::Invalidated),
-            _ => None,
-        }
-    }
-
-    /// The stable name in `data.authError`.
-    pub fn kind(self) -> &'static str {
-        match self {
-            Self::Expired => "refreshTokenExpired",
-            Self::Reused => "refreshTokenReused",
-            Self::Invalidated => "refreshTokenInvalidated",
-            Self::Rejected => "refreshTokenRejected",
-        }
-    }
-
-    /// What the user reads; the reference's wording.
-    pub fn message(self) -> &'static str {
-        match self {
-            Self::Expired => {
-                "Your access token could not be refreshed because your refresh token has expired. Please log out and sign in again."
-            }
-            Self::Reused => {
-                "Your access token could not be refreshed because your refresh token was already used. Please log out and sign in again."
-            }
-            Self::Invalidated => {
-                "Your access token could not be refreshed because your refresh token was revoked. Please log out and sign in again."
-            }
-            Self::Rejected => {
-                "Your access token could not be refreshed. Please log out and sign in again."
-            }
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 use base64::Engine;
 use serde_json::{Map, Value};
 
-use crate::protocol::account::PlanType;
+use crate::vocabulary::PlanType;
 
 const AUTH_CLAIM: &str = "https://api.openai.com/auth";
 const PROFILE_CLAIM: &str = "https://api.openai.com/profile";

@@ -8,7 +8,7 @@ use crate::props::json_value;
 use serde_json::{Map, Value, json};
 
 use super::jwt::{Claims, JwtError, parse};
-use crate::protocol::account::PlanType;
+use crate::vocabulary::PlanType;
 
 const CLAIM_KEYS: [&str; 4] = [
     "email",

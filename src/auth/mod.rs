@@ -12,15 +12,17 @@ pub(crate) mod jwt;
 mod jwt_props;
 mod managed;
 pub(crate) mod manager;
-pub(crate) mod plan;
 pub(crate) mod policy;
 mod recovery;
+pub(crate) mod rotation;
+pub(crate) mod single_flight;
+mod state;
 pub(crate) mod storage;
+mod store_watch;
 
 pub(crate) use error::AuthError;
-pub(crate) use events::{AuthEvent, AuthStatus, Mode};
+pub(crate) use events::{AuthEvent, AuthStatus, Events, Mode};
 pub(crate) use external::{ChannelError, RefreshChannel, SuppliedTokens};
-pub(crate) use manager::{
-    AuthManager, CallCredentialsError, ChatgptCredentials, Identity, LoginError, NoChatgpt,
-};
+pub(crate) use manager::{AuthManager, AuthSetup, CallCredentialsError, Identity, LoginError};
 pub(crate) use policy::{Policy, PolicyError};
+pub(crate) use state::{ChatgptCredentials, NoChatgpt};

@@ -1,7 +1,8 @@
 //! Who may sign in: `forced_login_method` and `forced_chatgpt_workspace_id`.
 //! Messages say what was refused and what to do instead.
 
-use crate::config::ForcedLoginMethod;
+use super::storage::Stored;
+use crate::vocabulary::ForcedLoginMethod;
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Policy {
@@ -44,6 +45,18 @@ pub(crate) enum ManagedWorkspaceError {
 }
 
 impl Policy {
+    /// Whether a stored credential may be used: one of a forbidden kind is not (and is
+    /// not deleted either: it is not ours to judge for other programs sharing the home).
+    pub fn admits(&self, stored: &Stored) -> bool {
+        match stored {
+            Stored::ApiKey => self.allow_api_key().is_ok(),
+            Stored::Chatgpt(t) => {
+                self.allow_managed_chatgpt().is_ok()
+                    && self.check_workspace(t.account_id.as_deref()).is_ok()
+            }
+        }
+    }
+
     /// The check of a managed sign-in's ID token (browser, device code, CLI).
     pub fn check_managed_workspace(
         &self,

@@ -1,151 +1,60 @@
-//! Recovery after a 401: new credentials for a call whose credentials failed.
+//! External recovery after a 401: fresh tokens from the parent application that supplied
+//! the failed ones.
 //!
-//! One recovery per failed generation: every caller whose 401 came from the same tokens
-//! shares one refresh (single flight); a caller whose tokens were already replaced gets the
-//! new ones without asking. The shared refresh lives in `inflight` until it completes, so
-//! it keeps running even if the caller that started it goes away; a login or logout drops
-//! it, and every waiter, watching the generation, ends at once instead of at a timeout.
+//! One request per failed generation: every caller whose 401 came from the same tokens
+//! shares one attempt (the state's `refreshes`); a caller whose tokens were already
+//! replaced gets the new ones without asking. A login or logout forgets the attempt, and
+//! every waiter, watching the generation, ends at once instead of at a timeout.
 
 use std::sync::Arc;
-
-use futures::future::{BoxFuture, FutureExt, Shared};
+use std::time::Duration;
 
 use super::error::AuthError;
 use super::events::AuthEvent;
 use super::external::{ChannelError, ExternalAuth, RefreshChannel, TokensError};
-use super::grant::RefreshReason;
-use super::manager::{AuthManager, ChatgptCredentials, State};
-use super::storage::Stored;
+use super::policy::Policy;
+use super::single_flight::Waited;
+use super::state::{AuthState, ChatgptCredentials};
 
-type SharedRefresh = Shared<BoxFuture<'static, Result<ChatgptCredentials, AuthError>>>;
-
-/// What a caller gets now: the current credentials, or why there are none.
-fn current(state: &State) -> Result<ChatgptCredentials, AuthError> {
-    if state.external.is_none()
-        && let Some(failure) = state.managed_failure
-    {
-        return Err(AuthError::LoginRequired(failure));
-    }
-    state.credentials().map_err(|_| AuthError::SignedOut)
+/// Asks the owner of external tokens for new ones.
+pub(crate) struct ExternalRecovery {
+    pub state: Arc<AuthState>,
+    pub policy: Policy,
+    pub refresh_timeout: Duration,
 }
 
-pub(super) struct Inflight {
-    generation: u64,
-    refresh: SharedRefresh,
-}
-
-impl AuthManager {
-    /// New credentials to retry a call whose `failed` credentials got 401.
+impl ExternalRecovery {
+    /// New external tokens for a call whose `failed` credentials got 401; the caller
+    /// checked that `failed` is still the generation in effect.
     pub async fn recover(
         self: &Arc<Self>,
         failed: &ChatgptCredentials,
     ) -> Result<ChatgptCredentials, AuthError> {
-        let mut generation = self.generation.subscribe();
-        let managed = {
-            let state = self.lock();
-            match current(&state) {
-                Ok(current) if current.generation != failed.generation => return Ok(current),
-                Ok(_) => {}
-                Err(e) => return Err(e),
-            }
-            state.external.is_none() && matches!(state.stored, Some(Stored::Chatgpt(_)))
-        };
-        if managed {
-            return self
-                .shared_refresh(
-                    failed.generation,
-                    RefreshReason::UnauthorizedRecovery,
-                    Some(failed.access_token.clone()),
-                )
-                .await;
-        }
-        let refresh = {
-            let state = self.lock();
-            let (owner, previous_account_id) = match (&state.external, &state.stored) {
-                (Some(e), _) => (e.owner.clone(), e.account_id.clone()),
+        let (owner, previous_account_id) = {
+            let state = self.state.lock();
+            match &state.external {
+                Some(e) => (e.owner.clone(), e.account_id.clone()),
                 // An API key is not for these calls; nothing to recover.
-                _ => return Err(AuthError::Unauthorized),
-            };
-            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            match inflight.as_ref() {
-                Some(i) if i.generation == failed.generation => i.refresh.clone(),
-                _ => {
-                    let refresh = self
-                        .clone()
-                        .refresh_external(failed.generation, owner, previous_account_id)
-                        .boxed()
-                        .shared();
-                    *inflight = Some(Inflight {
-                        generation: failed.generation,
-                        refresh: refresh.clone(),
-                    });
-                    refresh
-                }
+                None => return Err(AuthError::Unauthorized),
             }
         };
-        tokio::select! {
-            outcome = refresh => outcome,
+        let generation = failed.generation;
+        let mut generations = self.state.generations();
+        let this = self.clone();
+        let start = move || this.refresh_external(generation, owner, previous_account_id);
+        match self
+            .state
+            .refreshes
+            .run(generation, &mut generations, start)
+            .await
+        {
+            Waited::Done(outcome) => outcome,
             // Someone else changed the credentials meanwhile (a login, a logout, or this
             // very refresh installing its answer): use whatever is current now.
-            _ = generation.wait_for(|g| *g != failed.generation) => current(&self.lock()),
-        }
-    }
-
-    /// One managed refresh for `generation`, shared by every caller that asks for it. It
-    /// runs as its own task, so no caller (and no login dropping `inflight`) can stop it
-    /// between the grant and the persist.
-    pub(super) async fn shared_refresh(
-        self: &Arc<Self>,
-        generation: u64,
-        reason: RefreshReason,
-        failed_access: Option<Arc<secrecy::SecretString>>,
-    ) -> Result<ChatgptCredentials, AuthError> {
-        let mut changes = self.generation.subscribe();
-        let refresh = {
-            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            match inflight.as_ref() {
-                Some(i) if i.generation == generation => i.refresh.clone(),
-                _ => {
-                    let this = self.clone();
-                    let task = tokio::spawn(async move {
-                        let outcome = this
-                            .clone()
-                            .refresh_managed(generation, reason, failed_access)
-                            .await;
-                        this.finished(generation);
-                        outcome
-                    });
-                    let refresh = async move {
-                        task.await.unwrap_or_else(|_| {
-                            Err(AuthError::RefreshUnavailable(
-                                "the refresh task ended abnormally".into(),
-                            ))
-                        })
-                    }
-                    .boxed()
-                    .shared();
-                    *inflight = Some(Inflight {
-                        generation,
-                        refresh: refresh.clone(),
-                    });
-                    refresh
-                }
-            }
-        };
-        tokio::select! {
-            outcome = refresh => outcome,
-            _ = changes.wait_for(|g| *g != generation) => current(&self.lock()),
-        }
-    }
-
-    /// Later callers of this generation start a new refresh.
-    fn finished(&self, generation: u64) {
-        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        if inflight
-            .as_ref()
-            .is_some_and(|i| i.generation == generation)
-        {
-            *inflight = None;
+            Waited::Moved => self.state.lock().current(),
+            Waited::Crashed => Err(AuthError::RefreshUnavailable(
+                "the refresh task ended abnormally".into(),
+            )),
         }
     }
 
@@ -158,8 +67,6 @@ impl AuthManager {
         let outcome = self
             .ask_and_install(generation, owner, previous_account_id)
             .await;
-        // Later 401s of this generation ask again (for example after a refused workspace).
-        self.finished(generation);
         if let Err(e) = &outcome {
             tracing::warn!(kind = e.kind(), "external token refresh failed");
         }
@@ -195,7 +102,7 @@ impl AuthManager {
             other => AuthError::RefreshInvalid(other.to_string()),
         })?;
         let credentials = {
-            let mut state = self.lock();
+            let mut state = self.state.lock();
             if state.generation != generation {
                 // Replaced (a new login) or signed out while we waited.
                 return match state.credentials() {
@@ -209,10 +116,9 @@ impl AuthManager {
             let changed = old.account_id != fresh.account_id || old.plan != fresh.plan;
             state.external = Some(fresh);
             if changed {
-                self.changed(&mut state, AuthEvent::Changed);
+                self.state.changed(&mut state, AuthEvent::Changed);
             } else {
-                state.generation += 1;
-                self.generation.send_replace(state.generation);
+                self.state.bump(&mut state);
             }
             state.credentials().map_err(|_| AuthError::SignedOut)?
         };
@@ -232,10 +138,15 @@ mod tests {
     use secrecy::SecretString;
     use serde_json::json;
 
+    use futures::future::{BoxFuture, FutureExt};
+
     use super::*;
     use crate::auth::external::SuppliedTokens;
+    use crate::auth::grant::{GrantError, RefreshReason, Refreshed, TokenIssuer};
     use crate::auth::jwt::unsigned_token;
     use crate::auth::policy::Policy;
+    use crate::auth::storage::SecretText;
+    use crate::auth::{AuthManager, AuthSetup};
 
     /// A parent that answers every refresh with a new token after `delay`.
     struct FakeParent {
@@ -283,13 +194,35 @@ mod tests {
         })
     }
 
+    /// External mode never asks the issuer.
+    struct NoIssuer;
+
+    impl TokenIssuer for NoIssuer {
+        fn refresh(
+            &self,
+            _refresh_token: SecretText,
+            _reason: RefreshReason,
+        ) -> BoxFuture<'static, Result<Refreshed, GrantError>> {
+            unreachable!("external recovery made a grant")
+        }
+    }
+
     fn manager(parent: Arc<FakeParent>) -> Arc<AuthManager> {
         let store = Arc::new(crate::auth::storage::CredentialStore::new(
             std::path::Path::new("unused"),
-            crate::config::CredentialsStore::Ephemeral,
+            crate::vocabulary::CredentialsStore::Ephemeral,
+            None,
         ));
-        let m =
-            Arc::new(AuthManager::new(store, Policy::default(), Duration::from_secs(5)).unwrap());
+        let m = Arc::new(
+            AuthManager::new(AuthSetup {
+                store,
+                policy: Policy::default(),
+                refresh_timeout: Duration::from_secs(5),
+                issuer: Arc::new(NoIssuer),
+                events: Default::default(),
+            })
+            .unwrap(),
+        );
         m.login_external(supplied(unsigned_token(&json!({"first": true}))), parent)
             .unwrap();
         m
@@ -357,10 +290,7 @@ mod tests {
             .expect("waiters ended at once")
             .unwrap();
         assert!(all.iter().all(|r| matches!(r, Err(AuthError::SignedOut))));
-        assert!(
-            m.inflight.lock().unwrap().is_none(),
-            "the refresh is dropped"
-        );
+        assert!(!m.state().refreshes.in_flight(), "the refresh is forgotten");
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 //! message are kept, never the driver's error itself.
 
 use super::seal::{KeyError, SealError};
+use crate::vocabulary::PermanentFailure;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -29,8 +30,8 @@ pub enum StoreError {
     #[error("the stored credential row {id:?} is not in a shape this version understands")]
     Corrupt { id: String },
     /// A grant failed permanently, now or earlier: only a new sign-in helps.
-    #[error("the credential needs a new sign-in{}", reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default())]
-    NeedsRelogin { reason: Option<String> },
+    #[error("the credential needs a new sign-in{}", reason.map(|r| format!(" ({})", r.kind())).unwrap_or_default())]
+    NeedsRelogin { reason: Option<PermanentFailure> },
     /// The grant's outcome is unknown and nothing was written: the issuer may have rotated
     /// the token anyway, so the caller re-reads rather than repeating the grant.
     #[error("the refresh grant's outcome is uncertain; nothing was stored: {detail}")]

@@ -15,10 +15,11 @@ mod row;
 mod seal;
 mod service;
 
+pub use crate::auth::grant::PROACTIVE_MARGIN;
+pub use crate::vocabulary::PermanentFailure;
 pub use error::StoreError;
 pub use listen::Subscription;
 pub use pg_store::{CHANNEL, PgOptions, PgStore};
-pub use refresh::PROACTIVE_MARGIN;
 pub use row::{
     CredentialRow, CredentialState, GrantOutcome, GrantTokens, ImportedCredential, Refreshed,
 };

@@ -6,15 +6,17 @@
 //! got a 401: give me a better one". The second makes a grant only when the token that
 //! failed is still the current one; every caller holding it shares that one grant.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
-use futures::future::{BoxFuture, FutureExt, Shared};
+use futures::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 
-use super::{GrantOutcome, GrantTokens, PROACTIVE_MARGIN, PgStore, StoreError, row::CredentialRow};
-use crate::auth::grant::{GrantError, PermanentFailure, RefreshReason};
+use super::{GrantTokens, PgStore, StoreError, row::CredentialRow};
+use crate::auth::grant::{PROACTIVE_MARGIN, PermanentFailure, RefreshReason};
+use crate::auth::single_flight::{SingleFlight, Waited};
 use crate::auth::storage::SecretText;
 use crate::auth::{AuthError, AuthManager, CallCredentialsError};
 use crate::login::IssuerClient;
@@ -42,7 +44,7 @@ pub(crate) trait CredentialOwner: Send + Sync + 'static {
     fn refresh(&self, previous: Previous) -> BoxFuture<'_, Result<IssuedCredential, AuthError>>;
 }
 
-fn plan_name(plan: Option<crate::auth::plan::PlanType>) -> Option<String> {
+fn plan_name(plan: Option<crate::vocabulary::PlanType>) -> Option<String> {
     plan.and_then(|p| serde_json::to_value(p).ok())
         .and_then(|v| v.as_str().map(str::to_owned))
 }
@@ -95,36 +97,29 @@ impl CredentialOwner for HomeOwner {
     }
 }
 
-type SharedGrant = Shared<BoxFuture<'static, Result<CredentialRow, AuthError>>>;
-
 /// A row in PostgreSQL, shared with other broker instances: the row lock orders grants
 /// between instances, and one shared task orders them within this one.
 pub(crate) struct PgOwner {
     store: Arc<PgStore>,
     issuer: IssuerClient,
     /// The grant in flight here, by the generation it replaces.
-    inflight: Mutex<Option<(i64, SharedGrant)>>,
+    grants: SingleFlight<i64, Result<CredentialRow, AuthError>>,
     /// The row as `LISTEN/NOTIFY` last delivered it: reads are served from here.
     feed: super::Subscription,
     /// The newest generation this instance wrote or read; a cached row older than it is
-    /// not served (the notification of our own write may still be on its way).
-    newest: std::sync::atomic::AtomicI64,
+    /// not served (the notification of our own write may still be on its way). Waiters for
+    /// a grant of an older generation end when it moves.
+    newest: watch::Sender<i64>,
 }
 
-fn permanent_of(reason: Option<&str>) -> PermanentFailure {
-    match reason {
-        Some("refreshTokenExpired") => PermanentFailure::Expired,
-        Some("refreshTokenReused") => PermanentFailure::Reused,
-        Some("refreshTokenInvalidated") => PermanentFailure::Invalidated,
-        _ => PermanentFailure::Rejected,
-    }
+/// A latched row without a reason (none is ever written so) still needs a sign-in.
+fn permanent_of(reason: Option<PermanentFailure>) -> PermanentFailure {
+    reason.unwrap_or(PermanentFailure::Rejected)
 }
 
 fn store_error(e: StoreError) -> AuthError {
     match e {
-        StoreError::NeedsRelogin { reason } => {
-            AuthError::LoginRequired(permanent_of(reason.as_deref()))
-        }
+        StoreError::NeedsRelogin { reason } => AuthError::LoginRequired(permanent_of(reason)),
         StoreError::NoCredential { .. } => AuthError::SignedOut,
         other => AuthError::RefreshUnavailable(other.to_string()),
     }
@@ -146,9 +141,7 @@ fn issued_row(row: &CredentialRow) -> IssuedCredential {
 
 fn check_state(row: CredentialRow) -> Result<CredentialRow, AuthError> {
     if row.state == super::CredentialState::NeedsRelogin {
-        return Err(AuthError::LoginRequired(permanent_of(
-            row.reason.as_deref(),
-        )));
+        return Err(AuthError::LoginRequired(permanent_of(row.reason)));
     }
     Ok(row)
 }
@@ -167,23 +160,29 @@ impl PgOwner {
         Self {
             store,
             issuer,
-            inflight: Mutex::new(None),
+            grants: SingleFlight::default(),
             feed,
-            newest: std::sync::atomic::AtomicI64::new(0),
+            newest: watch::Sender::new(0),
         }
     }
 
     fn saw(&self, row: &CredentialRow) {
-        self.newest
-            .fetch_max(row.generation, std::sync::atomic::Ordering::AcqRel);
+        self.newest.send_if_modified(|newest| {
+            let newer = row.generation > *newest;
+            if newer {
+                *newest = row.generation;
+            }
+            newer
+        });
     }
 
     /// The row from the change feed when it is connected and not older than what this
     /// instance already saw; else from the database.
     async fn cached(&self) -> Result<CredentialRow, AuthError> {
+        let newest = *self.newest.borrow();
         if self.feed.is_connected()
             && let Some(row) = self.feed.current()
-            && row.generation >= self.newest.load(std::sync::atomic::Ordering::Acquire)
+            && row.generation >= newest
         {
             return check_state(row);
         }
@@ -193,66 +192,38 @@ impl PgOwner {
     /// One grant task for `generation` in this instance, which no caller can interrupt
     /// between the grant and the commit.
     async fn grant(&self, generation: i64, got_401: bool) -> Result<CredentialRow, AuthError> {
-        let shared = {
-            let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            match inflight.as_ref() {
-                Some((g, shared)) if *g == generation => shared.clone(),
-                _ => {
-                    let store = self.store.clone();
-                    let issuer = self.issuer.clone();
-                    let reason = if got_401 {
-                        RefreshReason::UnauthorizedRecovery
-                    } else {
-                        RefreshReason::ProactiveExpiry
-                    };
-                    let task = tokio::spawn(async move {
-                        store
-                            .refresh(generation, got_401, |refresh_token| async move {
-                                let token =
-                                    SecretText::new(refresh_token.expose_secret().to_owned());
-                                match issuer.refresh_grant(&token, reason).await {
-                                    Ok(r) => GrantOutcome::Success(GrantTokens {
-                                        id_token: r
-                                            .id_token
-                                            .map(|t| SecretString::from(t.expose())),
-                                        access_token: r
-                                            .access_token
-                                            .map(|t| SecretString::from(t.expose())),
-                                        refresh_token: r
-                                            .refresh_token
-                                            .map(|t| SecretString::from(t.expose())),
-                                    }),
-                                    Err(GrantError::Permanent(f)) => GrantOutcome::Permanent {
-                                        reason: f.kind().to_owned(),
-                                    },
-                                    Err(GrantError::Transient(d) | GrantError::Uncertain(d)) => {
-                                        GrantOutcome::Uncertain { detail: d }
-                                    }
-                                }
-                            })
-                            .await
-                            .map(|r| r.row)
-                            .map_err(store_error)
-                    });
-                    let shared = async move {
-                        task.await.unwrap_or_else(|_| {
-                            Err(AuthError::RefreshUnavailable(
-                                "the grant task ended abnormally".into(),
-                            ))
-                        })
-                    }
-                    .boxed()
-                    .shared();
-                    *inflight = Some((generation, shared.clone()));
-                    shared
-                }
-            }
+        let store = self.store.clone();
+        let issuer = self.issuer.clone();
+        let reason = if got_401 {
+            RefreshReason::UnauthorizedRecovery
+        } else {
+            RefreshReason::ProactiveExpiry
         };
-        let outcome = shared.await;
-        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        if inflight.as_ref().is_some_and(|(g, _)| *g == generation) {
-            *inflight = None;
-        }
+        let start = move || async move {
+            store
+                .rotate(generation, got_401, |refresh_token| async move {
+                    let token = SecretText::new(refresh_token.expose_secret().to_owned());
+                    let r = issuer.refresh_grant(&token, reason).await?;
+                    let secret = |t: SecretText| SecretString::from(t.expose());
+                    Ok(GrantTokens {
+                        id_token: r.id_token.map(secret),
+                        access_token: r.access_token.map(secret),
+                        refresh_token: r.refresh_token.map(secret),
+                    })
+                })
+                .await
+                .map(|r| r.row)
+                .map_err(store_error)
+        };
+        let mut newest = self.newest.subscribe();
+        let outcome = match self.grants.run(generation, &mut newest, start).await {
+            Waited::Done(outcome) => outcome,
+            // This instance already saw a newer row: the database has the answer.
+            Waited::Moved => self.current().await,
+            Waited::Crashed => Err(AuthError::RefreshUnavailable(
+                "the grant task ended abnormally".into(),
+            )),
+        };
         if let Ok(row) = &outcome {
             self.saw(row);
         }
@@ -266,12 +237,7 @@ impl PgOwner {
             .await
             .map_err(store_error)?
             .ok_or(AuthError::SignedOut)?;
-        if row.state == super::CredentialState::NeedsRelogin {
-            return Err(AuthError::LoginRequired(permanent_of(
-                row.reason.as_deref(),
-            )));
-        }
-        Ok(row)
+        check_state(row)
     }
 }
 

@@ -20,6 +20,7 @@ use tokio_postgres::{Client, NoTls, Row};
 use super::error::StoreError;
 use super::row::{self, CredentialRow, CredentialState, ImportedCredential};
 use super::seal::SealKey;
+use crate::vocabulary::PermanentFailure;
 
 pub(super) const TABLE: &str = "authbridge_credential";
 /// The channel other instances listen on; the payload is `<id>:<generation>`, no secret.
@@ -161,7 +162,7 @@ pub struct PgStore {
     pub(super) options: PgOptions,
     pub(super) connector: Arc<Connector>,
     reader: Mutex<Option<Arc<Client>>>,
-    pub(super) writer: Mutex<Option<Client>>,
+    pub(super) writer: Arc<Mutex<Option<Client>>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -204,7 +205,7 @@ impl PgStore {
             options,
             connector: Arc::new(connector),
             reader: Mutex::new(None),
-            writer: Mutex::new(Some(writer)),
+            writer: Arc::new(Mutex::new(Some(writer))),
         })
     }
 
@@ -224,11 +225,12 @@ impl PgStore {
     }
 
     /// The writing connection, opened again if it died. Holding the guard is holding the
-    /// in-process single flight.
+    /// in-process single flight; the owned guard outlives the borrow of the store, so a
+    /// rotation can hold it from the re-read to the commit.
     pub(super) async fn writer(
         &self,
-    ) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, StoreError> {
-        let mut slot = self.writer.lock().await;
+    ) -> Result<tokio::sync::OwnedMutexGuard<Option<Client>>, StoreError> {
+        let mut slot = self.writer.clone().lock_owned().await;
         if slot.as_ref().is_none_or(|c| c.is_closed()) {
             *slot = None;
             *slot = Some(self.connector.connect().await?);
@@ -323,23 +325,21 @@ impl PgStore {
             .await
             .map_err(StoreError::db(what))?;
         let row = row_of(&row, &self.id)?;
-        notify(&tx, &row).await?;
+        tx.execute(NOTIFY, &[&CHANNEL, &notice(&row)])
+            .await
+            .map_err(StoreError::db("announcing the change"))?;
         tx.commit().await.map_err(StoreError::db(what))?;
         Ok(row)
     }
 }
 
-/// Queued inside the transaction: PostgreSQL delivers it at commit, and never if the
-/// transaction rolls back.
-pub(super) async fn notify(
-    tx: &tokio_postgres::Transaction<'_>,
-    row: &CredentialRow,
-) -> Result<(), StoreError> {
-    let payload = format!("{}:{}", row.id, row.generation);
-    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
-        .await
-        .map_err(StoreError::db("announcing the change"))?;
-    Ok(())
+/// Announces a change to other instances. Queued inside the transaction: PostgreSQL
+/// delivers it at commit, and never if the transaction rolls back.
+pub(super) const NOTIFY: &str = "SELECT pg_notify($1, $2)";
+
+/// The payload of [`NOTIFY`] for `row`: its id and generation, no secret.
+pub(super) fn notice(row: &CredentialRow) -> String {
+    format!("{}:{}", row.id, row.generation)
 }
 
 pub(super) fn row_of(row: &Row, id: &str) -> Result<CredentialRow, StoreError> {
@@ -359,7 +359,9 @@ pub(super) fn row_of(row: &Row, id: &str) -> Result<CredentialRow, StoreError> {
         id: row.try_get(0).map_err(|_| corrupt())?,
         generation: row.try_get(1).map_err(|_| corrupt())?,
         state: CredentialState::from_sql(state).ok_or_else(corrupt)?,
-        reason: text(3)?,
+        // A reason this version cannot name is still a dead credential.
+        reason: text(3)?
+            .map(|r| PermanentFailure::from_kind(&r).unwrap_or(PermanentFailure::Rejected)),
         account_id: text(4)?,
         plan: text(5)?,
         access_token: secret(6)?,

@@ -7,6 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::auth::jwt;
 use crate::auth::storage::{AuthDocument, DocumentMode};
+use crate::vocabulary::PermanentFailure;
 
 /// Whether the stored refresh token can still be spent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +44,8 @@ pub struct CredentialRow {
     /// older one holds an older access token.
     pub generation: i64,
     pub state: CredentialState,
-    /// Why the credential needs a new sign-in: the issuer's error code, never a token.
-    pub reason: Option<String>,
+    /// Why the credential needs a new sign-in.
+    pub reason: Option<PermanentFailure>,
     pub account_id: Option<String>,
     /// The plan as the ID token names it, normalized (`plus`, `pro`, …).
     pub plan: Option<String>,
@@ -133,10 +134,9 @@ impl std::fmt::Debug for GrantTokens {
 #[derive(Debug)]
 pub enum GrantOutcome {
     Success(GrantTokens),
-    /// The refresh token is dead. `reason` is stored and shown to callers: a code such as
-    /// `refresh_token_reused`, never a token.
+    /// The refresh token is dead, for `reason`: stored in the row and shown to callers.
     Permanent {
-        reason: String,
+        reason: PermanentFailure,
     },
     /// No usable answer. The issuer may still have rotated the token, so the store rolls
     /// back and the caller re-reads; nobody repeats the grant blindly.

@@ -4,7 +4,7 @@ use schemars::JsonSchema;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-pub use crate::auth::plan::PlanType;
+pub use crate::vocabulary::PlanType;
 
 /// How the server is signed in. Only the values of the reference's list are ever sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -21,15 +21,11 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, header};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-/// Grant failures the broker reports that no retry can fix before a new sign-in.
-const PERMANENT: &[&str] = &[
-    "refreshTokenExpired",
-    "refreshTokenReused",
-    "refreshTokenInvalidated",
-    "refreshTokenRejected",
-    "loginRequired",
-    "signedOut",
-];
+use crate::vocabulary::PermanentFailure;
+
+/// Besides a dead refresh token ([`PermanentFailure`]), what the broker reports that no
+/// retry can fix before a new sign-in.
+const PERMANENT: &[&str] = &["loginRequired", "signedOut"];
 
 /// The first wait before a new connection attempt; doubled after each failure.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -121,10 +117,15 @@ impl BrokerError {
             .and_then(Value::as_str)
             .map(str::to_owned);
         match auth_error {
-            Some(name) if PERMANENT.contains(&name.as_str()) => BrokerError::Permanent {
-                auth_error: name,
-                message,
-            },
+            Some(name)
+                if PermanentFailure::from_kind(&name).is_some()
+                    || PERMANENT.contains(&name.as_str()) =>
+            {
+                BrokerError::Permanent {
+                    auth_error: name,
+                    message,
+                }
+            }
             auth_error => BrokerError::Transient {
                 auth_error,
                 message,

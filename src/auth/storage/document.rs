@@ -116,6 +116,31 @@ impl AuthDocument {
     }
 
     /// This document holding an API key, keeping fields authbridge does not know.
+    /// Whether two reads of a store hold the same credential: what a compare-and-swap
+    /// compares. Unknown fields do not count; a rewrite by Codex that only added one
+    /// leaves the credential as it was.
+    pub fn same_credential(a: &Option<Self>, b: &Option<Self>) -> bool {
+        match (a, b) {
+            (None, None) => true,
+            (Some(a), Some(b)) => {
+                let tokens = |d: &Self| {
+                    d.tokens.as_ref().map(|t| {
+                        (
+                            t.access_token.clone(),
+                            t.refresh_token.clone(),
+                            t.id_token.clone(),
+                        )
+                    })
+                };
+                a.mode() == b.mode()
+                    && tokens(a) == tokens(b)
+                    && a.api_key == b.api_key
+                    && a.last_refresh == b.last_refresh
+            }
+            _ => false,
+        }
+    }
+
     pub fn with_api_key(mut self, key: SecretText) -> Self {
         self.auth_mode = Some("apikey".into());
         self.api_key = Some(key);

@@ -1,21 +1,103 @@
-//! `$CODEX_HOME/auth.json` as a file.
+//! `$CODEX_HOME/auth.json` as a file: the `file` store, and the file itself, which the
+//! keyring stores clean up and `auto` falls back to.
 //!
 //! A write goes to a temporary file (mode 0600) beside the real one, is synced, renamed over
 //! it, and the directory is synced: a reader sees the old file or the new one, never half,
-//! and a crash after the call returns cannot bring the old one back.
+//! and a crash after the call returns cannot bring the old one back. A read that does not
+//! parse is tried again a few times, since Codex rewrites the file in place.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use zeroize::Zeroizing;
 
-use super::StorageError;
+use super::{
+    AUTH_FILE, AuthDocument, Backend, Fingerprint, StorageError, TORN_READ_PAUSE, TORN_READ_RETRIES,
+};
 
+/// The `file` store.
 pub(crate) struct FileStore {
-    path: PathBuf,
+    file: AuthFile,
 }
 
 impl FileStore {
+    pub fn new(codex_home: &Path) -> Self {
+        Self {
+            file: AuthFile::in_home(codex_home),
+        }
+    }
+}
+
+impl Backend for FileStore {
+    fn load(&self) -> Result<Option<AuthDocument>, StorageError> {
+        self.file.load()
+    }
+
+    fn save(&self, doc: &AuthDocument) -> Result<(), StorageError> {
+        self.file.write(&doc.to_pretty())
+    }
+
+    fn delete(&self) -> Result<(), StorageError> {
+        self.file.remove()
+    }
+
+    fn describe(&self) -> String {
+        format!("file {}", self.file.path().display())
+    }
+
+    fn place(&self) -> String {
+        self.file.path().display().to_string()
+    }
+
+    fn fingerprint(&self) -> Option<Fingerprint> {
+        Some(self.file.fingerprint())
+    }
+}
+
+/// A credential file at a path.
+pub(crate) struct AuthFile {
+    path: PathBuf,
+}
+
+impl AuthFile {
+    pub fn in_home(codex_home: &Path) -> Self {
+        Self::new(codex_home.join(AUTH_FILE))
+    }
+
+    /// The document in the file, read again while it is torn.
+    pub fn load(&self) -> Result<Option<AuthDocument>, StorageError> {
+        let mut attempt = 0;
+        loop {
+            let Some(bytes) = self.read()? else {
+                return Ok(None);
+            };
+            if let Some(doc) = AuthDocument::parse(&bytes) {
+                return Ok(Some(doc));
+            }
+            attempt += 1;
+            if attempt > TORN_READ_RETRIES {
+                return Err(StorageError::Format {
+                    place: self.path.display().to_string(),
+                });
+            }
+            std::thread::sleep(TORN_READ_PAUSE);
+        }
+    }
+
+    pub fn fingerprint(&self) -> Fingerprint {
+        let meta = std::fs::metadata(&self.path).ok()?;
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Some((
+            meta.len(),
+            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            inode,
+        ))
+    }
+
     pub fn new(path: PathBuf) -> Self {
         Self { path }
     }
@@ -33,7 +115,7 @@ impl FileStore {
     }
 
     pub fn read(&self) -> Result<Option<Zeroizing<Vec<u8>>>, StorageError> {
-        match read_regular_file(&self.path) {
+        match crate::regular_file::read(&self.path) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Err(StorageError::NotAFile {
@@ -115,28 +197,4 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
         let _ = dir;
         Ok(())
     }
-}
-
-/// Reads a file that must be a regular file. It is opened without blocking, so a FIFO or a
-/// device put in its place is refused (`InvalidInput`) instead of hanging start-up.
-pub(crate) fn read_regular_file(path: &Path) -> std::io::Result<Zeroizing<Vec<u8>>> {
-    use std::io::Read;
-    let mut options = std::fs::OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(libc::O_NONBLOCK);
-    }
-    let mut file = options.open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    let mut bytes = Zeroizing::new(Vec::with_capacity(meta.len() as usize));
-    file.read_to_end(&mut bytes)?;
-    Ok(bytes)
 }

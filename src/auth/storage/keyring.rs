@@ -11,6 +11,9 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use super::file::AuthFile;
+use super::{AuthDocument, Backend, StorageError};
+
 pub(crate) const SERVICE: &str = "Codex Auth";
 
 /// Some Codex versions split a long value over several entries; the first one then holds
@@ -36,7 +39,73 @@ pub(crate) fn store_key(codex_home: &Path) -> String {
     format!("cli|{}", &hex[..16])
 }
 
+/// The `keyring` store. A save makes the file copy stale: it is removed, as the reference
+/// does.
 pub(crate) struct KeyringStore {
+    entry: KeyringEntry,
+    file: AuthFile,
+}
+
+impl KeyringStore {
+    pub fn new(codex_home: &Path) -> Self {
+        Self {
+            entry: KeyringEntry::new(codex_home),
+            file: AuthFile::in_home(codex_home),
+        }
+    }
+
+    /// The document in the entry; an entry that is no document is the keyring's error.
+    pub fn load_entry(&self) -> Result<Option<AuthDocument>, KeyringError> {
+        match self.entry.read()? {
+            None => Ok(None),
+            Some(text) => AuthDocument::parse(text.as_bytes())
+                .map(Some)
+                .ok_or_else(|| {
+                    KeyringError::from_static("keyring: the stored entry is not a credential")
+                }),
+        }
+    }
+
+    pub fn save_entry(&self, doc: &AuthDocument) -> Result<(), KeyringError> {
+        let text = doc.to_compact();
+        let text = std::str::from_utf8(&text).expect("serde_json writes UTF-8");
+        self.entry.write(text)?;
+        if let Err(e) = self.file.remove() {
+            tracing::warn!("failed to remove the file copy of the credential: {e}");
+        }
+        Ok(())
+    }
+
+    pub fn remove_entry(&self) -> Result<(), KeyringError> {
+        self.entry.remove()
+    }
+}
+
+impl Backend for KeyringStore {
+    fn load(&self) -> Result<Option<AuthDocument>, StorageError> {
+        Ok(self.load_entry()?)
+    }
+
+    fn save(&self, doc: &AuthDocument) -> Result<(), StorageError> {
+        Ok(self.save_entry(doc)?)
+    }
+
+    fn delete(&self) -> Result<(), StorageError> {
+        self.remove_entry()?;
+        self.file.remove()
+    }
+
+    fn describe(&self) -> String {
+        "keyring".into()
+    }
+
+    fn place(&self) -> String {
+        "the keyring entry".into()
+    }
+}
+
+/// Codex's entry for one home.
+struct KeyringEntry {
     account: String,
 }
 
@@ -70,8 +139,8 @@ fn ensure_store() -> Result<(), KeyringError> {
     ))
 }
 
-impl KeyringStore {
-    pub fn new(codex_home: &Path) -> Self {
+impl KeyringEntry {
+    fn new(codex_home: &Path) -> Self {
         Self {
             account: store_key(codex_home),
         }
@@ -82,7 +151,7 @@ impl KeyringStore {
         keyring_core::Entry::new(SERVICE, account).map_err(|e| describe(&e))
     }
 
-    pub fn read(&self) -> Result<Option<Zeroizing<String>>, KeyringError> {
+    fn read(&self) -> Result<Option<Zeroizing<String>>, KeyringError> {
         let value = match self.entry(&self.account)?.get_password() {
             Ok(v) => Zeroizing::new(v),
             Err(keyring_core::Error::NoEntry) => return Ok(None),
@@ -108,13 +177,13 @@ impl KeyringStore {
         Ok(Some(whole))
     }
 
-    pub fn write(&self, value: &str) -> Result<(), KeyringError> {
+    fn write(&self, value: &str) -> Result<(), KeyringError> {
         self.entry(&self.account)?
             .set_password(value)
             .map_err(|e| describe(&e))
     }
 
-    pub fn remove(&self) -> Result<(), KeyringError> {
+    fn remove(&self) -> Result<(), KeyringError> {
         match self.entry(&self.account)?.delete_credential() {
             Ok(()) | Err(keyring_core::Error::NoEntry) => Ok(()),
             Err(e) => Err(describe(&e)),

@@ -1,5 +1,8 @@
+use std::sync::Mutex;
+
 use super::keyring::store_key;
 use super::*;
+use crate::auth::jwt;
 use serde_json::{Value, json};
 
 fn mock_keyring() {
@@ -31,7 +34,7 @@ fn file_json(store: &CredentialStore) -> Value {
 fn the_file_store_writes_the_reference_format_with_private_modes() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
-    let store = CredentialStore::new(&home, CredentialsStore::File);
+    let store = CredentialStore::new(&home, CredentialsStore::File, None);
     store
         .save(&AuthDocument::default().with_api_key(SecretText::new("sk-test".into())))
         .unwrap();
@@ -43,7 +46,7 @@ fn the_file_store_writes_the_reference_format_with_private_modes() {
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(store.file_path()), 0o600);
+        assert_eq!(mode(&store.file_path()), 0o600);
         assert_eq!(mode(&home), 0o700, "a home authbridge creates is private");
     }
     assert!(matches!(store.load().unwrap(), Some(Stored::ApiKey)));
@@ -59,7 +62,7 @@ fn the_file_store_writes_the_reference_format_with_private_modes() {
 #[test]
 fn reads_a_managed_chatgpt_file_and_its_timestamps() {
     let dir = tempfile::tempdir().unwrap();
-    let store = CredentialStore::new(dir.path(), CredentialsStore::File);
+    let store = CredentialStore::new(dir.path(), CredentialsStore::File, None);
     store.save(&chatgpt_document("ws-9", "rt")).unwrap();
     let Some(Stored::Chatgpt(t)) = store.load().unwrap() else {
         panic!("not chatgpt")
@@ -73,7 +76,7 @@ fn reads_a_managed_chatgpt_file_and_its_timestamps() {
 #[test]
 fn a_rewrite_keeps_fields_authbridge_does_not_know() {
     let dir = tempfile::tempdir().unwrap();
-    let store = CredentialStore::new(dir.path(), CredentialsStore::File);
+    let store = CredentialStore::new(dir.path(), CredentialsStore::File, None);
     std::fs::write(
         store.file_path(),
         r#"{"OPENAI_API_KEY":"sk-old","future_field":{"kept":true}}"#,
@@ -91,7 +94,7 @@ fn a_rewrite_keeps_fields_authbridge_does_not_know() {
 #[test]
 fn a_corrupt_file_is_a_clear_error_without_its_content() {
     let dir = tempfile::tempdir().unwrap();
-    let store = CredentialStore::new(dir.path(), CredentialsStore::File);
+    let store = CredentialStore::new(dir.path(), CredentialsStore::File, None);
     std::fs::write(store.file_path(), "{\"OPENAI_API_KEY\": \"sk-leak").unwrap();
     let e = store.load().unwrap_err().to_string();
     assert!(e.contains("not a credential file"), "{e}");
@@ -101,7 +104,7 @@ fn a_corrupt_file_is_a_clear_error_without_its_content() {
 #[test]
 fn a_torn_read_is_retried_until_the_writer_finishes() {
     let dir = tempfile::tempdir().unwrap();
-    let store = CredentialStore::new(dir.path(), CredentialsStore::File);
+    let store = CredentialStore::new(dir.path(), CredentialsStore::File, None);
     std::fs::write(store.file_path(), "{\"auth_mode\":\"apikey\",").unwrap();
     let path = store.file_path().to_owned();
     let writer = std::thread::spawn(move || {
@@ -116,7 +119,7 @@ fn a_torn_read_is_retried_until_the_writer_finishes() {
 #[test]
 fn a_fifo_in_place_of_the_file_is_refused_without_blocking() {
     let dir = tempfile::tempdir().unwrap();
-    let store = CredentialStore::new(dir.path(), CredentialsStore::File);
+    let store = CredentialStore::new(dir.path(), CredentialsStore::File, None);
     let fifo = std::ffi::CString::new(store.file_path().to_str().unwrap()).unwrap();
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
     assert!(matches!(store.load(), Err(StorageError::NotAFile { .. })));
@@ -127,7 +130,7 @@ fn the_keyring_store_uses_codex_s_entry_and_removes_the_file_copy() {
     mock_keyring();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(AUTH_FILE), "{}").unwrap();
-    let store = CredentialStore::new(dir.path(), CredentialsStore::Keyring);
+    let store = CredentialStore::new(dir.path(), CredentialsStore::Keyring, None);
     store.save(&chatgpt_document("ws-k", "rt-k")).unwrap();
     assert!(
         !store.file_path().exists(),
@@ -147,10 +150,13 @@ fn the_keyring_store_uses_codex_s_entry_and_removes_the_file_copy() {
 fn auto_falls_back_to_the_file_visibly_when_the_keyring_fails() {
     mock_keyring();
     let dir = tempfile::tempdir().unwrap();
-    let store = CredentialStore::new(dir.path(), CredentialsStore::Auto);
     let warned = Arc::new(Mutex::new(Vec::new()));
     let sink = warned.clone();
-    store.set_warning_hook(Arc::new(move |m| sink.lock().unwrap().push(m)));
+    let store = CredentialStore::new(
+        dir.path(),
+        CredentialsStore::Auto,
+        Some(Arc::new(move |m| sink.lock().unwrap().push(m))),
+    );
     let entry = keyring_core::Entry::new("Codex Auth", &store_key(dir.path())).unwrap();
     let cred: &keyring_core::mock::Cred = entry.as_any().downcast_ref().unwrap();
     cred.set_error(keyring_core::Error::NoStorageAccess(
@@ -176,11 +182,42 @@ fn auto_falls_back_to_the_file_visibly_when_the_keyring_fails() {
 #[test]
 fn ephemeral_keeps_nothing_on_disk_and_seeding_respects_an_existing_credential() {
     let dir = tempfile::tempdir().unwrap();
-    let store = CredentialStore::new(dir.path(), CredentialsStore::Ephemeral);
+    let store = CredentialStore::new(dir.path(), CredentialsStore::Ephemeral, None);
     let seed = br#"{"auth_mode":"apikey","OPENAI_API_KEY":"sk-seed"}"#;
     assert!(store.seed(seed).unwrap());
     assert!(matches!(store.load().unwrap(), Some(Stored::ApiKey)));
     assert!(!store.seed(br#"{"OPENAI_API_KEY":"sk-other"}"#).unwrap());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     assert!(store.seed(b"not json").is_err());
+}
+
+#[test]
+fn compare_and_swap_writes_only_over_the_expected_credential() {
+    mock_keyring();
+    for kind in [CredentialsStore::File, CredentialsStore::Ephemeral] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CredentialStore::new(dir.path(), kind, None);
+        store.save(&chatgpt_document("ws", "rt-1")).unwrap();
+        let read = store.load_document().unwrap();
+        // Another program rotates meanwhile: the swap leaves its document in place.
+        store.save(&chatgpt_document("ws", "rt-codex")).unwrap();
+        match store
+            .compare_and_swap(&read, chatgpt_document("ws", "rt-ours"))
+            .unwrap()
+        {
+            Swap::Moved(Some(now)) => {
+                assert_eq!(now.tokens.unwrap().refresh_token.expose(), "rt-codex")
+            }
+            _ => panic!("{kind:?}: the swap went over a changed credential"),
+        }
+        let read = store.load_document().unwrap();
+        assert!(matches!(
+            store
+                .compare_and_swap(&read, chatgpt_document("ws", "rt-ours"))
+                .unwrap(),
+            Swap::Swapped(_)
+        ));
+        let now = store.load_document().unwrap().unwrap();
+        assert_eq!(now.tokens.unwrap().refresh_token.expose(), "rt-ours");
+    }
 }
