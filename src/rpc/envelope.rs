@@ -12,6 +12,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+pub(crate) use super::error::ErrorObject;
 use super::error::RpcError;
 
 /// A request id as the Codex schema defines it: a string or an int64.
@@ -124,15 +125,6 @@ pub(crate) enum ReplyError {
 /// Longest error message kept from a client's error object: the text is quoted back in our
 /// own errors, and a client must not be able to make them arbitrarily large.
 pub(crate) const MAX_CLIENT_MESSAGE_CHARS: usize = 256;
-
-/// The error member of a response, as received or as sent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct ErrorObject {
-    pub code: i64,
-    pub message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<serde_json::Value>,
-}
 
 /// Why a line could not be taken as a message; each maps to an error response.
 #[derive(Debug)]
