@@ -190,7 +190,7 @@ pub(crate) async fn serve_connection(
     tracing::debug!(connection = peer.id().0, "connection closed");
 }
 
-async fn write_loop(peer: Peer, mut output: Outgoing) {
+pub(super) async fn write_loop(peer: Peer, mut output: Outgoing) {
     let aborted = peer.lifecycle().aborted().clone();
     let result: std::io::Result<()> = async {
         while let Some(batch) = peer.outbox().next_batch().await {
@@ -289,7 +289,7 @@ impl Conn {
             Incoming::Request { id, method, params } => {
                 self.handle_request(id, method, params).await
             }
-            Incoming::Notification { method } => {
+            Incoming::Notification { method, .. } => {
                 if method == "initialized" {
                     self.peer.lifecycle().saw_initialized();
                 } else {
