@@ -21,12 +21,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 use super::broker_client::{BrokerClient, BrokerError, Credential};
+use crate::rpc::RpcError;
+use crate::rpc::envelope::{RequestId, encode};
 
 /// Every id the worker itself uses toward the child starts with this; the parent's ids
 /// are never strings with this prefix in practice, and the child's answers to these ids
@@ -48,7 +50,28 @@ const LOGIN_COMPLETED_TIMEOUT: Duration = Duration::from_secs(5);
 /// broker is read again at most this often to see whether a new sign-in happened.
 pub const LATCH_RECHECK: Duration = Duration::from_secs(5);
 /// The JSON-RPC error code of the worker's refusals to the child.
-const BROKER_ERROR_CODE: i64 = -32000;
+const BROKER_ERROR_CODE: i32 = -32000;
+/// The child speaks the Codex dialect, without `"jsonrpc":"2.0"`.
+const CHILD_JSONRPC: bool = false;
+
+/// The tokens the worker hands the child: the params of its `chatgptAuthTokens` login
+/// (with `type`) and the result of its refresh requests (without).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ExternalTokens<'a> {
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    access_token: &'a str,
+    chatgpt_account_id: &'a str,
+    chatgpt_plan_type: Option<&'a str>,
+}
+
+/// `data` of the worker's refusals: the broker's stable reason.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AuthErrorData<'a> {
+    auth_error: &'a str,
+}
 
 /// What the worker needs to know about one line without parsing the rest of it.
 #[derive(Deserialize)]
@@ -319,7 +342,11 @@ impl ChildToParent {
     async fn child_line(&mut self, line: String) {
         match classify(&line) {
             Kind::Request { id, method } if method == REFRESH => {
-                let id = id.get().to_owned();
+                let Ok(id) = serde_json::from_str::<RequestId>(id.get()) else {
+                    // Not an id the protocol allows: the child would not match any answer.
+                    tracing::warn!("the child's refresh request has an unusable id; not answered");
+                    return;
+                };
                 let previous_account = serde_json::from_str::<Value>(&line).ok().and_then(|m| {
                     m.pointer("/params/previousAccountId")?
                         .as_str()
@@ -440,17 +467,20 @@ impl ChildToParent {
         };
         self.next_id += 1;
         let id = format!("{WRAPPER_ID_PREFIX}{}", self.next_id);
-        let login = json!({
-            "id": id,
-            "method": LOGIN_START,
-            "params": {
-                "type": EXTERNAL_MODE,
-                "accessToken": credential.access_token.expose_secret(),
-                "chatgptAccountId": account,
-                "chatgptPlanType": credential.plan_type,
-            }
-        });
-        if self.shared.to_child_own.send(login.to_string()).is_err() {
+        let params = ExternalTokens {
+            kind: Some(EXTERNAL_MODE),
+            access_token: credential.access_token.expose_secret(),
+            chatgpt_account_id: &account,
+            chatgpt_plan_type: credential.plan_type.as_deref(),
+        };
+        let login = encode::request_with_id(
+            CHILD_JSONRPC,
+            &RequestId::Str(id.clone()),
+            LOGIN_START,
+            &params,
+        );
+        let sent = login.is_ok_and(|line| self.shared.to_child_own.send(line).is_ok());
+        if !sent {
             return self.owe_login().await;
         }
         self.stage = Stage::AwaitingResult {
@@ -557,30 +587,34 @@ fn account_of(credential: &Credential, fallback: Option<&str>) -> Option<String>
         .or_else(|| fallback.map(str::to_owned))
 }
 
-/// Answers one `account/chatgptAuthTokens/refresh` from the child (`id` is its raw JSON).
-async fn answer_refresh(shared: Arc<Shared>, id: String, previous_account: Option<String>) {
+/// Answers one `account/chatgptAuthTokens/refresh` from the child.
+async fn answer_refresh(shared: Arc<Shared>, id: RequestId, previous_account: Option<String>) {
     let answer = match refresh(&shared, previous_account.as_deref()).await {
         Ok((credential, account)) => {
-            let result = json!({
-                "accessToken": credential.access_token.expose_secret(),
-                "chatgptAccountId": account,
-                "chatgptPlanType": credential.plan_type,
-            });
-            format!(r#"{{"id":{id},"result":{result}}}"#)
+            let result = ExternalTokens {
+                kind: None,
+                access_token: credential.access_token.expose_secret(),
+                chatgpt_account_id: &account,
+                chatgpt_plan_type: credential.plan_type.as_deref(),
+            };
+            encode::result(CHILD_JSONRPC, &id, &result)
+                .unwrap_or_else(|e| refusal(&id, &RpcError::internal(e.to_string())))
         }
         Err(e) => {
             tracing::warn!("answering the child's refresh request with an error: {e}");
-            let mut error = json!({
-                "code": BROKER_ERROR_CODE,
-                "message": format!("credential broker: {e}"),
-            });
+            let mut error = RpcError::new(BROKER_ERROR_CODE, format!("credential broker: {e}"));
             if let Some(name) = e.auth_error() {
-                error["data"] = json!({"authError": name});
+                let data = AuthErrorData { auth_error: name };
+                error = error.with_data(serde_json::to_value(data).unwrap_or_default());
             }
-            format!(r#"{{"id":{id},"error":{error}}}"#)
+            refusal(&id, &error)
         }
     };
     let _ = shared.to_child_own.send(answer);
+}
+
+fn refusal(id: &RequestId, error: &RpcError) -> String {
+    encode::error(CHILD_JSONRPC, Some(id), error)
 }
 
 async fn refresh(
