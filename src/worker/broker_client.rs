@@ -144,9 +144,10 @@ impl BrokerError {
     fn from_call(error: CallError) -> BrokerError {
         match error {
             CallError::Rejected { message, data, .. } => Self::from_rpc(message, data.as_ref()),
-            CallError::Timeout(after) => {
-                Self::transient(format!("no answer from the broker within {after:?}"))
-            }
+            // The request's own bound is what was left of the call's.
+            CallError::Timeout(_) => Self::transient(format!(
+                "no answer from the broker within {REQUEST_TIMEOUT:?}"
+            )),
             CallError::Disconnected => {
                 Self::transient("the broker connection was lost during the request")
             }
