@@ -128,30 +128,29 @@ async fn link(target: &WsTarget, options: &WsClientOptions) -> Result<Link, Conn
             other => ConnectError::Failed(other.to_string()),
         })?;
     let (sink, stream) = socket.split();
-    // A close frame ends the input; so does an error, after it is reported.
-    let input = stream
-        .scan(false, move |ended, message| {
-            if *ended {
-                return std::future::ready(None);
-            }
-            let frame = match message {
-                Ok(Message::Text(text)) => Some(Ok(Frame::Text(text.as_str().trim().to_owned()))),
-                Ok(Message::Binary(_)) => Some(Ok(Frame::Unreadable("a binary frame"))),
-                Ok(Message::Close(_)) => return std::future::ready(None),
+    // A close frame ends the input; so do an oversized message and an error, once
+    // reported (the socket is not polled again).
+    let input = futures::stream::unfold((stream, false), move |(mut stream, ended)| async move {
+        if ended {
+            return None;
+        }
+        loop {
+            let (frame, ended) = match stream.next().await? {
+                Ok(Message::Text(text)) => {
+                    (Ok(Frame::Text(text.as_str().trim().to_owned())), false)
+                }
+                Ok(Message::Binary(_)) => (Ok(Frame::Unreadable("a binary frame")), false),
+                Ok(Message::Close(_)) => return None,
                 // Pings are answered by tungstenite itself.
-                Ok(_) => None,
+                Ok(_) => continue,
                 Err(WsError::Capacity(CapacityError::MessageTooLong { .. })) => {
-                    *ended = true;
-                    Some(Ok(Frame::Oversized { limit }))
+                    (Ok(Frame::Oversized { limit }), true)
                 }
-                Err(e) => {
-                    *ended = true;
-                    Some(Err(std::io::Error::other(e)))
-                }
+                Err(e) => (Err(std::io::Error::other(e)), true),
             };
-            std::future::ready(Some(frame))
-        })
-        .filter_map(std::future::ready);
+            return Some((frame, (stream, ended)));
+        }
+    });
     let output = sink
         .sink_map_err(std::io::Error::other)
         .with(|line: String| std::future::ready(Ok::<_, std::io::Error>(Message::text(line))));
@@ -165,4 +164,112 @@ async fn link(target: &WsTarget, options: &WsClientOptions) -> Result<Link, Conn
             max_outgoing_bytes: options.max_outgoing_bytes,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::SinkExt;
+    use serde::Deserialize;
+    use serde_json::{Value, json};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::rpc::client::{CallError, ClientRequest};
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Echo {
+        n: i64,
+    }
+
+    struct Ask;
+
+    impl ClientRequest for Ask {
+        const METHOD: &'static str = "echo";
+        type Params = Value;
+        type Result = Echo;
+    }
+
+    /// A server that answers each request with `answer(request)`; `None` closes.
+    async fn server(answer: fn(&Value) -> Option<String>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            while let Some(Ok(Message::Text(text))) = ws.next().await {
+                let request: Value = serde_json::from_str(text.as_str()).unwrap();
+                match answer(&request) {
+                    Some(line) => ws.send(Message::text(line)).await.unwrap(),
+                    None => {
+                        let _ = ws.close(None).await;
+                        return;
+                    }
+                }
+            }
+        });
+        format!("ws://{addr}")
+    }
+
+    fn target(url: String) -> WsTarget {
+        WsTarget { url, bearer: None }
+    }
+
+    #[tokio::test]
+    async fn a_request_round_trips_and_the_server_s_close_fails_the_next_one_at_once() {
+        let url = server(|r| {
+            (r["params"]["n"] == 1)
+                .then(|| json!({"jsonrpc": "2.0", "id": r["id"], "result": {"n": 1}}).to_string())
+        })
+        .await;
+        let client = connect(&target(url), &WsClientOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            client.request::<Ask>(&json!({"n": 1}), WAIT).await,
+            Ok(Echo { n: 1 })
+        );
+        let started = std::time::Instant::now();
+        assert_eq!(
+            client.request::<Ask>(&json!({"n": 2}), WAIT).await,
+            Err(CallError::Disconnected)
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+        tokio::time::timeout(WAIT, client.closed()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_limit_ends_the_connection() {
+        let url = server(|r| {
+            Some(json!({"id": r["id"], "result": {"n": 1, "pad": "x".repeat(4096)}}).to_string())
+        })
+        .await;
+        let options = WsClientOptions {
+            max_message_bytes: 1024,
+            ..WsClientOptions::default()
+        };
+        let client = connect(&target(url), &options).await.unwrap();
+        assert_eq!(
+            client.request::<Ask>(&json!({"n": 1}), WAIT).await,
+            Err(CallError::Disconnected)
+        );
+        tokio::time::timeout(WAIT, client.closed()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn only_ws_urls_are_taken_and_the_bearer_is_never_shown() {
+        let e = connect(
+            &target("http://127.0.0.1:1".into()),
+            &WsClientOptions::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, ConnectError::Unsupported(_)), "{e}");
+        let bearer = WsTarget {
+            url: "ws://127.0.0.1:1".into(),
+            bearer: Some("s3cret".into()),
+        };
+        assert!(!format!("{bearer:?}").contains("s3cret"));
+    }
 }
