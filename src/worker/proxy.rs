@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -28,7 +29,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::broker_client::{BrokerClient, BrokerError, Credential};
 use crate::rpc::RpcError;
-use crate::rpc::envelope::{RequestId, encode};
+use crate::rpc::envelope::{ErrorObject, RequestId, encode};
 
 /// Every id the worker itself uses toward the child starts with this; the parent's ids
 /// are never strings with this prefix in practice, and the child's answers to these ids
@@ -241,13 +242,24 @@ pub async fn parent_to_child(
 /// Which of the notifications the worker's logins cause the parent's `initialize` opts
 /// out of (`capabilities.optOutNotificationMethods`).
 fn opted_out(line: &str) -> Vec<&'static str> {
-    let message: Value = serde_json::from_str(line).unwrap_or_default();
-    let list = message
-        .pointer("/params/capabilities/optOutNotificationMethods")
-        .and_then(Value::as_array);
+    #[derive(Deserialize, Default)]
+    struct InitializeParams {
+        #[serde(default)]
+        capabilities: Option<Capabilities>,
+    }
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "camelCase")]
+    struct Capabilities {
+        #[serde(default)]
+        opt_out_notification_methods: Option<Vec<String>>,
+    }
+    let list = params_of::<InitializeParams>(line)
+        .capabilities
+        .and_then(|c| c.opt_out_notification_methods)
+        .unwrap_or_default();
     [LOGIN_COMPLETED, ACCOUNT_UPDATED]
         .into_iter()
-        .filter(|method| list.is_some_and(|l| l.iter().any(|m| m == method)))
+        .filter(|method| list.iter().any(|m| m == method))
         .collect()
 }
 
@@ -347,11 +359,7 @@ impl ChildToParent {
                     tracing::warn!("the child's refresh request has an unusable id; not answered");
                     return;
                 };
-                let previous_account = serde_json::from_str::<Value>(&line).ok().and_then(|m| {
-                    m.pointer("/params/previousAccountId")?
-                        .as_str()
-                        .map(str::to_owned)
-                });
+                let previous_account = params_of::<RefreshParams>(&line).previous_account_id;
                 tokio::spawn(answer_refresh(self.shared.clone(), id, previous_account));
             }
             Kind::Response { id, is_error } => {
@@ -388,21 +396,21 @@ impl ChildToParent {
             Kind::Notification { method }
                 if method == LOGIN_COMPLETED && self.suppress_completed > 0 =>
             {
-                let params = params_of(&line);
-                if params.get("loginId").is_some_and(|id| !id.is_null()) {
+                let params = params_of::<LoginCompleted>(&line);
+                if params.login_id.is_some() {
                     // A browser or device login the parent started: not ours.
                     self.forward(line).await;
                     return;
                 }
                 self.suppress_completed -= 1;
-                if params["success"] == true {
+                if params.success {
                     if !self.shared.opted_out_updated.load(Ordering::SeqCst) {
                         self.suppress_updated += 1;
                     }
                 } else {
                     tracing::warn!(
                         "the child's checks after the worker's login failed: {}",
-                        params["error"].as_str().unwrap_or("no reason given")
+                        params.error.as_deref().unwrap_or("no reason given")
                     );
                 }
                 if matches!(self.stage, Stage::AwaitingCompleted { .. }) {
@@ -412,7 +420,7 @@ impl ChildToParent {
             Kind::Notification { method }
                 if method == ACCOUNT_UPDATED && self.suppress_updated > 0 =>
             {
-                if params_of(&line)["authMode"] == EXTERNAL_MODE {
+                if params_of::<AccountUpdated>(&line).auth_mode.as_deref() == Some(EXTERNAL_MODE) {
                     self.suppress_updated -= 1;
                 } else {
                     self.forward(line).await;
@@ -505,11 +513,14 @@ impl ChildToParent {
             return;
         }
         if is_error {
-            let error = serde_json::from_str::<Value>(line).unwrap_or_default();
+            #[derive(Deserialize)]
+            struct Refused {
+                error: ErrorObject,
+            }
+            let error = serde_json::from_str::<Refused>(line).ok();
             let message = error
-                .pointer("/error/message")
-                .and_then(Value::as_str)
-                .unwrap_or("no message");
+                .as_ref()
+                .map_or("no message", |r| r.error.message.as_str());
             tracing::warn!("the child refused the worker's login: {message}");
             return self.owe_login().await;
         }
@@ -565,11 +576,47 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-fn params_of(line: &str) -> Value {
-    serde_json::from_str::<Value>(line)
+/// The `params` of a line the worker reads, as `T`; the default when they are missing or
+/// do not fit (the line is forwarded or dropped by the caller all the same).
+fn params_of<T: DeserializeOwned + Default>(line: &str) -> T {
+    #[derive(Deserialize)]
+    struct WithParams<T> {
+        #[serde(default = "Option::default")]
+        params: Option<T>,
+    }
+    serde_json::from_str::<WithParams<T>>(line)
         .ok()
-        .and_then(|mut m| m.get_mut("params").map(Value::take))
+        .and_then(|m| m.params)
         .unwrap_or_default()
+}
+
+/// What the worker reads of the child's `account/chatgptAuthTokens/refresh`.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RefreshParams {
+    #[serde(default)]
+    previous_account_id: Option<String>,
+}
+
+/// What the worker reads of `account/login/completed`: a `loginId` means a login the
+/// parent started, not the worker's.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct LoginCompleted {
+    #[serde(default)]
+    login_id: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    success: bool,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// What the worker reads of `account/updated`.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct AccountUpdated {
+    #[serde(default)]
+    auth_mode: Option<String>,
 }
 
 /// The account to name to the child: the broker's, else the token's claim, else the one
@@ -711,6 +758,33 @@ mod tests {
         assert_eq!(
             with_experimental_api(r#"{"id":1,"method":"initialize"}"#),
             None
+        );
+    }
+
+    #[test]
+    fn what_the_worker_reads_comes_through_types_and_misfits_read_as_defaults() {
+        let done: LoginCompleted = params_of(
+            r#"{"method":"account/login/completed","params":{"loginId":null,"success":true,"error":null}}"#,
+        );
+        assert!(done.login_id.is_none() && done.success);
+        let theirs: LoginCompleted =
+            params_of(r#"{"method":"m","params":{"loginId":"l-1","success":false}}"#);
+        assert!(theirs.login_id.is_some() && !theirs.success);
+        let refresh: RefreshParams = params_of(
+            r#"{"id":1,"method":"m","params":{"reason":"unauthorized","previousAccountId":"ws-1"}}"#,
+        );
+        assert_eq!(refresh.previous_account_id.as_deref(), Some("ws-1"));
+        let misfit: RefreshParams = params_of(r#"{"id":1,"method":"m","params":[1]}"#);
+        assert_eq!(misfit.previous_account_id, None);
+        assert_eq!(
+            opted_out(
+                r#"{"id":1,"method":"initialize","params":{"capabilities":{"optOutNotificationMethods":["account/updated","x"]}}}"#
+            ),
+            [ACCOUNT_UPDATED]
+        );
+        assert!(
+            opted_out(r#"{"id":1,"method":"initialize","params":{"capabilities":null}}"#)
+                .is_empty()
         );
     }
 
