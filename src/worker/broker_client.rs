@@ -212,7 +212,7 @@ impl fmt::Debug for BrokerTarget {
 
 /// Where the connection task is, as the calls see it.
 #[derive(Clone)]
-enum Link {
+enum State {
     /// An attempt is under way or a short pause before one: calls wait for it.
     Connecting,
     Up(Client),
@@ -223,15 +223,15 @@ enum Link {
 /// A cloneable handle on the connection task. The task ends when every handle is gone.
 #[derive(Clone)]
 pub struct BrokerClient {
-    link: watch::Receiver<Link>,
+    state: watch::Receiver<State>,
 }
 
 impl BrokerClient {
     /// Starts the connection task (it connects at once).
     pub fn start(target: BrokerTarget) -> BrokerClient {
-        let (tx, rx) = watch::channel(Link::Connecting);
+        let (tx, rx) = watch::channel(State::Connecting);
         tokio::spawn(connection_task(target, tx));
-        BrokerClient { link: rx }
+        BrokerClient { state: rx }
     }
 
     /// `credential/read`.
@@ -274,14 +274,14 @@ impl BrokerClient {
     /// The open connection, once there is one; at once "unreachable" while the broker
     /// counts as down.
     async fn connected(&self) -> Result<Client, BrokerError> {
-        let mut link = self.link.clone();
+        let mut link = self.state.clone();
         loop {
             let now = link.borrow_and_update().clone();
             match now {
                 // A connection that just dropped is not used: the task is about to say so.
-                Link::Up(client) if !client.is_closed() => return Ok(client),
-                Link::Down => return Err(BrokerError::transient("the broker is unreachable")),
-                Link::Up(_) | Link::Connecting => {}
+                State::Up(client) if !client.is_closed() => return Ok(client),
+                State::Down => return Err(BrokerError::transient("the broker is unreachable")),
+                State::Up(_) | State::Connecting => {}
             }
             // A connection that dropped is replaced by the task's next state.
             let changed = link.changed().await;
@@ -292,7 +292,7 @@ impl BrokerClient {
     }
 }
 
-async fn connection_task(target: BrokerTarget, link: watch::Sender<Link>) {
+async fn connection_task(target: BrokerTarget, link: watch::Sender<State>) {
     let ws_target = WsTarget {
         url: target.url.clone(),
         bearer: target.token.clone(),
@@ -311,7 +311,7 @@ async fn connection_task(target: BrokerTarget, link: watch::Sender<Link>) {
     // Whether the last attempt failed: only the first failure of a row is a warning.
     let mut failing = false;
     loop {
-        link.send_replace(Link::Connecting);
+        link.send_replace(State::Connecting);
         let attempt = tokio::select! {
             attempt = ws_client::connect(&ws_target, &options) => attempt,
             () = link.closed() => return,
@@ -321,13 +321,13 @@ async fn connection_task(target: BrokerTarget, link: watch::Sender<Link>) {
                 tracing::info!(url = %target.url, "connected to the credential broker");
                 failing = false;
                 let since = Instant::now();
-                link.send_replace(Link::Up(client.clone()));
+                link.send_replace(State::Up(client.clone()));
                 tokio::select! {
                     () = client.closed() => {}
                     // Every handle is gone: dropping the client ends the connection.
                     () = link.closed() => return,
                 }
-                link.send_replace(Link::Connecting);
+                link.send_replace(State::Connecting);
                 tracing::warn!(url = %target.url, "lost the connection to the credential broker; reconnecting");
                 if since.elapsed() >= HEALTHY {
                     backoff = BACKOFF_MIN;
@@ -346,7 +346,7 @@ async fn connection_task(target: BrokerTarget, link: watch::Sender<Link>) {
         // it (their own timeout bounds them): a broker restart costs no call. Once the
         // pauses grow, the broker counts as down and calls are answered at once.
         if backoff >= WAIT_THROUGH {
-            link.send_replace(Link::Down);
+            link.send_replace(State::Down);
         }
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
