@@ -5,7 +5,8 @@
 //! [`encode`] for the wire, a [`Peer`] for the byte-bounded outbox, the [`PendingRequests`]
 //! table (ids never reused, an entry removed by its answer, its waiter's timeout or the
 //! connection closing, which fails every waiter at once), the connection's writer task, and
-//! typed requests decoded with `protocol::decode` (structural errors, never the value).
+//! one request's steps in `exchange` (decoded with `protocol::decode`: structural errors,
+//! never the value).
 //! Only the reader differs: a client has no method table and no handshake to enforce, so
 //! notifications and the server's requests go to a [`ClientHandler`].
 //!
@@ -32,10 +33,10 @@ use tokio_util::task::TaskTracker;
 use zeroize::Zeroize;
 
 use super::connection::write_loop;
-use super::envelope::{self, Incoming, Parsed, ReplyError, RequestId, SecretJson, encode};
+use super::envelope::{self, Incoming, Parsed, RequestId, SecretJson, encode};
 use super::error::RpcError;
+use super::exchange::{Failure, exchange};
 use super::peer::Peer;
-use crate::protocol::decode::decode_object;
 use crate::transport::{Frame, Incoming as Input, Link};
 
 /// A request the client sends the server, with the types of both directions (the
@@ -210,33 +211,19 @@ impl Client {
         params: &M::Params,
         timeout: Duration,
     ) -> Result<M::Result, CallError> {
-        let peer = &self.handle.peer;
-        let mut waiter = peer
-            .pending()
-            .register(M::METHOD)
-            .map_err(|_| CallError::Disconnected)?;
-        let line = encode::request(peer.jsonrpc(), waiter.id(), M::METHOD, params)
-            .map_err(|e| CallError::Encode(e.to_string()))?;
-        let exchange = async {
-            peer.outbox()
-                .push(line)
-                .await
-                .map_err(|_| CallError::Disconnected)?;
-            match waiter.answer().await {
-                Ok(Ok(result)) => decode_object::<M::Result>(result.get())
-                    .map_err(|e| CallError::Malformed(e.to_string())),
-                Ok(Err(ReplyError::Error(e))) => Err(CallError::Rejected {
+        exchange(&self.handle.peer, M::METHOD, params, timeout)
+            .await
+            .map_err(|failure| match failure {
+                Failure::Timeout(after) => CallError::Timeout(after),
+                Failure::Disconnected => CallError::Disconnected,
+                Failure::Rejected(e) => CallError::Rejected {
                     code: e.code,
                     message: e.message,
                     data: e.data,
-                }),
-                Ok(Err(ReplyError::Malformed(why))) => Err(CallError::Malformed(why.to_owned())),
-                Err(_) => Err(CallError::Disconnected),
-            }
-        };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .unwrap_or(Err(CallError::Timeout(timeout)))
+                },
+                Failure::Malformed(why) => CallError::Malformed(why),
+                Failure::Encode(why) => CallError::Encode(why),
+            })
     }
 
     /// Sends a notification (`params` omitted when `None`); fails only when the

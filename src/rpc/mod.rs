@@ -10,6 +10,7 @@ pub(crate) mod envelope;
 #[cfg(test)]
 mod envelope_props;
 pub(crate) mod error;
+mod exchange;
 pub(crate) mod outbox;
 pub(crate) mod peer;
 pub(crate) mod pending;
