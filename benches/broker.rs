@@ -20,9 +20,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use authbridge::rpc_client::{self, Client, ClientRequest, WsClientOptions, WsTarget};
+use authbridge::rpc_client::{self, Client, WsClientOptions, WsTarget};
 use futures::StreamExt;
-use serde::Deserialize;
 use tokio::sync::Barrier;
 
 #[path = "../tests/kit/mod.rs"]
@@ -32,7 +31,7 @@ use kit::bench::{load_average, proc_status_kib, raise_fd_limit, settled_rss, wit
 
 use kit::MockIssuer;
 use kit::bench::{ms, pct, thousands, us};
-use kit::broker::{self, BrokerProc};
+use kit::broker::{self, BrokerProc, CredentialRead, CredentialRefresh};
 use kit::postgres::PgCluster;
 
 /// Upper bound for the whole bench.
@@ -64,13 +63,6 @@ struct Sizes {
     /// Measured calls at [`LOADED`] in flight.
     loaded: usize,
     workers: usize,
-}
-
-/// What the bench needs from an answer.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Issued {
-    access_token: String,
 }
 
 fn main() {
@@ -326,23 +318,6 @@ impl Spawned {
 
 // ---------------------------------------------------------------------------------------
 // Calls
-
-struct CredentialRead;
-
-impl ClientRequest for CredentialRead {
-    const METHOD: &'static str = "credential/read";
-    type Params = serde_json::Value;
-    type Result = Issued;
-}
-
-struct CredentialRefresh;
-
-impl ClientRequest for CredentialRefresh {
-    const METHOD: &'static str = "credential/refresh";
-    /// `{"previousAccessToken": …}`.
-    type Params = serde_json::Value;
-    type Result = Issued;
-}
 
 /// One of the two calls, with its params.
 #[derive(Clone)]
