@@ -226,20 +226,22 @@ impl Client {
             })
     }
 
-    /// Sends a notification (`params` omitted when `None`); fails only when the
-    /// connection is gone.
+    /// Sends a notification (`params` omitted when `None`). Waits at most `timeout` for
+    /// room in the outbox (a server that does not read); fails when the connection is gone.
     pub async fn notify<P: Serialize>(
         &self,
         method: &str,
         params: Option<&P>,
+        timeout: Duration,
     ) -> Result<(), CallError> {
         let peer = &self.handle.peer;
         let line = encode::client_notification(peer.jsonrpc(), method, params)
             .map_err(|e| CallError::Encode(e.to_string()))?;
-        peer.outbox()
-            .push(line)
-            .await
-            .map_err(|_| CallError::Disconnected)
+        match tokio::time::timeout(timeout, peer.outbox().push(line)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(CallError::Disconnected),
+            Err(_) => Err(CallError::Timeout(timeout)),
+        }
     }
 
     /// Whether the connection is over (or ending): no request can succeed on it any more.

@@ -251,7 +251,10 @@ async fn the_server_s_requests_are_answered_and_its_notifications_handed_over() 
 #[tokio::test]
 async fn notifications_to_the_server_carry_no_timestamp() {
     let (client, mut server) = pair(Arc::new(Ignore));
-    client.notify::<()>("initialized", None).await.unwrap();
+    client
+        .notify::<()>("initialized", None, WAIT)
+        .await
+        .unwrap();
     assert_eq!(
         server.heard().await,
         json!({"jsonrpc": "2.0", "method": "initialized"})
@@ -267,4 +270,19 @@ async fn the_last_handle_dropped_ends_the_connection() {
     drop(other);
     let end = tokio::time::timeout(WAIT, server.from_client.next()).await;
     assert_eq!(end.unwrap(), None, "the output was closed");
+}
+
+#[tokio::test]
+async fn a_server_that_does_not_read_bounds_the_wait_of_a_notification() {
+    let (client, _server) = pair(Arc::new(Ignore));
+    let big = json!({"pad": "x".repeat(8 * 1024)});
+    let short = Duration::from_millis(50);
+    let mut outcome = Ok(());
+    for _ in 0..100 {
+        outcome = client.notify("server/fill", Some(&big), short).await;
+        if outcome.is_err() {
+            break;
+        }
+    }
+    assert_eq!(outcome, Err(CallError::Timeout(short)));
 }
