@@ -20,14 +20,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
-use serde::Deserialize;
-use serde::de::IgnoredAny;
-use tokio::net::TcpStream;
+use authbridge::rpc_client::{self, Client, WsClientOptions, WsTarget};
+use futures::StreamExt;
 use tokio::sync::Barrier;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 #[path = "../tests/kit/mod.rs"]
 mod kit;
@@ -36,7 +31,7 @@ use kit::bench::{load_average, proc_status_kib, raise_fd_limit, settled_rss, wit
 
 use kit::MockIssuer;
 use kit::bench::{ms, pct, thousands, us};
-use kit::broker::{self, BrokerProc};
+use kit::broker::{self, BrokerProc, CredentialRead, CredentialRefresh};
 use kit::postgres::PgCluster;
 
 /// Upper bound for the whole bench.
@@ -56,7 +51,9 @@ const CLIENT_READ_BUFFER: usize = 4096;
 /// The byte that, 32 times over in hex, is the key sealing the refresh token in PostgreSQL.
 const STORE_KEY_BYTE: &str = "11";
 
-type Ws = WebSocketStream<TcpStream>;
+/// One worker's connection: the library's own JSON-RPC client (ids, pending requests,
+/// timeouts), as the worker uses it.
+type Ws = Client;
 
 #[derive(Clone, Copy)]
 struct Sizes {
@@ -66,21 +63,6 @@ struct Sizes {
     /// Measured calls at [`LOADED`] in flight.
     loaded: usize,
     workers: usize,
-}
-
-/// What the bench needs from a message.
-#[derive(Deserialize)]
-struct Reply {
-    id: Option<u64>,
-    method: Option<IgnoredAny>,
-    result: Option<Issued>,
-    error: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Issued {
-    access_token: String,
 }
 
 fn main() {
@@ -163,9 +145,9 @@ async fn store_run(store: Store, sizes: Sizes) -> Table {
     table.kib("broker RSS idle after start", settled_rss(pid, STEP).await);
 
     // One rotation, so that the token the broker first served is an older one.
-    let mut one = open(addr).await.expect("a connection");
-    let first = call(&mut one, 1, &read()).await.expect("credential/read");
-    let current = call(&mut one, 2, &refresh(&first))
+    let one = open(addr).await.expect("a connection");
+    let first = call(&one, &read()).await.expect("credential/read");
+    let current = call(&one, &refresh(&first))
         .await
         .expect("credential/refresh with the current token");
     assert_ne!(
@@ -337,72 +319,51 @@ impl Spawned {
 // ---------------------------------------------------------------------------------------
 // Calls
 
-/// The params of a call, without its id: `"method":…,"params":…`.
-fn read() -> String {
-    r#""method":"credential/read","params":{}"#.to_owned()
+/// One of the two calls, with its params.
+#[derive(Clone)]
+enum Call {
+    Read,
+    Refresh(Arc<str>),
 }
 
-fn refresh(previous: &str) -> String {
-    format!(
-        r#""method":"credential/refresh","params":{}"#,
-        serde_json::json!({ "previousAccessToken": previous })
-    )
+fn read() -> Call {
+    Call::Read
+}
+
+fn refresh(previous: &str) -> Call {
+    Call::Refresh(previous.into())
 }
 
 async fn open(addr: SocketAddr) -> Result<Ws, String> {
-    let tcp = TcpStream::connect(addr)
+    let target = WsTarget {
+        url: format!("ws://{addr}/"),
+        bearer: None,
+    };
+    let options = WsClientOptions {
+        read_buffer_bytes: CLIENT_READ_BUFFER,
+        connect_timeout: STEP,
+        ..WsClientOptions::default()
+    };
+    rpc_client::connect(&target, &options)
         .await
-        .map_err(|e| format!("connect: {e}"))?;
-    tcp.set_nodelay(true)
-        .map_err(|e| format!("TCP_NODELAY: {e}"))?;
-    let config = WebSocketConfig::default()
-        .read_buffer_size(CLIENT_READ_BUFFER)
-        .write_buffer_size(0);
-    let (ws, _) = tokio_tungstenite::client_async_with_config(
-        format!("ws://{addr}/").as_str(),
-        tcp,
-        Some(config),
-    )
-    .await
-    .map_err(|e| format!("upgrade: {e}"))?;
-    Ok(ws)
+        .map_err(|e| format!("connect: {e}"))
 }
 
 /// One call, bounded by [`STEP`]; returns the access token answered.
-async fn call(ws: &mut Ws, id: u64, body: &str) -> Result<String, String> {
-    let request = format!(r#"{{"id":{id},{body}}}"#);
-    let exchange = async {
-        ws.send(Message::text(request))
-            .await
-            .map_err(|e| format!("sending: {e}"))?;
-        loop {
-            let text = match ws.next().await {
-                Some(Ok(Message::Text(text))) => text,
-                Some(Ok(Message::Close(frame))) => {
-                    return Err(format!("the broker closed the connection: {frame:?}"));
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return Err(format!("reading: {e}")),
-                None => return Err("the connection ended".into()),
-            };
-            let reply: Reply = serde_json::from_str(&text)
-                .map_err(|e| format!("broker sent {text:?}, not JSON-RPC: {e}"))?;
-            if reply.method.is_some() {
-                continue;
-            }
-            if reply.id != Some(id) {
-                return Err(format!("expected the response to {id}, got {text}"));
-            }
-            return match (reply.result, reply.error) {
-                (Some(issued), None) => Ok(issued.access_token),
-                (_, Some(error)) => Err(format!("call {id} failed: {error}")),
-                (None, None) => Err(format!("call {id}: neither result nor error: {text}")),
-            };
+async fn call(ws: &Ws, what: &Call) -> Result<String, String> {
+    let issued = match what {
+        Call::Read => {
+            ws.request::<CredentialRead>(&serde_json::json!({}), STEP)
+                .await
+        }
+        Call::Refresh(previous) => {
+            let params = serde_json::json!({ "previousAccessToken": &**previous });
+            ws.request::<CredentialRefresh>(&params, STEP).await
         }
     };
-    tokio::time::timeout(STEP, exchange)
-        .await
-        .unwrap_or_else(|_| Err(format!("call {id}: no response within {STEP:?}")))
+    issued
+        .map(|i| i.access_token)
+        .map_err(|e| format!("call failed: {e}"))
 }
 
 /// Round trips of `body` at 1 in flight on `one` and at [`LOADED`] in flight on as many
@@ -411,13 +372,12 @@ async fn call(ws: &mut Ws, id: u64, body: &str) -> Result<String, String> {
 async fn latency_rows(
     table: &mut Table,
     what: &str,
-    mut one: Ws,
+    one: Ws,
     addr: SocketAddr,
-    body: &str,
+    body: &Call,
     expected: &str,
     sizes: Sizes,
 ) -> Ws {
-    let body: Arc<str> = body.into();
     let expected: Arc<str> = expected.into();
 
     // 1 in flight.
@@ -429,7 +389,7 @@ async fn latency_rows(
                 started_measuring = Instant::now();
             }
             let started = Instant::now();
-            let token = call(&mut one, 100 + i as u64, &body)
+            let token = call(&one, body)
                 .await
                 .unwrap_or_else(|e| panic!("{what}: {e}"));
             let elapsed = started.elapsed().as_nanos() as u64;
@@ -458,7 +418,7 @@ async fn latency_rows(
     let barrier = Arc::new(Barrier::new(LOADED + 1));
     let tasks: Vec<_> = connections
         .into_iter()
-        .map(|mut ws| {
+        .map(|ws| {
             let (body, expected, barrier) = (body.clone(), expected.clone(), barrier.clone());
             tokio::spawn(async move {
                 let mut samples = Vec::with_capacity(measured);
@@ -467,7 +427,7 @@ async fn latency_rows(
                         barrier.wait().await;
                     }
                     let started = Instant::now();
-                    let token = call(&mut ws, 100 + i as u64, &body).await?;
+                    let token = call(&ws, &body).await?;
                     let elapsed = started.elapsed().as_nanos() as u64;
                     if *token != *expected {
                         return Err("not the current token".to_owned());
@@ -526,10 +486,10 @@ async fn open_workers(addr: SocketAddr, n: usize, expected: &str) -> Vec<Ws> {
             .map(|_| {
                 let expected = expected.clone();
                 let task = tokio::spawn(async move {
-                    let mut ws = tokio::time::timeout(STEP, open(addr))
+                    let ws = tokio::time::timeout(STEP, open(addr))
                         .await
                         .unwrap_or_else(|_| Err(format!("no upgrade within {STEP:?}")))?;
-                    let token = call(&mut ws, 1, &read()).await?;
+                    let token = call(&ws, &read()).await?;
                     if *token != *expected {
                         return Err("credential/read: not the current token".into());
                     }
@@ -568,16 +528,16 @@ struct Burst {
 /// Every worker calls `credential/refresh` with `current` once, released together.
 async fn burst(workers: &mut Vec<Ws>, current: &str) -> Burst {
     let n = workers.len();
-    let body: Arc<str> = refresh(current).into();
+    let body = refresh(current);
     let barrier = Arc::new(Barrier::new(n));
     let tasks: Vec<_> = workers
         .drain(..)
-        .map(|mut ws| {
+        .map(|ws| {
             let (body, barrier) = (body.clone(), barrier.clone());
             tokio::spawn(async move {
                 barrier.wait().await;
                 let started = Instant::now();
-                let answer = call(&mut ws, 2, &body).await;
+                let answer = call(&ws, &body).await;
                 (ws, answer, started.elapsed().as_nanos() as u64)
             })
         })

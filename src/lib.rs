@@ -8,8 +8,8 @@
 //! the OAuth issuer, `backend` calls the ChatGPT backend; `broker` owns one credential for
 //! many workers and `worker` wraps an app-server as one of them. See `ARCHITECTURE.md`.
 //! The public surface is what the command line needs: configuration, the server, the
-//! sign-in commands, the broker, the worker, the schema generator and the WebSocket token
-//! helpers.
+//! sign-in commands, the broker, the worker, the schema generator, the WebSocket token
+//! helpers, and a JSON-RPC client for the benches.
 
 mod api;
 mod auth;
@@ -41,6 +41,15 @@ pub mod worker;
 
 pub use config::{Config, ConfigError, default_codex_home};
 pub use server::{Server, StartError};
+
+/// A JSON-RPC client on the engine the server runs on (ids never reused, a timeout per
+/// request, every waiter failed when the connection drops, a byte-bounded outbox), over
+/// WebSocket. The worker's broker connection is built on it; the benches use it to talk to
+/// the binary instead of writing their own.
+pub mod rpc_client {
+    pub use crate::rpc::client::{CallError, Client, ClientOptions, ClientRequest};
+    pub use crate::rpc::ws_client::{ConnectError, WsClientOptions, WsTarget, connect};
+}
 
 /// The WebSocket capability token as the command line takes it.
 pub mod ws_token {

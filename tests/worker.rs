@@ -372,3 +372,55 @@ async fn the_worker_exits_with_the_child_s_code() {
     );
     assert_eq!(p.exit_code().await, 7);
 }
+
+#[tokio::test]
+async fn an_unreachable_broker_warns_once_per_run_and_once_down_calls_fail_at_once() {
+    let backend = MockBackend::start().await;
+    let nothing = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}", nothing.local_addr().unwrap());
+    drop(nothing);
+    let child = binary().unwrap();
+    let backend_setting = backend.config_arg();
+    let args = [
+        "worker",
+        "--broker",
+        &url,
+        "--",
+        child.to_str().unwrap(),
+        "app-server",
+        "-c",
+        &backend_setting,
+    ];
+    let mut p = Proc::spawn(
+        &args,
+        Options::default().log("warn,authbridge::worker=debug"),
+    );
+    let (stdin, stdout) = p.pipes();
+    let mut c = Client::over_io(stdout, stdin);
+    c.initialize("parent", false).await;
+    // Five failed attempts: the pauses have grown past a second, the broker counts as down.
+    let later = "cannot connect to the credential broker: ";
+    kit::wait::poll("four more failed attempts", || {
+        (p.stderr().matches(later).count() >= 4).then_some(())
+    })
+    .await;
+    let started = Instant::now();
+    let e = c.err(RATE_LIMITS, json!({})).await;
+    assert_eq!(
+        e["message"], "codex account authentication required to read rate limits",
+        "{e}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the login attempt before the call failed at once, not after the call's bound"
+    );
+    let stderr = p.stderr();
+    assert_eq!(
+        stderr
+            .matches("cannot connect to the credential broker (retrying)")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert_hidden(&mut c).await;
+}

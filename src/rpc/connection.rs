@@ -204,7 +204,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-async fn write_loop(peer: Peer, mut output: Outgoing) {
+pub(super) async fn write_loop(peer: Peer, mut output: Outgoing) {
     let aborted = peer.lifecycle().aborted().clone();
     let result: std::io::Result<()> = async {
         while let Some(batch) = peer.outbox().next_batch().await {
@@ -303,7 +303,7 @@ impl Conn {
             Incoming::Request { id, method, params } => {
                 self.handle_request(id, method, params).await
             }
-            Incoming::Notification { method } => {
+            Incoming::Notification { method, .. } => {
                 if method == "initialized" {
                     self.peer.lifecycle().saw_initialized();
                 } else {

@@ -12,6 +12,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+pub(crate) use super::error::ErrorObject;
 use super::error::RpcError;
 
 /// A request id as the Codex schema defines it: a string or an int64.
@@ -98,6 +99,9 @@ pub(crate) enum Incoming {
     },
     Notification {
         method: String,
+        /// Kept for the client role, which hands notifications to its handler; the server
+        /// role handles only `initialized`, which has none.
+        params: Option<SecretJson>,
     },
     Response {
         id: RequestId,
@@ -125,13 +129,33 @@ pub(crate) enum ReplyError {
 /// own errors, and a client must not be able to make them arbitrarily large.
 pub(crate) const MAX_CLIENT_MESSAGE_CHARS: usize = 256;
 
-/// The error member of a response, as received or as sent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct ErrorObject {
-    pub code: i64,
-    pub message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<serde_json::Value>,
+/// Most bytes of an error's `data` kept from a peer. The client role reads its peer's
+/// reasons there (the broker's `authError`); anything larger is dropped, not buffered.
+pub(crate) const MAX_PEER_DATA_BYTES: usize = 4096;
+
+/// An error object as a peer sent it, before its text and `data` are bounded.
+#[derive(Deserialize)]
+struct ErrorIn<'a> {
+    code: i64,
+    message: String,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+}
+
+impl ErrorIn<'_> {
+    fn bounded(self) -> ErrorObject {
+        let mut message = self.message;
+        cap_chars(&mut message, MAX_CLIENT_MESSAGE_CHARS);
+        let data = self
+            .data
+            .filter(|raw| raw.get().len() <= MAX_PEER_DATA_BYTES)
+            .and_then(|raw| serde_json::from_str(raw.get()).ok());
+        ErrorObject {
+            code: self.code,
+            message,
+            data,
+        }
+    }
 }
 
 /// Why a line could not be taken as a message; each maps to an error response.
@@ -290,7 +314,7 @@ pub(crate) fn parse(line: &str) -> Result<Parsed, Rejected> {
             };
             match id {
                 Some(id) => Incoming::Request { id, method, params },
-                None => Incoming::Notification { method },
+                None => Incoming::Notification { method, params },
             }
         }
         (None, Some(id), Some(result), None) => Incoming::Response {
@@ -299,15 +323,10 @@ pub(crate) fn parse(line: &str) -> Result<Parsed, Rejected> {
         },
         (None, Some(id), None, Some(error)) => {
             let parsed = is_object(error)
-                .then(|| serde_json::from_str::<ErrorObject>(error.get()).ok())
+                .then(|| serde_json::from_str::<ErrorIn<'_>>(error.get()).ok())
                 .flatten();
             let reply = match parsed {
-                Some(mut error) => {
-                    cap_chars(&mut error.message, MAX_CLIENT_MESSAGE_CHARS);
-                    // `data` is the client's own business and is not kept.
-                    error.data = None;
-                    Err(ReplyError::Error(error))
-                }
+                Some(error) => Err(ReplyError::Error(error.bounded())),
                 None => Err(ReplyError::Malformed(
                     "`error` must be an object with an integer `code` and a string `message`",
                 )),
@@ -382,11 +401,21 @@ pub(crate) mod encode {
         emitted_at_ms: u64,
     }
 
+    /// A client's notification: no `emittedAtMs`, which only the server stamps.
+    #[derive(Serialize)]
+    struct ClientNotificationOut<'a, P> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        jsonrpc: Option<Version>,
+        method: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        params: Option<&'a P>,
+    }
+
     #[derive(Serialize)]
     struct RequestOut<'a, P: ?Sized> {
         #[serde(skip_serializing_if = "Option::is_none")]
         jsonrpc: Option<Version>,
-        id: i64,
+        id: &'a RequestId,
         method: &'a str,
         params: &'a P,
     }
@@ -440,9 +469,33 @@ pub(crate) mod encode {
         })
     }
 
+    pub fn client_notification<P: Serialize>(
+        jsonrpc: bool,
+        method: &str,
+        params: Option<&P>,
+    ) -> Result<String, serde_json::Error> {
+        line(&ClientNotificationOut {
+            jsonrpc: version(jsonrpc),
+            method,
+            params,
+        })
+    }
+
+    /// A request under an id from [`PendingRequests`](super::super::pending).
     pub fn request<P: Serialize + ?Sized>(
         jsonrpc: bool,
         id: i64,
+        method: &str,
+        params: &P,
+    ) -> Result<String, serde_json::Error> {
+        request_with_id(jsonrpc, &RequestId::Int(id), method, params)
+    }
+
+    /// A request under an id of the caller's own (the worker's string ids, which cannot
+    /// collide with the ids of the parent it forwards).
+    pub fn request_with_id<P: Serialize + ?Sized>(
+        jsonrpc: bool,
+        id: &RequestId,
         method: &str,
         params: &P,
     ) -> Result<String, serde_json::Error> {
@@ -579,7 +632,19 @@ mod tests {
             panic!("not an error response")
         };
         assert!(e.message.chars().count() <= MAX_CLIENT_MESSAGE_CHARS + 1);
-        assert!(e.data.is_none());
+        assert!(e.data.is_none(), "data over the bound is dropped");
+        let Ok(Parsed {
+            message:
+                Incoming::Response {
+                    reply: Err(ReplyError::Error(e)),
+                    ..
+                },
+            ..
+        }) = parse(r#"{"id":1,"error":{"code":-32000,"message":"no","data":{"authError":"x"}}}"#)
+        else {
+            panic!("not an error response")
+        };
+        assert_eq!(e.data, Some(serde_json::json!({"authError": "x"})));
         let Ok(Parsed {
             message: Incoming::Unattributed { code },
             ..
@@ -617,6 +682,14 @@ mod tests {
         assert_eq!(
             encode::request(true, 3, "m", &serde_json::json!({})).unwrap(),
             r#"{"jsonrpc":"2.0","id":3,"method":"m","params":{}}"#
+        );
+        assert_eq!(
+            encode::request_with_id(false, &RequestId::Str("w:1".into()), "m", &()).unwrap(),
+            r#"{"id":"w:1","method":"m","params":null}"#
+        );
+        assert_eq!(
+            encode::client_notification::<()>(false, "initialized", None).unwrap(),
+            r#"{"method":"initialized"}"#
         );
     }
 }

@@ -1,15 +1,24 @@
-//! JSON-RPC error values as the server sends them. Typed errors from the inner layers are
-//! mapped into this shape at the `api` edge; nothing below `api` builds one by hand.
+//! JSON-RPC error values: the wire's error object, and the errors this side sends. Typed
+//! errors from the inner layers are mapped into this shape at the `api` edge; nothing below
+//! `api` builds one by hand. The envelope builds on this file, never the other way round.
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
-
-use super::envelope::ErrorObject;
 
 pub(crate) const PARSE_ERROR: i32 = -32700;
 pub(crate) const INVALID_REQUEST: i32 = -32600;
 pub(crate) const METHOD_NOT_FOUND: i32 = -32601;
 pub(crate) const INVALID_PARAMS: i32 = -32602;
 pub(crate) const INTERNAL_ERROR: i32 = -32603;
+
+/// The error member of a response, as received or as sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ErrorObject {
+    pub code: i64,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
 
 /// Several client libraries give up on lines over 64 KiB; an error message never needs
 /// more than this.

@@ -1,5 +1,7 @@
-//! The worker's connection to the credential broker: JSON-RPC 2.0 over one WebSocket,
-//! kept open by one task that reconnects with a bounded back-off when it drops.
+//! The worker's connection to the credential broker: the client role of the crate's own
+//! JSON-RPC engine (`rpc::Client`: ids, pending requests, timeouts, the bounded outbox)
+//! over one WebSocket, kept open by one task that reconnects with a bounded back-off when
+//! it drops.
 //!
 //! A request in flight when the connection drops fails as transient. A request made while
 //! the task is between attempts waits for the next one during the first short pauses (a
@@ -7,19 +9,17 @@
 //! counts as down and requests fail at once as transient: the child asks again on its
 //! next 401, and the login is retried before the parent's next request.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
-use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::{HeaderValue, header};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::protocol::methods;
+use crate::rpc::client::{CallError, Client, ClientOptions, ClientRequest};
+use crate::rpc::ws_client::{self, WsClientOptions, WsTarget};
 
 use crate::vocabulary::PermanentFailure;
 
@@ -70,6 +70,38 @@ impl fmt::Debug for Credential {
     }
 }
 
+/// `credential/read` takes no params.
+#[derive(Serialize)]
+struct NoParams {}
+
+/// `credential/refresh {previousAccessToken}`: the token that got the 401.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RefreshParams {
+    #[serde(serialize_with = "expose")]
+    previous_access_token: SecretString,
+}
+
+fn expose<S: Serializer>(token: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(token.expose_secret())
+}
+
+struct CredentialRead;
+
+impl ClientRequest for CredentialRead {
+    const METHOD: &'static str = <methods::CredentialRead as methods::Method>::NAME;
+    type Params = NoParams;
+    type Result = Credential;
+}
+
+struct CredentialRefresh;
+
+impl ClientRequest for CredentialRefresh {
+    const METHOD: &'static str = <methods::CredentialRefresh as methods::Method>::NAME;
+    type Params = RefreshParams;
+    type Result = Credential;
+}
+
 /// Why the broker gave no credential.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BrokerError {
@@ -103,17 +135,27 @@ impl BrokerError {
         matches!(self, BrokerError::Permanent { .. })
     }
 
-    /// Classifies a JSON-RPC error object from the broker.
-    fn from_rpc(error: &Value) -> BrokerError {
-        let message: String = error
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or("broker error")
-            .chars()
-            .take(256)
-            .collect();
-        let auth_error = error
-            .pointer("/data/authError")
+    /// Classifies a failed call: the broker's own refusals by their `authError`, the rest
+    /// (no connection, a timeout, a malformed answer) as transient.
+    fn from_call(error: CallError) -> BrokerError {
+        match error {
+            CallError::Rejected { message, data, .. } => Self::from_rpc(message, data.as_ref()),
+            // The request's own bound is what was left of the call's.
+            CallError::Timeout(_) => Self::transient(format!(
+                "no answer from the broker within {REQUEST_TIMEOUT:?}"
+            )),
+            CallError::Disconnected => {
+                Self::transient("the broker connection was lost during the request")
+            }
+            CallError::Malformed(_) => Self::transient("the broker sent a malformed credential"),
+            CallError::Encode(why) => Self::transient(format!("cannot encode the request: {why}")),
+        }
+    }
+
+    /// Classifies a JSON-RPC error from the broker (its message is already capped).
+    fn from_rpc(message: String, data: Option<&Value>) -> BrokerError {
+        let auth_error = data
+            .and_then(|d| d.get("authError"))
             .and_then(Value::as_str)
             .map(str::to_owned);
         match auth_error {
@@ -169,54 +211,59 @@ impl fmt::Debug for BrokerTarget {
     }
 }
 
-struct Call {
-    method: &'static str,
-    params: Value,
-    reply: oneshot::Sender<Result<Credential, BrokerError>>,
+/// Where the connection task is, as the calls see it.
+#[derive(Clone)]
+enum State {
+    /// An attempt is under way or a short pause before one: calls wait for it.
+    Connecting,
+    Up(Client),
+    /// A long pause after failed attempts: calls fail at once.
+    Down,
 }
 
 /// A cloneable handle on the connection task. The task ends when every handle is gone.
 #[derive(Clone)]
 pub struct BrokerClient {
-    calls: mpsc::Sender<Call>,
+    state: watch::Receiver<State>,
 }
 
 impl BrokerClient {
     /// Starts the connection task (it connects at once).
     pub fn start(target: BrokerTarget) -> BrokerClient {
-        let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(connection_task(target, rx));
-        BrokerClient { calls: tx }
+        let (tx, rx) = watch::channel(State::Connecting);
+        tokio::spawn(connection_task(target, tx));
+        BrokerClient { state: rx }
     }
 
     /// `credential/read`.
     pub async fn read(&self) -> Result<Credential, BrokerError> {
-        self.call("credential/read", json!({})).await
+        self.call::<CredentialRead>(&NoParams {}).await
     }
 
     /// `credential/refresh {previousAccessToken}`.
     pub async fn refresh(&self, previous: &SecretString) -> Result<Credential, BrokerError> {
-        let params = json!({"previousAccessToken": previous.expose_secret()});
-        self.call("credential/refresh", params).await
+        let params = RefreshParams {
+            previous_access_token: previous.clone(),
+        };
+        self.call::<CredentialRefresh>(&params).await
     }
 
-    async fn call(&self, method: &'static str, params: Value) -> Result<Credential, BrokerError> {
-        let (reply, answer) = oneshot::channel();
-        let call = Call {
-            method,
-            params,
-            reply,
-        };
+    /// One call, bounded by [`REQUEST_TIMEOUT`] from here, the wait for a connection
+    /// included.
+    async fn call<M: ClientRequest<Result = Credential>>(
+        &self,
+        params: &M::Params,
+    ) -> Result<Credential, BrokerError> {
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
         let asked = async {
-            self.calls
-                .send(call)
+            let client = self.connected().await?;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            client
+                .request::<M>(params, left)
                 .await
-                .map_err(|_| BrokerError::transient("the broker connection task ended"))?;
-            answer
-                .await
-                .map_err(|_| BrokerError::transient("the broker connection was lost"))?
+                .map_err(BrokerError::from_call)
         };
-        tokio::time::timeout(REQUEST_TIMEOUT, asked)
+        tokio::time::timeout_at(deadline, asked)
             .await
             .unwrap_or_else(|_| {
                 Err(BrokerError::transient(format!(
@@ -224,204 +271,121 @@ impl BrokerClient {
                 )))
             })
     }
+
+    /// The open connection, once there is one; at once "unreachable" while the broker
+    /// counts as down.
+    async fn connected(&self) -> Result<Client, BrokerError> {
+        let mut link = self.state.clone();
+        loop {
+            let now = link.borrow_and_update().clone();
+            match now {
+                // A connection that just dropped is not used: the task is about to say so.
+                State::Up(client) if !client.is_closed() => return Ok(client),
+                State::Down => return Err(BrokerError::transient("the broker is unreachable")),
+                State::Up(_) | State::Connecting => {}
+            }
+            // A connection that dropped is replaced by the task's next state.
+            let changed = link.changed().await;
+            if changed.is_err() {
+                return Err(BrokerError::transient("the broker connection task ended"));
+            }
+        }
+    }
 }
 
-type Pending = HashMap<u64, oneshot::Sender<Result<Credential, BrokerError>>>;
-
-async fn connection_task(target: BrokerTarget, mut calls: mpsc::Receiver<Call>) {
+async fn connection_task(target: BrokerTarget, link: watch::Sender<State>) {
+    let ws_target = WsTarget {
+        url: target.url.clone(),
+        bearer: target.token.clone(),
+    };
+    let options = WsClientOptions {
+        max_message_bytes: MAX_MESSAGE,
+        max_outgoing_bytes: MAX_MESSAGE,
+        read_buffer_bytes: 16 * 1024,
+        connect_timeout: CONNECT_TIMEOUT,
+        client: ClientOptions {
+            jsonrpc: true,
+            ..ClientOptions::default()
+        },
+    };
     let mut backoff = BACKOFF_MIN;
-    let mut next_id: u64 = 0;
     // Whether the last attempt failed: only the first failure of a row is a warning.
     let mut failing = false;
     loop {
-        let failure = match tokio::time::timeout(CONNECT_TIMEOUT, connect(&target)).await {
-            Ok(Ok(ws)) => {
+        link.send_replace(State::Connecting);
+        let attempt = tokio::select! {
+            attempt = ws_client::connect(&ws_target, &options) => attempt,
+            () = link.closed() => return,
+        };
+        match attempt {
+            Ok(client) => {
                 tracing::info!(url = %target.url, "connected to the credential broker");
                 failing = false;
                 let since = Instant::now();
-                if serve(ws, &mut calls, &mut next_id).await.is_break() {
-                    return;
+                link.send_replace(State::Up(client.clone()));
+                tokio::select! {
+                    () = client.closed() => {}
+                    // Every handle is gone: dropping the client ends the connection.
+                    () = link.closed() => return,
                 }
+                link.send_replace(State::Connecting);
                 tracing::warn!(url = %target.url, "lost the connection to the credential broker; reconnecting");
                 if since.elapsed() >= HEALTHY {
                     backoff = BACKOFF_MIN;
                 }
-                None
             }
-            Ok(Err(e)) => Some(e),
-            Err(_) => Some(format!("no upgrade within {CONNECT_TIMEOUT:?}")),
-        };
-        if let Some(e) = failure {
-            if failing {
-                tracing::debug!(url = %target.url, "cannot connect to the credential broker: {e}");
-            } else {
-                tracing::warn!(url = %target.url, "cannot connect to the credential broker (retrying): {e}");
+            Err(e) => {
+                if failing {
+                    tracing::debug!(url = %target.url, "cannot connect to the credential broker: {e}");
+                } else {
+                    tracing::warn!(url = %target.url, "cannot connect to the credential broker (retrying): {e}");
+                }
+                failing = true;
             }
-            failing = true;
         }
         // Wait before the next attempt. Calls made during the first short pauses wait for
         // it (their own timeout bounds them): a broker restart costs no call. Once the
         // pauses grow, the broker counts as down and calls are answered at once.
-        let pause = tokio::time::sleep(backoff);
-        if backoff < WAIT_THROUGH {
-            pause.await;
-        } else if fail_calls_until(pause, &mut calls).await.is_break() {
-            return;
+        if backoff >= WAIT_THROUGH {
+            link.send_replace(State::Down);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = link.closed() => return,
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
-/// Answers every call made before `pause` ends with "unreachable"; `Break` when every
-/// handle is gone.
-async fn fail_calls_until(
-    pause: tokio::time::Sleep,
-    calls: &mut mpsc::Receiver<Call>,
-) -> std::ops::ControlFlow<()> {
-    tokio::pin!(pause);
-    loop {
-        tokio::select! {
-            () = &mut pause => return std::ops::ControlFlow::Continue(()),
-            call = calls.recv() => match call {
-                None => return std::ops::ControlFlow::Break(()),
-                Some(call) => {
-                    let _ = call.reply.send(Err(BrokerError::transient("the broker is unreachable")));
-                }
-            },
-        }
-    }
-}
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(target: &BrokerTarget) -> Result<Ws, String> {
-    if !target.url.starts_with("ws://") {
-        return Err(format!(
-            "unsupported broker URL {:?}: use ws://HOST:PORT",
-            target.url
-        ));
-    }
-    let mut request = target
-        .url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| format!("invalid broker URL {:?}: {e}", target.url))?;
-    if let Some(token) = &target.token {
-        let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
-            .map_err(|_| "the broker token is not a valid header value".to_owned())?;
-        value.set_sensitive(true);
-        request.headers_mut().insert(header::AUTHORIZATION, value);
-    }
-    let config = WebSocketConfig::default()
-        .max_message_size(Some(MAX_MESSAGE))
-        .max_frame_size(Some(MAX_MESSAGE));
-    // Never format the request or the error's response: the request carries the token.
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
-        .await
-        .map_err(describe)?;
-    Ok(ws)
-}
-
-fn describe(e: tokio_tungstenite::tungstenite::Error) -> String {
-    use tokio_tungstenite::tungstenite::Error;
-    match e {
-        Error::Http(response) => format!("the upgrade was refused ({})", response.status()),
-        Error::Io(e) => e.to_string(),
-        other => other.to_string(),
-    }
-}
-
-/// Serves calls over one connection until it drops (`Continue`) or every handle is gone
-/// (`Break`). Calls pending when it drops fail as transient.
-async fn serve(
-    ws: Ws,
-    calls: &mut mpsc::Receiver<Call>,
-    next_id: &mut u64,
-) -> std::ops::ControlFlow<()> {
-    use std::ops::ControlFlow;
-    let (mut sink, mut source) = ws.split();
-    let mut pending: Pending = HashMap::new();
-    let flow = loop {
-        tokio::select! {
-            call = calls.recv() => {
-                let Some(call) = call else { break ControlFlow::Break(()) };
-                *next_id += 1;
-                let id = *next_id;
-                let line = zeroize::Zeroizing::new(
-                    json!({"jsonrpc": "2.0", "id": id, "method": call.method, "params": call.params}).to_string(),
-                );
-                drop(call.params);
-                pending.insert(id, call.reply);
-                if sink.send(Message::text(line.as_str())).await.is_err() {
-                    break ControlFlow::Continue(());
-                }
-            }
-            message = source.next() => match message {
-                Some(Ok(Message::Text(text))) => answer(&mut pending, text.as_str()),
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break ControlFlow::Continue(()),
-                Some(Ok(_)) => {}
-            },
-        }
-    };
-    for (_, reply) in pending {
-        let _ = reply.send(Err(BrokerError::transient(
-            "the broker connection was lost during the request",
-        )));
-    }
-    flow
-}
-
-/// Hands one broker message to the call it answers.
-fn answer(pending: &mut Pending, text: &str) {
-    #[derive(Deserialize)]
-    struct Envelope {
-        id: Option<Value>,
-        result: Option<Value>,
-        error: Option<Value>,
-    }
-    let Ok(envelope) = serde_json::from_str::<Envelope>(text) else {
-        tracing::warn!("ignoring a broker message that is not a JSON-RPC response");
-        return;
-    };
-    let Some(reply) = envelope
-        .id
-        .as_ref()
-        .and_then(Value::as_u64)
-        .and_then(|id| pending.remove(&id))
-    else {
-        return;
-    };
-    let outcome = match (envelope.result, envelope.error) {
-        (_, Some(error)) => Err(BrokerError::from_rpc(&error)),
-        (Some(result), None) => serde_json::from_value::<Credential>(result)
-            .map_err(|_| BrokerError::transient("the broker sent a malformed credential")),
-        (None, None) => Err(BrokerError::transient(
-            "the broker sent a response without result or error",
-        )),
-    };
-    let _ = reply.send(outcome);
-}
-
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
     fn errors_are_classified_by_their_auth_error() {
-        let e = BrokerError::from_rpc(
-            &json!({"code": -32000, "message": "reused", "data": {"authError": "refreshTokenReused"}}),
-        );
+        let rejected = |data: Option<Value>| CallError::Rejected {
+            code: -32000,
+            message: "no".into(),
+            data,
+        };
+        let e = BrokerError::from_call(rejected(Some(json!({"authError": "refreshTokenReused"}))));
         assert!(e.is_permanent());
         assert_eq!(e.auth_error(), Some("refreshTokenReused"));
-        let e = BrokerError::from_rpc(
-            &json!({"code": -32000, "message": "later", "data": {"authError": "refreshUnavailable"}}),
-        );
+        let e = BrokerError::from_call(rejected(Some(json!({"authError": "refreshUnavailable"}))));
         assert!(!e.is_permanent());
         assert_eq!(e.auth_error(), Some("refreshUnavailable"));
-        let e = BrokerError::from_rpc(&json!({"code": -32603, "message": "oops"}));
+        let e = BrokerError::from_call(rejected(None));
         assert!(!e.is_permanent());
         assert_eq!(e.auth_error(), None);
+        for lost in [
+            CallError::Disconnected,
+            CallError::Timeout(Duration::from_secs(1)),
+            CallError::Malformed("x".into()),
+        ] {
+            assert!(!BrokerError::from_call(lost).is_permanent());
+        }
     }
 
     #[test]

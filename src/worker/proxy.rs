@@ -21,12 +21,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 use super::broker_client::{BrokerClient, BrokerError, Credential};
+use crate::rpc::RpcError;
+use crate::rpc::envelope::{ErrorObject, RequestId, encode};
 
 /// Every id the worker itself uses toward the child starts with this; the parent's ids
 /// are never strings with this prefix in practice, and the child's answers to these ids
@@ -48,7 +51,28 @@ const LOGIN_COMPLETED_TIMEOUT: Duration = Duration::from_secs(5);
 /// broker is read again at most this often to see whether a new sign-in happened.
 pub const LATCH_RECHECK: Duration = Duration::from_secs(5);
 /// The JSON-RPC error code of the worker's refusals to the child.
-const BROKER_ERROR_CODE: i64 = -32000;
+const BROKER_ERROR_CODE: i32 = -32000;
+/// The child speaks the Codex dialect, without `"jsonrpc":"2.0"`.
+const CHILD_JSONRPC: bool = false;
+
+/// The tokens the worker hands the child: the params of its `chatgptAuthTokens` login
+/// (with `type`) and the result of its refresh requests (without).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ExternalTokens<'a> {
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    access_token: &'a str,
+    chatgpt_account_id: &'a str,
+    chatgpt_plan_type: Option<&'a str>,
+}
+
+/// `data` of the worker's refusals: the broker's stable reason.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AuthErrorData<'a> {
+    auth_error: &'a str,
+}
 
 /// What the worker needs to know about one line without parsing the rest of it.
 #[derive(Deserialize)]
@@ -218,13 +242,24 @@ pub async fn parent_to_child(
 /// Which of the notifications the worker's logins cause the parent's `initialize` opts
 /// out of (`capabilities.optOutNotificationMethods`).
 fn opted_out(line: &str) -> Vec<&'static str> {
-    let message: Value = serde_json::from_str(line).unwrap_or_default();
-    let list = message
-        .pointer("/params/capabilities/optOutNotificationMethods")
-        .and_then(Value::as_array);
+    #[derive(Deserialize, Default)]
+    struct InitializeParams {
+        #[serde(default)]
+        capabilities: Option<Capabilities>,
+    }
+    #[derive(Deserialize, Default)]
+    #[serde(rename_all = "camelCase")]
+    struct Capabilities {
+        #[serde(default)]
+        opt_out_notification_methods: Option<Vec<String>>,
+    }
+    let list = params_of::<InitializeParams>(line)
+        .capabilities
+        .and_then(|c| c.opt_out_notification_methods)
+        .unwrap_or_default();
     [LOGIN_COMPLETED, ACCOUNT_UPDATED]
         .into_iter()
-        .filter(|method| list.is_some_and(|l| l.iter().any(|m| m == method)))
+        .filter(|method| list.iter().any(|m| m == method))
         .collect()
 }
 
@@ -319,12 +354,12 @@ impl ChildToParent {
     async fn child_line(&mut self, line: String) {
         match classify(&line) {
             Kind::Request { id, method } if method == REFRESH => {
-                let id = id.get().to_owned();
-                let previous_account = serde_json::from_str::<Value>(&line).ok().and_then(|m| {
-                    m.pointer("/params/previousAccountId")?
-                        .as_str()
-                        .map(str::to_owned)
-                });
+                let Ok(id) = serde_json::from_str::<RequestId>(id.get()) else {
+                    // Not an id the protocol allows: the child would not match any answer.
+                    tracing::warn!("the child's refresh request has an unusable id; not answered");
+                    return;
+                };
+                let previous_account = params_of::<RefreshParams>(&line).previous_account_id;
                 tokio::spawn(answer_refresh(self.shared.clone(), id, previous_account));
             }
             Kind::Response { id, is_error } => {
@@ -361,21 +396,21 @@ impl ChildToParent {
             Kind::Notification { method }
                 if method == LOGIN_COMPLETED && self.suppress_completed > 0 =>
             {
-                let params = params_of(&line);
-                if params.get("loginId").is_some_and(|id| !id.is_null()) {
+                let params = params_of::<LoginCompleted>(&line);
+                if params.login_id.is_some() {
                     // A browser or device login the parent started: not ours.
                     self.forward(line).await;
                     return;
                 }
                 self.suppress_completed -= 1;
-                if params["success"] == true {
+                if params.success {
                     if !self.shared.opted_out_updated.load(Ordering::SeqCst) {
                         self.suppress_updated += 1;
                     }
                 } else {
                     tracing::warn!(
                         "the child's checks after the worker's login failed: {}",
-                        params["error"].as_str().unwrap_or("no reason given")
+                        params.error.as_deref().unwrap_or("no reason given")
                     );
                 }
                 if matches!(self.stage, Stage::AwaitingCompleted { .. }) {
@@ -385,7 +420,7 @@ impl ChildToParent {
             Kind::Notification { method }
                 if method == ACCOUNT_UPDATED && self.suppress_updated > 0 =>
             {
-                if params_of(&line)["authMode"] == EXTERNAL_MODE {
+                if params_of::<AccountUpdated>(&line).auth_mode.as_deref() == Some(EXTERNAL_MODE) {
                     self.suppress_updated -= 1;
                 } else {
                     self.forward(line).await;
@@ -440,17 +475,20 @@ impl ChildToParent {
         };
         self.next_id += 1;
         let id = format!("{WRAPPER_ID_PREFIX}{}", self.next_id);
-        let login = json!({
-            "id": id,
-            "method": LOGIN_START,
-            "params": {
-                "type": EXTERNAL_MODE,
-                "accessToken": credential.access_token.expose_secret(),
-                "chatgptAccountId": account,
-                "chatgptPlanType": credential.plan_type,
-            }
-        });
-        if self.shared.to_child_own.send(login.to_string()).is_err() {
+        let params = ExternalTokens {
+            kind: Some(EXTERNAL_MODE),
+            access_token: credential.access_token.expose_secret(),
+            chatgpt_account_id: &account,
+            chatgpt_plan_type: credential.plan_type.as_deref(),
+        };
+        let login = encode::request_with_id(
+            CHILD_JSONRPC,
+            &RequestId::Str(id.clone()),
+            LOGIN_START,
+            &params,
+        );
+        let sent = login.is_ok_and(|line| self.shared.to_child_own.send(line).is_ok());
+        if !sent {
             return self.owe_login().await;
         }
         self.stage = Stage::AwaitingResult {
@@ -475,11 +513,14 @@ impl ChildToParent {
             return;
         }
         if is_error {
-            let error = serde_json::from_str::<Value>(line).unwrap_or_default();
+            #[derive(Deserialize)]
+            struct Refused {
+                error: ErrorObject,
+            }
+            let error = serde_json::from_str::<Refused>(line).ok();
             let message = error
-                .pointer("/error/message")
-                .and_then(Value::as_str)
-                .unwrap_or("no message");
+                .as_ref()
+                .map_or("no message", |r| r.error.message.as_str());
             tracing::warn!("the child refused the worker's login: {message}");
             return self.owe_login().await;
         }
@@ -535,11 +576,47 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-fn params_of(line: &str) -> Value {
-    serde_json::from_str::<Value>(line)
+/// The `params` of a line the worker reads, as `T`; the default when they are missing or
+/// do not fit (the line is forwarded or dropped by the caller all the same).
+fn params_of<T: DeserializeOwned + Default>(line: &str) -> T {
+    #[derive(Deserialize)]
+    struct WithParams<T> {
+        #[serde(default = "Option::default")]
+        params: Option<T>,
+    }
+    serde_json::from_str::<WithParams<T>>(line)
         .ok()
-        .and_then(|mut m| m.get_mut("params").map(Value::take))
+        .and_then(|m| m.params)
         .unwrap_or_default()
+}
+
+/// What the worker reads of the child's `account/chatgptAuthTokens/refresh`.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RefreshParams {
+    #[serde(default)]
+    previous_account_id: Option<String>,
+}
+
+/// What the worker reads of `account/login/completed`: a `loginId` means a login the
+/// parent started, not the worker's.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct LoginCompleted {
+    #[serde(default)]
+    login_id: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    success: bool,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// What the worker reads of `account/updated`.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct AccountUpdated {
+    #[serde(default)]
+    auth_mode: Option<String>,
 }
 
 /// The account to name to the child: the broker's, else the token's claim, else the one
@@ -557,30 +634,34 @@ fn account_of(credential: &Credential, fallback: Option<&str>) -> Option<String>
         .or_else(|| fallback.map(str::to_owned))
 }
 
-/// Answers one `account/chatgptAuthTokens/refresh` from the child (`id` is its raw JSON).
-async fn answer_refresh(shared: Arc<Shared>, id: String, previous_account: Option<String>) {
+/// Answers one `account/chatgptAuthTokens/refresh` from the child.
+async fn answer_refresh(shared: Arc<Shared>, id: RequestId, previous_account: Option<String>) {
     let answer = match refresh(&shared, previous_account.as_deref()).await {
         Ok((credential, account)) => {
-            let result = json!({
-                "accessToken": credential.access_token.expose_secret(),
-                "chatgptAccountId": account,
-                "chatgptPlanType": credential.plan_type,
-            });
-            format!(r#"{{"id":{id},"result":{result}}}"#)
+            let result = ExternalTokens {
+                kind: None,
+                access_token: credential.access_token.expose_secret(),
+                chatgpt_account_id: &account,
+                chatgpt_plan_type: credential.plan_type.as_deref(),
+            };
+            encode::result(CHILD_JSONRPC, &id, &result)
+                .unwrap_or_else(|e| refusal(&id, &RpcError::internal(e.to_string())))
         }
         Err(e) => {
             tracing::warn!("answering the child's refresh request with an error: {e}");
-            let mut error = json!({
-                "code": BROKER_ERROR_CODE,
-                "message": format!("credential broker: {e}"),
-            });
+            let mut error = RpcError::new(BROKER_ERROR_CODE, format!("credential broker: {e}"));
             if let Some(name) = e.auth_error() {
-                error["data"] = json!({"authError": name});
+                let data = AuthErrorData { auth_error: name };
+                error = error.with_data(serde_json::to_value(data).unwrap_or_default());
             }
-            format!(r#"{{"id":{id},"error":{error}}}"#)
+            refusal(&id, &error)
         }
     };
     let _ = shared.to_child_own.send(answer);
+}
+
+fn refusal(id: &RequestId, error: &RpcError) -> String {
+    encode::error(CHILD_JSONRPC, Some(id), error)
 }
 
 async fn refresh(
@@ -677,6 +758,33 @@ mod tests {
         assert_eq!(
             with_experimental_api(r#"{"id":1,"method":"initialize"}"#),
             None
+        );
+    }
+
+    #[test]
+    fn what_the_worker_reads_comes_through_types_and_misfits_read_as_defaults() {
+        let done: LoginCompleted = params_of(
+            r#"{"method":"account/login/completed","params":{"loginId":null,"success":true,"error":null}}"#,
+        );
+        assert!(done.login_id.is_none() && done.success);
+        let theirs: LoginCompleted =
+            params_of(r#"{"method":"m","params":{"loginId":"l-1","success":false}}"#);
+        assert!(theirs.login_id.is_some() && !theirs.success);
+        let refresh: RefreshParams = params_of(
+            r#"{"id":1,"method":"m","params":{"reason":"unauthorized","previousAccountId":"ws-1"}}"#,
+        );
+        assert_eq!(refresh.previous_account_id.as_deref(), Some("ws-1"));
+        let misfit: RefreshParams = params_of(r#"{"id":1,"method":"m","params":[1]}"#);
+        assert_eq!(misfit.previous_account_id, None);
+        assert_eq!(
+            opted_out(
+                r#"{"id":1,"method":"initialize","params":{"capabilities":{"optOutNotificationMethods":["account/updated","x"]}}}"#
+            ),
+            [ACCOUNT_UPDATED]
+        );
+        assert!(
+            opted_out(r#"{"id":1,"method":"initialize","params":{"capabilities":null}}"#)
+                .is_empty()
         );
     }
 

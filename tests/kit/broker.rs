@@ -1,7 +1,12 @@
 //! `authbridge broker` as a child process: started on an ephemeral loopback port against
-//! the stand-in issuer, with its address read from the line it prints once it serves.
+//! the stand-in issuer, with its address read from the line it prints once it serves; and
+//! its two methods as typed requests for the library's own client (`rpc_client`), which
+//! is what the worker speaks to it with.
 
 use std::path::Path;
+
+use authbridge::rpc_client::ClientRequest;
+use serde::Deserialize;
 
 use super::client::Client;
 use super::issuer::MockIssuer;
@@ -95,4 +100,31 @@ impl PgBrokers {
     pub fn addrs(&self) -> Vec<String> {
         self.brokers.iter().map(|b| b.addr.clone()).collect()
     }
+}
+
+/// What a caller needs from the broker's answer to either method.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Issued {
+    pub access_token: String,
+    #[serde(default)]
+    pub generation: u64,
+}
+
+/// `credential/read`, params `{}`.
+pub struct CredentialRead;
+
+impl ClientRequest for CredentialRead {
+    const METHOD: &'static str = "credential/read";
+    type Params = serde_json::Value;
+    type Result = Issued;
+}
+
+/// `credential/refresh`, params `{"previousAccessToken": …}`.
+pub struct CredentialRefresh;
+
+impl ClientRequest for CredentialRefresh {
+    const METHOD: &'static str = "credential/refresh";
+    type Params = serde_json::Value;
+    type Result = Issued;
 }
