@@ -1,4 +1,5 @@
-//! `authbridge broker`: serves the one credential it owns to workers over authenticated
+//! `authbridge broker`, the serving half (beside the app-server's `server`): serves the
+//! one credential it owns to workers over authenticated
 //! WebSocket. The store is `$CODEX_HOME` (as the app-server's managed mode keeps it) or a
 //! PostgreSQL row several broker instances share.
 
@@ -8,10 +9,10 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::owner::{CredentialOwner, HomeOwner, PgOwner};
-use super::{ImportedCredential, PgStore, SealKey};
 use crate::api::{BrokerApi, broker_dispatcher};
 use crate::auth::storage::{self, TokenData};
+use crate::broker::owner::{CredentialOwner, HomeOwner, PgOwner};
+use crate::broker::{ImportedCredential, PgStore, SealKey};
 use crate::config::Config;
 use crate::login::IssuerClient;
 use crate::rpc::{ConnectionHooks, ConnectionId, ConnectionOptions, Dispatcher, serve_connection};
@@ -67,7 +68,7 @@ impl Broker {
         };
         let owner: Arc<dyn CredentialOwner> = match store {
             BrokerStore::Home => {
-                let (auth, _) = crate::server::managed_auth(&config).map_err(|e| e.to_string())?;
+                let (auth, _) = crate::wiring::managed_auth(&config).map_err(|e| e.to_string())?;
                 if let Some((path, doc)) = &imported {
                     let own = config.codex_home.join(storage::AUTH_FILE);
                     if !same_file(path, &own) {

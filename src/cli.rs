@@ -34,8 +34,8 @@ fn context(config: &Config) -> Result<Context, String> {
     let sink = Events::to(Arc::new(move |event| {
         let _ = tx.send(event);
     }));
-    let (auth, issuer) = crate::server::managed_auth_to(config, sink).map_err(|e| e.to_string())?;
-    let logins = crate::server::logins(config, &auth, issuer);
+    let (auth, issuer) = crate::wiring::managed_auth_to(config, sink).map_err(|e| e.to_string())?;
+    let logins = crate::wiring::logins(config, &auth, issuer);
     Ok(Context {
         auth,
         logins,

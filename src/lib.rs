@@ -17,6 +17,8 @@ mod backend;
 /// The credential broker's store. Public so its integration tests, which need a real
 /// PostgreSQL, can drive it directly.
 pub mod broker;
+/// `authbridge broker`: the credential served to workers over WebSocket.
+pub mod broker_server;
 /// The sign-in commands of the command line.
 pub mod cli;
 pub mod config;
@@ -35,12 +37,14 @@ mod server;
 mod transport;
 mod unpoisoned;
 mod vocabulary;
+mod wiring;
 /// `authbridge worker`: an app-server child logged in and refreshed from the credential
 /// broker, behind a pass-through of the parent's messages.
 pub mod worker;
 
 pub use config::{Config, ConfigError, default_codex_home};
-pub use server::{Server, StartError};
+pub use server::Server;
+pub use wiring::StartError;
 
 /// A JSON-RPC client on the engine the server runs on (ids never reused, a timeout per
 /// request, every waiter failed when the connection drops, a byte-bounded outbox), over

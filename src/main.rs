@@ -298,10 +298,11 @@ async fn broker(overrides: &[String], args: BrokerArgs) -> Result<(), String> {
              pass --ws-token-file PATH or --ws-token-sha256 HEX"
         ));
     }
-    let store = authbridge::broker::BrokerStore::parse(&args.store)?;
+    let store = authbridge::broker_server::BrokerStore::parse(&args.store)?;
     let config = Config::load(&default_codex_home(), overrides).map_err(|e| e.to_string())?;
     let broker = Arc::new(
-        authbridge::broker::Broker::start(config, store, args.import_auth_json.as_deref()).await?,
+        authbridge::broker_server::Broker::start(config, store, args.import_auth_json.as_deref())
+            .await?,
     );
     let listener = bind_listener(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;

@@ -177,7 +177,7 @@ impl Threads {
             id: id.clone(),
             owner,
             cwd,
-            created_at: crate::api::turns::unix_seconds(),
+            created_at: unix_seconds(),
             state: Mutex::new(Mutable {
                 model,
                 preview: String::new(),
@@ -216,6 +216,11 @@ impl Threads {
             t.cancel_running();
         }
     }
+}
+
+/// Now, in the Unix seconds the protocol's timestamps use.
+pub(super) fn unix_seconds() -> i64 {
+    (crate::rpc::peer::now_ms() / 1000) as i64
 }
 
 #[cfg(test)]

@@ -17,10 +17,6 @@ use crate::protocol::turns::{
 };
 use crate::rpc::RequestContext;
 
-pub(crate) fn unix_seconds() -> i64 {
-    (crate::rpc::peer::now_ms() / 1000) as i64
-}
-
 fn thread_view(t: &super::threads::ThreadState, originator: &str) -> Thread {
     Thread {
         id: t.id.clone(),

@@ -13,7 +13,6 @@ mod pg_store;
 mod refresh;
 mod row;
 mod seal;
-mod service;
 
 pub use crate::auth::grant::PROACTIVE_MARGIN;
 pub use crate::vocabulary::PermanentFailure;
@@ -24,4 +23,3 @@ pub use row::{
     CredentialRow, CredentialState, GrantOutcome, GrantTokens, ImportedCredential, Refreshed,
 };
 pub use seal::{KEY_FILE_ENV, KeyError, SealError, SealKey};
-pub use service::{Broker, BrokerStore};
