@@ -39,7 +39,7 @@ pub(crate) struct Connections {
 
 impl Connections {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ConnectionId, Entry>> {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+        crate::unpoisoned::lock(&self.entries)
     }
 
     /// Records a connection's session; false when it already has one.

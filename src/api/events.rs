@@ -115,7 +115,7 @@ impl Announcer {
         if in_request {
             return;
         }
-        let mut backlog = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
+        let mut backlog = crate::unpoisoned::lock(&self.backlog);
         if backlog.events.len() >= MAX_BACKLOG
             && matches!(event, AuthEvent::Changed(_))
             && matches!(backlog.events.back(), Some(AuthEvent::Changed(_)))
@@ -138,7 +138,7 @@ impl Announcer {
     async fn drain(self: Arc<Self>) {
         loop {
             let next = {
-                let mut backlog = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
+                let mut backlog = crate::unpoisoned::lock(&self.backlog);
                 match backlog.events.pop_front() {
                     Some(event) => event,
                     None => {

@@ -66,7 +66,7 @@ fn text_len(m: &Message) -> usize {
 
 impl ThreadState {
     fn lock(&self) -> MutexGuard<'_, Mutable> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::unpoisoned::lock(&self.state)
     }
 
     pub fn model(&self) -> String {
@@ -162,7 +162,7 @@ pub(crate) struct Threads {
 
 impl Threads {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<ThreadState>>> {
-        self.threads.lock().unwrap_or_else(|p| p.into_inner())
+        crate::unpoisoned::lock(&self.threads)
     }
 
     pub fn create(

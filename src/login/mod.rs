@@ -91,14 +91,10 @@ impl Logins {
     /// Makes `login_id` the pending sign-in, ending the one before it.
     fn begin(&self, login_id: &str) -> CancellationToken {
         let cancel = CancellationToken::new();
-        let previous = self
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .replace(Pending {
-                login_id: login_id.to_owned(),
-                cancel: cancel.clone(),
-            });
+        let previous = crate::unpoisoned::lock(&self.pending).replace(Pending {
+            login_id: login_id.to_owned(),
+            cancel: cancel.clone(),
+        });
         if let Some(previous) = previous {
             previous.cancel.cancel();
         }
@@ -106,7 +102,7 @@ impl Logins {
     }
 
     fn finish(&self, login_id: &str) {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = crate::unpoisoned::lock(&self.pending);
         if pending.as_ref().is_some_and(|p| p.login_id == login_id) {
             *pending = None;
         }
@@ -114,7 +110,7 @@ impl Logins {
 
     /// Ends the pending sign-in named `login_id`; false when it is not the pending one.
     pub fn cancel(&self, login_id: &str) -> bool {
-        let pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let pending = crate::unpoisoned::lock(&self.pending);
         match pending.as_ref() {
             Some(p) if p.login_id == login_id && !p.cancel.is_cancelled() => {
                 p.cancel.cancel();
@@ -126,12 +122,7 @@ impl Logins {
 
     /// Ends whatever sign-in is pending (logout, shutdown).
     pub fn cancel_all(&self) {
-        if let Some(p) = self
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
+        if let Some(p) = crate::unpoisoned::lock(&self.pending).as_ref() {
             p.cancel.cancel();
         }
     }

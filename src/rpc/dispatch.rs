@@ -70,15 +70,12 @@ pub(crate) struct AfterResponse(Arc<Mutex<Vec<BoxFuture<'static, ()>>>>);
 
 impl AfterResponse {
     pub fn push(&self, work: impl Future<Output = ()> + Send + 'static) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(work.boxed());
+        crate::unpoisoned::lock(&self.0).push(work.boxed());
     }
 
     /// Runs the queued work in order.
     pub async fn run(&self) {
-        let queued = std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()));
+        let queued = std::mem::take(&mut *crate::unpoisoned::lock(&self.0));
         for work in queued {
             work.await;
         }

@@ -49,7 +49,7 @@ impl Outbox {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+        crate::unpoisoned::lock(&self.queue)
     }
 
     /// Queues one line. A line longer than the bound is accepted when nothing else is

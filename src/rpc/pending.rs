@@ -81,7 +81,7 @@ impl PendingRequests {
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         // Single inserts and removals cannot leave the map inconsistent, so a poisoned lock
         // is still usable.
-        self.table.lock().unwrap_or_else(|p| p.into_inner())
+        crate::unpoisoned::lock(&self.table)
     }
 
     /// Allocates an id for a request about to be sent.
