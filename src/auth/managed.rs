@@ -31,7 +31,6 @@ use super::file_lock::{self, CODEX_COMMIT_LOCKS, FileLock, REFRESH_LOCK};
 use super::grant::{PROACTIVE_MARGIN, PermanentFailure, RefreshReason, Refreshed, TokenIssuer};
 use super::policy::Policy;
 use super::rotation::{self, Decision, Latch, LockFuture, Locked, Rotated, RotatingStore};
-use super::single_flight::Waited;
 use super::state::{AuthState, ChatgptCredentials, State};
 use super::storage::{
     self, AuthDocument, CredentialStore, DocumentMode, SecretText, StorageError, Stored, Swap,
@@ -149,21 +148,10 @@ impl ManagedRefresh {
         generation: u64,
         reason: RefreshReason,
     ) -> Result<ChatgptCredentials, AuthError> {
-        let mut generations = self.state.generations();
         let this = self.clone();
-        let start = move || this.refresh_managed(generation, reason);
-        match self
-            .state
-            .refreshes
-            .run(generation, &mut generations, start)
+        self.state
+            .refresh(generation, move || this.refresh_managed(generation, reason))
             .await
-        {
-            Waited::Done(outcome) => outcome,
-            Waited::Moved => self.state.lock().current(),
-            Waited::Crashed => Err(AuthError::RefreshUnavailable(
-                "the refresh task ended abnormally".into(),
-            )),
-        }
     }
 
     /// The refresh, as one task: see the module's doc.

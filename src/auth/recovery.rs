@@ -13,7 +13,6 @@ use super::error::AuthError;
 use super::events::AuthEvent;
 use super::external::{ChannelError, ExternalAuth, RefreshChannel, TokensError};
 use super::policy::Policy;
-use super::single_flight::Waited;
 use super::state::{AuthState, ChatgptCredentials};
 
 /// Asks the owner of external tokens for new ones.
@@ -39,23 +38,12 @@ impl ExternalRecovery {
             }
         };
         let generation = failed.generation;
-        let mut generations = self.state.generations();
         let this = self.clone();
-        let start = move || this.refresh_external(generation, owner, previous_account_id);
-        match self
-            .state
-            .refreshes
-            .run(generation, &mut generations, start)
+        self.state
+            .refresh(generation, move || {
+                this.refresh_external(generation, owner, previous_account_id)
+            })
             .await
-        {
-            Waited::Done(outcome) => outcome,
-            // Someone else changed the credentials meanwhile (a login, a logout, or this
-            // very refresh installing its answer): use whatever is current now.
-            Waited::Moved => self.state.lock().current(),
-            Waited::Crashed => Err(AuthError::RefreshUnavailable(
-                "the refresh task ended abnormally".into(),
-            )),
-        }
     }
 
     async fn refresh_external(

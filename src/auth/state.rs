@@ -15,7 +15,7 @@ use super::error::AuthError;
 use super::events::{AuthEvent, AuthStatus, Events, Mode};
 use super::external::ExternalAuth;
 use super::grant::PermanentFailure;
-use super::single_flight::SingleFlight;
+use super::single_flight::{SingleFlight, Waited};
 use super::storage::Stored;
 use crate::vocabulary::PlanType;
 
@@ -165,6 +165,31 @@ impl AuthState {
     pub fn bump(&self, state: &mut State) {
         state.generation += 1;
         self.generation.send_replace(state.generation);
+    }
+
+    /// Joins the refresh of `generation`'s credentials, or starts it with `start`. A
+    /// change of generation meanwhile (a login, a logout, or this very refresh installing
+    /// its answer) ends the wait with whatever is current then.
+    pub async fn refresh<Fut>(
+        &self,
+        generation: u64,
+        start: impl FnOnce() -> Fut,
+    ) -> Result<ChatgptCredentials, AuthError>
+    where
+        Fut: std::future::Future<Output = Result<ChatgptCredentials, AuthError>> + Send + 'static,
+    {
+        let mut generations = self.generations();
+        match self
+            .refreshes
+            .run(generation, &mut generations, start)
+            .await
+        {
+            Waited::Done(outcome) => outcome,
+            Waited::Moved => self.lock().current(),
+            Waited::Crashed => Err(AuthError::RefreshUnavailable(
+                "the refresh task ended abnormally".into(),
+            )),
+        }
     }
 
     /// A login or logout replaces the credentials: a refresh still running for the old
