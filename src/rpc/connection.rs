@@ -403,6 +403,10 @@ impl Conn {
         // refresh, a full outbox, an earlier sequential request) becomes a task from there.
         if futures::poll!(request.as_mut()).is_pending() {
             self.tracker.spawn(request);
+            // A client that does not read its answers (stdio waits for it) must not make
+            // the reader start work without end, each task holding its answer: the next
+            // request is taken once the answers fit again.
+            self.peer.outbox().room().await;
         }
     }
 }

@@ -131,6 +131,30 @@ impl Outbox {
         }
     }
 
+    /// Waits until the queue is at most half full (or gone). The reader waits here before
+    /// taking more work from a client that does not read its answers; half, not "below
+    /// the bound", so that the next answers fit rather than each finding the queue full.
+    pub async fn room(&self) {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let queue = self.lock();
+                if queue.bytes <= self.policy.max_outgoing_bytes / 2
+                    || queue.closed
+                    || self.abort.is_cancelled()
+                {
+                    return;
+                }
+            }
+            tokio::select! {
+                _ = room => {}
+                _ = self.abort.cancelled() => return,
+            }
+        }
+    }
+
     /// The writer handed `bytes` to the transport: that much room is free again.
     pub fn written(&self, bytes: usize) {
         let mut queue = self.lock();

@@ -503,3 +503,34 @@ async fn a_waiting_client_that_reads_slowly_loses_nothing() {
     }
     assert_eq!(floods, 2000);
 }
+
+/// A stdio client that writes requests without reading its answers is waited for, not
+/// buried in work: once its answers fill the outbox the reader takes no more requests, so
+/// none is refused as "overloaded" and every one is answered when it reads again.
+#[tokio::test]
+async fn a_client_that_stops_reading_gets_backpressure_not_overload() {
+    let mut c =
+        TestClient::start_with(Duration::from_secs(5), Backpressure::Wait, 4 * 1024, 512).await;
+    const N: u64 = 6000;
+    let mut write = c.write.take().unwrap();
+    let writer = tokio::spawn(async move {
+        for id in 1..=N {
+            let line = json!({"id": id, "method": "pending"}).to_string();
+            if write.send(line).await.is_err() {
+                break;
+            }
+        }
+        write
+    });
+    // Not reading for a while: the server's outbox fills, then the pipe.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut overloaded = 0;
+    for _ in 0..N {
+        let reply = c.recv().await;
+        if reply["error"]["code"] == connection::OVERLOADED {
+            overloaded += 1;
+        }
+    }
+    assert_eq!(overloaded, 0, "requests refused as overloaded");
+    let _write = writer.await.unwrap();
+}
