@@ -379,24 +379,11 @@ async fn an_unreachable_broker_warns_once_per_run_and_once_down_calls_fail_at_on
     let nothing = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("ws://{}", nothing.local_addr().unwrap());
     drop(nothing);
-    let child = binary().unwrap();
-    let backend_setting = backend.config_arg();
-    let args = [
-        "worker",
-        "--broker",
+    let (p, mut c) = kit::fleet::spawn_worker(
         &url,
-        "--",
-        child.to_str().unwrap(),
-        "app-server",
-        "-c",
-        &backend_setting,
-    ];
-    let mut p = Proc::spawn(
-        &args,
+        &backend,
         Options::default().log("warn,authbridge::worker=debug"),
     );
-    let (stdin, stdout) = p.pipes();
-    let mut c = Client::over_io(stdout, stdin);
     c.initialize("parent", false).await;
     // Five failed attempts: the pauses have grown past a second, the broker counts as down.
     let later = "cannot connect to the credential broker: ";

@@ -23,23 +23,29 @@ pub struct FleetReport {
 /// One worker around an authbridge app-server pointed at `backend`, served by `broker`
 /// (a `ws://` address without the scheme), initialized as an ordinary parent would.
 pub async fn worker(broker: &str, backend: &MockBackend, name: &str) -> (Proc, Client) {
+    let (p, mut c) = spawn_worker(&format!("ws://{broker}"), backend, Options::default());
+    c.initialize(name, false).await;
+    (p, c)
+}
+
+/// `authbridge worker --broker URL -- authbridge app-server` with the child pointed at
+/// `backend`, and a client on the worker's stdio (not yet initialized).
+pub fn spawn_worker(url: &str, backend: &MockBackend, options: Options) -> (Proc, Client) {
     let child = binary().unwrap();
-    let url = format!("ws://{broker}");
     let backend_setting = backend.config_arg();
     let args = [
         "worker",
         "--broker",
-        &url,
+        url,
         "--",
         child.to_str().unwrap(),
         "app-server",
         "-c",
         &backend_setting,
     ];
-    let mut p = Proc::spawn(&args, Options::default());
+    let mut p = Proc::spawn(&args, options);
     let (stdin, stdout) = p.pipes();
-    let mut c = Client::over_io(stdout, stdin);
-    c.initialize(name, false).await;
+    let c = Client::over_io(stdout, stdin);
     (p, c)
 }
 
