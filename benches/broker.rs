@@ -342,7 +342,7 @@ async fn open(addr: SocketAddr) -> Result<Ws, String> {
     let options = WsClientOptions {
         read_buffer_bytes: CLIENT_READ_BUFFER,
         connect_timeout: STEP,
-        ..WsClientOptions::default()
+        ..WsClientOptions::new(authbridge::net::Network::from_env().map_err(|e| e.to_string())?)
     };
     rpc_client::connect(&target, &options)
         .await

@@ -90,6 +90,7 @@ impl Broker {
             }
             BrokerStore::Postgres(url) => {
                 let issuer = IssuerClient::new(
+                    &config.network,
                     config.issuer.clone(),
                     config.backend_connect_timeout,
                     config.issuer_timeout,

@@ -34,6 +34,8 @@ pub enum ConfigError {
     Override(String),
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    #[error(transparent)]
+    Network(#[from] crate::net::NetworkError),
 }
 
 pub use crate::vocabulary::{CredentialsStore, ForcedLoginMethod};
@@ -169,6 +171,9 @@ pub struct Config {
     pub model: String,
     pub instructions: String,
     pub stream_idle_timeout: Duration,
+    /// The trusted roots and the proxies, from the environment: every outbound connection
+    /// is made with them.
+    pub network: crate::net::Network,
 }
 
 impl Config {
@@ -267,6 +272,7 @@ impl Config {
             Ok(Duration::from_millis(value))
         };
         Ok(Self {
+            network: crate::net::Network::from_env()?,
             codex_home,
             chatgpt_base_url,
             forced_workspace_ids,

@@ -27,6 +27,7 @@ pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
 mod login;
+pub mod net;
 #[cfg(test)]
 mod props;
 mod protocol;

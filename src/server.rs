@@ -37,6 +37,7 @@ impl Server {
                 connect_timeout: config.backend_connect_timeout,
                 timeout: config.backend_timeout,
                 max_body_bytes: config.max_backend_body_bytes,
+                network: config.network.clone(),
             },
             auth.clone(),
         )?;

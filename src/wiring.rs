@@ -68,6 +68,7 @@ pub(crate) fn managed_auth_to(
     ));
     seed_from_env(&store)?;
     let issuer = IssuerClient::new(
+        &config.network,
         config.issuer.clone(),
         config.backend_connect_timeout,
         config.issuer_timeout,

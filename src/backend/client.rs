@@ -119,6 +119,7 @@ pub(crate) struct BackendOptions {
     pub connect_timeout: Duration,
     pub timeout: Duration,
     pub max_body_bytes: usize,
+    pub network: crate::net::Network,
 }
 
 impl BackendClient {
@@ -129,7 +130,9 @@ impl BackendClient {
             .map(|u| u.scheme() == "http")
             .unwrap_or(false);
         let builder = || {
-            reqwest::Client::builder()
+            options
+                .network
+                .http()
                 .connect_timeout(options.connect_timeout)
                 .redirect(reqwest::redirect::Policy::none())
                 .https_only(!plain_http)
@@ -304,7 +307,12 @@ impl BackendClient {
     }
 }
 
+/// What a failed call met, without its URL (it may carry a query). A certificate failure is
+/// told as such, with its fix; a proxy's refusal is reqwest's own words for it.
 pub(crate) fn describe_transport_error(e: &reqwest::Error) -> String {
+    if let Some(tls) = crate::net::describe_failure(e) {
+        return format!("TLS: {tls}");
+    }
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {

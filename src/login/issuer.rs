@@ -142,11 +142,13 @@ pub(crate) struct IssuerClient {
 
 impl IssuerClient {
     pub fn new(
+        network: &crate::net::Network,
         endpoints: IssuerEndpoints,
         connect_timeout: Duration,
         timeout: Duration,
     ) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
+        let http = network
+            .http()
             .connect_timeout(connect_timeout)
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none())

@@ -1,4 +1,5 @@
-//! The client side of a WebSocket as a [`Link`], so the client role runs over it like the
+//! The client side of a WebSocket (`ws://` or `wss://`, direct or through the proxy) as a
+//! [`Link`], so the client role runs over it like the
 //! server role runs over an accepted session. (Its natural home is `transport/`, beside
 //! the server's session; it sits here while that module has another owner.)
 //!
@@ -20,12 +21,13 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::client::{Client, ClientOptions, Ignore};
+use crate::net::Network;
 use crate::transport::{Backpressure, Frame, Link, LinkPolicy};
 
 /// Where to connect, and the bearer token the upgrade needs there.
 #[derive(Clone)]
 pub struct WsTarget {
-    /// `ws://HOST:PORT[/PATH]`.
+    /// `ws://HOST:PORT[/PATH]` or `wss://…`.
     pub url: String,
     pub bearer: Option<SecretString>,
 }
@@ -52,11 +54,15 @@ pub struct WsClientOptions {
     pub connect_timeout: Duration,
     /// The engine's side of the connection.
     pub client: ClientOptions,
+    /// The roots and proxies the connection is made with (`wss://` and CONNECT tunnels).
+    pub network: Network,
 }
 
-impl Default for WsClientOptions {
-    fn default() -> Self {
+impl WsClientOptions {
+    /// The default bounds, over `network`.
+    pub fn new(network: Network) -> Self {
         Self {
+            network,
             max_message_bytes: 1 << 20,
             max_outgoing_bytes: 1 << 20,
             read_buffer_bytes: 16 * 1024,
@@ -69,7 +75,7 @@ impl Default for WsClientOptions {
 /// Why no connection came about. Never shows the request: it carries the bearer token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectError {
-    #[error("unsupported URL {0:?}: use ws://HOST:PORT")]
+    #[error("unsupported URL {0:?}: use ws://HOST:PORT or wss://HOST:PORT")]
     Unsupported(String),
     #[error("invalid URL {0:?}")]
     InvalidUrl(String),
@@ -97,7 +103,9 @@ pub async fn connect(target: &WsTarget, options: &WsClientOptions) -> Result<Cli
 }
 
 async fn link(target: &WsTarget, options: &WsClientOptions) -> Result<Link, ConnectError> {
-    if !target.url.starts_with("ws://") {
+    let url =
+        url::Url::parse(&target.url).map_err(|_| ConnectError::InvalidUrl(target.url.clone()))?;
+    if !matches!(url.scheme(), "ws" | "wss") {
         return Err(ConnectError::Unsupported(target.url.clone()));
     }
     let mut request = target
@@ -119,8 +127,14 @@ async fn link(target: &WsTarget, options: &WsClientOptions) -> Result<Link, Conn
         .max_write_buffer_size(options.max_outgoing_bytes.max(limit) + write_buffer + 64 * 1024)
         .max_message_size(Some(limit))
         .max_frame_size(Some(limit));
-    // Small requests must not wait for a delayed ACK: TCP_NODELAY.
-    let (socket, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+    // Direct or through the proxy, TLS for wss://, TCP_NODELAY either way (small requests
+    // must not wait for a delayed ACK).
+    let stream = options
+        .network
+        .connect(&url)
+        .await
+        .map_err(|e| ConnectError::Failed(e.to_string()))?;
+    let (socket, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
         .await
         .map_err(|e| match e {
             WsError::Http(response) => ConnectError::Refused(response.status()),
@@ -223,9 +237,12 @@ mod tests {
                 .then(|| json!({"jsonrpc": "2.0", "id": r["id"], "result": {"n": 1}}).to_string())
         })
         .await;
-        let client = connect(&target(url), &WsClientOptions::default())
-            .await
-            .unwrap();
+        let client = connect(
+            &target(url),
+            &WsClientOptions::new(Network::from_env().unwrap()),
+        )
+        .await
+        .unwrap();
         assert_eq!(
             client.request::<Ask>(&json!({"n": 1}), WAIT).await,
             Ok(Echo { n: 1 })
@@ -247,7 +264,7 @@ mod tests {
         .await;
         let options = WsClientOptions {
             max_message_bytes: 1024,
-            ..WsClientOptions::default()
+            ..WsClientOptions::new(Network::from_env().unwrap())
         };
         let client = connect(&target(url), &options).await.unwrap();
         assert_eq!(
@@ -261,7 +278,7 @@ mod tests {
     async fn only_ws_urls_are_taken_and_the_bearer_is_never_shown() {
         let e = connect(
             &target("http://127.0.0.1:1".into()),
-            &WsClientOptions::default(),
+            &WsClientOptions::new(Network::from_env().unwrap()),
         )
         .await
         .unwrap_err();

@@ -200,6 +200,8 @@ impl BrokerError {
 pub struct BrokerTarget {
     pub url: String,
     pub token: Option<SecretString>,
+    /// The roots and proxies the connection is made with.
+    pub network: crate::net::Network,
 }
 
 impl fmt::Debug for BrokerTarget {
@@ -307,6 +309,7 @@ async fn connection_task(target: BrokerTarget, link: watch::Sender<State>) {
             jsonrpc: true,
             ..ClientOptions::default()
         },
+        network: target.network.clone(),
     };
     let mut backoff = BACKOFF_MIN;
     // Whether the last attempt failed: only the first failure of a row is a warning.
@@ -400,6 +403,7 @@ mod tests {
         let t = BrokerTarget {
             url: "ws://127.0.0.1:1".into(),
             token: Some("bearer-secret".into()),
+            network: crate::net::Network::from_env().unwrap(),
         };
         assert!(!format!("{t:?}").contains("bearer-secret"));
     }

@@ -39,7 +39,7 @@ const DRAIN_WAIT: Duration = Duration::from_secs(2);
 
 /// What `authbridge worker` was given.
 pub struct WorkerOptions {
-    /// `ws://HOST:PORT` of the broker.
+    /// `ws://HOST:PORT` or `wss://HOST:PORT` of the broker.
     pub broker: String,
     /// A file holding the broker's bearer token (trimmed).
     pub broker_token_file: Option<PathBuf>,
@@ -68,11 +68,12 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> Result<
         broker_token_file,
         command,
     } = options;
-    if !broker.starts_with("ws://") {
+    if !(broker.starts_with("ws://") || broker.starts_with("wss://")) {
         return Err(format!(
-            "unsupported --broker {broker:?}: use ws://HOST:PORT"
+            "unsupported --broker {broker:?}: use ws://HOST:PORT or wss://HOST:PORT"
         ));
     }
+    let network = crate::net::Network::from_env().map_err(|e| e.to_string())?;
     let token = broker_token_file.as_ref().map(read_token).transpose()?;
     let (program, args) = command
         .split_first()
@@ -88,7 +89,11 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> Result<
     let child_stdin = child.stdin.take().expect("piped stdin");
     let child_stdout = child.stdout.take().expect("piped stdout");
 
-    let broker = BrokerClient::start(BrokerTarget { url: broker, token });
+    let broker = BrokerClient::start(BrokerTarget {
+        url: broker,
+        token,
+        network,
+    });
     let (to_child, to_child_rx) = mpsc::channel(QUEUE);
     let (to_child_own, to_child_own_rx) = mpsc::unbounded_channel();
     let (to_parent, to_parent_rx) = mpsc::channel(QUEUE);

@@ -18,6 +18,7 @@ pub mod home;
 pub mod inproc;
 pub mod issuer;
 pub mod jwt;
+pub mod pki;
 pub mod postgres;
 pub mod process;
 pub mod race;

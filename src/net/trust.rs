@@ -1,0 +1,263 @@
+//! Which certificate authorities every outbound TLS connection trusts: the operating
+//! system's store, plus the bundle an enterprise names in `CODEX_CA_CERTIFICATE` (or, when
+//! that is unset or empty, `SSL_CERT_FILE`), the names and order Codex reads, so one
+//! environment serves both programs.
+//!
+//! A named bundle that cannot be used stops start-up: trusting less than the operator asked
+//! for would only surface later as certificate failures far from their cause.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::RootCertStore;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use super::NetworkError;
+
+/// The variables naming an extra bundle, in the order they are read.
+pub const BUNDLE_VARIABLES: [&str; 2] = ["CODEX_CA_CERTIFICATE", "SSL_CERT_FILE"];
+
+/// The roots in effect and where they came from (for `login status` and the logs).
+#[derive(Clone)]
+pub struct Trust {
+    roots: Arc<RootCertStore>,
+    system: Source,
+    bundle: Option<(&'static str, Source)>,
+}
+
+/// One file of certificates and how many of them were usable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub path: PathBuf,
+    pub certificates: usize,
+}
+
+impl Trust {
+    /// Reads the system store and the bundle the environment names.
+    pub fn from_env() -> Result<Self, NetworkError> {
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        let bundle = BUNDLE_VARIABLES
+            .iter()
+            .find_map(|name| var(name).map(|path| (*name, PathBuf::from(path))));
+        Self::load(system_bundle().as_deref(), bundle)
+    }
+
+    /// The roots of `system` (when the platform has a bundle file) and `bundle`, a file named
+    /// by the variable given with it.
+    pub fn load(
+        system: Option<&Path>,
+        bundle: Option<(&'static str, PathBuf)>,
+    ) -> Result<Self, NetworkError> {
+        let mut roots = RootCertStore::empty();
+        let system = match system {
+            Some(path) => Source {
+                path: path.to_owned(),
+                // A broken system store is the platform's business; what loads is used.
+                certificates: read_pem(path)
+                    .map(|certs| roots.add_parsable_certificates(certs).0)
+                    .unwrap_or(0),
+            },
+            None => Source {
+                path: PathBuf::new(),
+                certificates: native_roots(&mut roots),
+            },
+        };
+        let bundle = match bundle {
+            Some((variable, path)) => {
+                let certs = read_pem(&path).map_err(|reason| NetworkError::Bundle {
+                    variable,
+                    path: path.clone(),
+                    reason,
+                })?;
+                // Often the system bundle itself (SSL_CERT_FILE pointing at it): its roots
+                // are in already, and holding them twice only costs memory.
+                let same = system.certificates > 0 && same_file(&path, &system.path);
+                let (added, _) = if same {
+                    let (parsable, ignored) =
+                        RootCertStore::empty().add_parsable_certificates(certs);
+                    (parsable, ignored)
+                } else {
+                    roots.add_parsable_certificates(certs)
+                };
+                if added == 0 {
+                    return Err(NetworkError::Bundle {
+                        variable,
+                        path,
+                        reason: "it holds no usable certificate".into(),
+                    });
+                }
+                Some((
+                    variable,
+                    Source {
+                        path,
+                        certificates: added,
+                    },
+                ))
+            }
+            None => None,
+        };
+        if roots.is_empty() {
+            tracing::warn!(
+                "no trusted root certificates: the system has none and no bundle is named; \
+                 every TLS connection will fail (set CODEX_CA_CERTIFICATE)"
+            );
+        }
+        Ok(Self {
+            roots: Arc::new(roots),
+            system,
+            bundle,
+        })
+    }
+
+    pub fn roots(&self) -> Arc<RootCertStore> {
+        self.roots.clone()
+    }
+
+    pub fn system(&self) -> &Source {
+        &self.system
+    }
+
+    /// The variable that named the extra bundle, and the bundle.
+    pub fn bundle(&self) -> Option<(&'static str, &Source)> {
+        self.bundle.as_ref().map(|(v, s)| (*v, s))
+    }
+
+    /// One line for people: which roots are trusted.
+    pub fn describe(&self) -> String {
+        let system = if self.system.path.as_os_str().is_empty() {
+            format!("system store ({} certificates)", self.system.certificates)
+        } else {
+            format!(
+                "system store {} ({} certificates)",
+                self.system.path.display(),
+                self.system.certificates
+            )
+        };
+        match &self.bundle {
+            Some((variable, source)) => format!(
+                "{system} plus {variable}={} ({} certificates)",
+                source.path.display(),
+                source.certificates
+            ),
+            None => system,
+        }
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Reads every certificate of a PEM file; other PEM sections (a key) are skipped.
+pub fn read_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_owned(),
+        _ => format!("it cannot be read ({e})"),
+    })?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("it is not valid PEM ({e})"))?;
+    if certs.is_empty() {
+        return Err("it holds no certificate".into());
+    }
+    Ok(certs)
+}
+
+/// Where this platform keeps its bundle of trusted roots. Read directly rather than through
+/// `rustls-native-certs`, which replaces the system store with `SSL_CERT_FILE` when that is
+/// set, whereas here the variable adds to it.
+#[cfg(all(unix, not(target_os = "macos")))]
+fn system_bundle() -> Option<PathBuf> {
+    // Debian and Ubuntu, Fedora and RHEL, openSUSE, Alpine and the BSDs, in that order.
+    const CANDIDATES: [&str; 6] = [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/ca-bundle.pem",
+        "/etc/ssl/cert.pem",
+        "/usr/local/share/certs/ca-root-nss.crt",
+    ];
+    CANDIDATES
+        .iter()
+        .map(PathBuf::from)
+        .find(|path| path.is_file())
+}
+
+#[cfg(not(all(unix, not(target_os = "macos"))))]
+fn system_bundle() -> Option<PathBuf> {
+    None
+}
+
+/// The platform's store where it is not a file (Keychain, the Windows store).
+#[cfg(not(all(unix, not(target_os = "macos"))))]
+fn native_roots(roots: &mut RootCertStore) -> usize {
+    let loaded = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(loaded.certs).0
+}
+
+#[cfg(all(unix, not(target_os = "macos")))]
+fn native_roots(_: &mut RootCertStore) -> usize {
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle_error(contents: &[u8]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bundle.pem");
+        std::fs::write(&path, contents).unwrap();
+        match Trust::load(None, Some(("CODEX_CA_CERTIFICATE", path.clone()))) {
+            Ok(_) => panic!("a bad bundle was accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_bundle_that_cannot_be_used_is_refused_naming_the_variable_and_the_file() {
+        let missing = Trust::load(
+            None,
+            Some(("SSL_CERT_FILE", PathBuf::from("no-such-dir/bundle.pem"))),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(missing.contains("SSL_CERT_FILE"), "{missing}");
+        assert!(missing.contains("no-such-dir/bundle.pem"), "{missing}");
+        assert!(missing.contains("no such file"), "{missing}");
+
+        let empty = bundle_error(b"just some text\n");
+        assert!(empty.contains("CODEX_CA_CERTIFICATE"), "{empty}");
+        assert!(empty.contains("holds no certificate"), "{empty}");
+
+        let garbage = bundle_error(
+            b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+        );
+        assert!(garbage.contains("no usable certificate"), "{garbage}");
+    }
+
+    #[test]
+    fn a_bundle_adds_to_the_system_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.test".into()]).unwrap();
+        let path = dir.path().join("bundle.pem");
+        std::fs::write(&path, ca.cert.pem()).unwrap();
+        let system = Trust::load(system_bundle().as_deref(), None).unwrap();
+        let both = Trust::load(
+            system_bundle().as_deref(),
+            Some(("CODEX_CA_CERTIFICATE", path.clone())),
+        )
+        .unwrap();
+        assert_eq!(both.roots().len(), system.roots().len() + 1);
+        assert_eq!(both.bundle().unwrap().1.certificates, 1);
+        assert!(
+            both.describe()
+                .contains(&format!("CODEX_CA_CERTIFICATE={}", path.display()))
+        );
+    }
+}
