@@ -12,14 +12,15 @@ pub fn describe_failure(error: &(dyn std::error::Error + 'static)) -> Option<Str
         if let Some(tls) = e.downcast_ref::<TlsError>() {
             return Some(describe(tls));
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && let Some(tls) = io
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<TlsError>())
+        // An I/O error's `source` skips the error it wraps: look inside it instead (hyper
+        // nests them two deep).
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
         {
-            return Some(describe(tls));
-        }
-        next = e.source();
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     None
 }
@@ -53,8 +54,9 @@ mod tests {
 
     #[test]
     fn an_unknown_authority_names_the_variable_that_fixes_it_through_an_io_error() {
-        let wrapped = std::io::Error::other(TlsError::InvalidCertificate(
-            CertificateError::UnknownIssuer,
+        let wrapped = std::io::Error::other(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            TlsError::InvalidCertificate(CertificateError::UnknownIssuer),
         ));
         let message = describe_failure(&wrapped).unwrap();
         assert!(message.contains("unknown authority"), "{message}");

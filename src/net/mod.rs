@@ -44,7 +44,7 @@ pub struct Network {
 
 struct Inner {
     trust: Trust,
-    proxies: Proxies,
+    proxies: Arc<Proxies>,
     tls: Arc<ClientConfig>,
 }
 
@@ -68,7 +68,7 @@ impl Network {
         Self {
             inner: Arc::new(Inner {
                 trust,
-                proxies,
+                proxies: Arc::new(proxies),
                 tls,
             }),
         }
@@ -88,13 +88,15 @@ impl Network {
         self.inner.tls.clone()
     }
 
-    /// An HTTP client builder with these roots and the proxy variables. Every HTTP client of
-    /// the program starts here. reqwest reads the proxy variables through the same matcher as
-    /// [`Proxies`], so the two cannot disagree.
+    /// An HTTP client builder with these roots and these proxies (reqwest's own reading of
+    /// the environment is off). Every HTTP client of the program starts here.
     pub fn http(&self) -> reqwest::ClientBuilder {
         let mut tls = (*self.inner.tls).clone();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        reqwest::Client::builder().use_preconfigured_tls(tls)
+        reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .no_proxy()
+            .proxy(self.inner.proxies.reqwest())
     }
 
     /// For `login status` and the logs: the roots and the proxies in effect, no secret.

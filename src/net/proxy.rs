@@ -1,12 +1,14 @@
 //! The proxy variables, read as curl reads them (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`,
-//! `NO_PROXY`, either case) by hyper-util's matcher, the one reqwest uses for the HTTP
-//! paths, so the WebSocket path cannot pick another proxy than the HTTP calls do.
+//! `NO_PROXY`, either case; `NO_PROXY` with domains and CIDR blocks through hyper-util's
+//! matcher). Read once: reqwest is handed the same choice instead of reading the variables
+//! itself, so the WebSocket path cannot pick another proxy than the HTTP calls do.
 //!
 //! Each value is checked at start-up: an unusable proxy would otherwise be skipped without
 //! a word and the connection go direct, which a company's network refuses later, far from
 //! the cause. Values are never shown with their credentials.
 
 use hyper_util::client::proxy::matcher::{Intercept, Matcher};
+use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use super::NetworkError;
@@ -22,37 +24,57 @@ const VARIABLES: [[&str; 2]; 4] = [
 /// The proxies in effect.
 pub struct Proxies {
     matcher: Matcher,
+    /// The proxy URLs as given (credentials included), for reqwest, which takes the
+    /// credentials from the URL: by scheme of the destination.
+    http: Option<SecretString>,
+    https: Option<SecretString>,
     /// Each variable in effect with its value as shown (no credentials).
     shown: Vec<(&'static str, String)>,
 }
 
 impl Proxies {
     pub fn from_env() -> Result<Self, NetworkError> {
-        Self::read(|name| std::env::var(name).ok())
+        Self::from_vars(|name| std::env::var(name).ok())
     }
 
-    /// Reads the variables through `var`, and builds the same matcher from the environment
-    /// (hyper-util reads only the process environment).
-    fn read(var: impl Fn(&str) -> Option<String>) -> Result<Self, NetworkError> {
+    /// Reads the variables through `var` (the environment, or a test's own values).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, NetworkError> {
         let mut shown = Vec::new();
-        for pair in VARIABLES {
-            let Some((name, value)) = pair
-                .iter()
-                .find_map(|name| var(name).map(|value| (*name, value)))
-            else {
+        let mut values: [Option<String>; 4] = Default::default();
+        for (slot, pair) in values.iter_mut().zip(VARIABLES) {
+            let Some((name, value)) = pair.iter().find_map(|name| {
+                var(name)
+                    .filter(|v| !v.trim().is_empty())
+                    .map(|value| (*name, value.trim().to_owned()))
+            }) else {
                 continue;
             };
-            if value.trim().is_empty() {
-                continue;
-            }
             if name.eq_ignore_ascii_case("NO_PROXY") {
-                shown.push((name, value.trim().to_owned()));
+                shown.push((name, value.clone()));
+                *slot = Some(value);
             } else {
-                shown.push((name, check(name, &value)?));
+                let (url, show) = check(name, &value)?;
+                shown.push((name, show));
+                *slot = Some(url);
             }
         }
+        let [https, http, all, no] = values;
+        let http = http.or_else(|| all.clone());
+        let https = https.or(all);
+        let mut builder = Matcher::builder();
+        if let Some(url) = &http {
+            builder = builder.http(url.clone());
+        }
+        if let Some(url) = &https {
+            builder = builder.https(url.clone());
+        }
+        if let Some(no) = no {
+            builder = builder.no(no);
+        }
         Ok(Self {
-            matcher: Matcher::from_env(),
+            matcher: builder.build(),
+            http: http.map(SecretString::from),
+            https: https.map(SecretString::from),
             shown,
         })
     }
@@ -71,6 +93,20 @@ impl Proxies {
         self.matcher.intercept(&uri)
     }
 
+    /// The same choice for reqwest, which is told the proxy URL with its credentials (it
+    /// sends them as `Proxy-Authorization`, and never shows them).
+    pub(super) fn reqwest(self: &std::sync::Arc<Self>) -> reqwest::Proxy {
+        let proxies = self.clone();
+        reqwest::Proxy::custom(move |url| {
+            proxies.for_url(url)?;
+            let raw = match url.scheme() {
+                "https" => proxies.https.as_ref(),
+                _ => proxies.http.as_ref(),
+            }?;
+            Url::parse(raw.expose_secret()).ok()
+        })
+    }
+
     /// One line for people: which proxy variables are in effect.
     pub fn describe(&self) -> String {
         if self.shown.is_empty() {
@@ -86,7 +122,7 @@ impl Proxies {
 
 /// The value as shown, once it is known to be a proxy this program can use: an `http://`
 /// (or `https://`) URL with a host. A bare `host:port` is an `http://` proxy, as for curl.
-fn check(name: &'static str, value: &str) -> Result<String, NetworkError> {
+fn check(name: &'static str, value: &str) -> Result<(String, String), NetworkError> {
     let value = value.trim();
     let with_scheme = if value.contains("://") {
         value.to_owned()
@@ -118,7 +154,7 @@ fn check(name: &'static str, value: &str) -> Result<String, NetworkError> {
     if credentials {
         shown.push_str(" (with credentials)");
     }
-    Ok(shown)
+    Ok((url.into(), shown))
 }
 
 #[cfg(test)]
@@ -127,12 +163,53 @@ mod tests {
 
     #[test]
     fn a_proxy_is_shown_without_its_credentials() {
-        let shown = check("HTTPS_PROXY", "http://alice:s3cr3t-pw@proxy.test:3128").unwrap();
+        let (url, shown) = check("HTTPS_PROXY", "http://alice:s3cr3t-pw@proxy.test:3128").unwrap();
         assert_eq!(shown, "http://proxy.test:3128 (with credentials)");
+        assert!(url.contains("alice:s3cr3t-pw@"), "reqwest needs them");
         assert_eq!(
-            check("ALL_PROXY", "proxy.test:8080").unwrap(),
+            check("ALL_PROXY", "proxy.test:8080").unwrap().1,
             "http://proxy.test:8080"
         );
+        let p = proxies(&[("HTTPS_PROXY", "http://alice:s3cr3t-pw@proxy.test:3128")]);
+        assert!(!p.describe().contains("s3cr3t"), "{}", p.describe());
+    }
+
+    fn proxies(vars: &[(&str, &str)]) -> Proxies {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Proxies::from_vars(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+            .unwrap()
+    }
+
+    fn via(p: &Proxies, url: &str) -> Option<String> {
+        p.for_url(&Url::parse(url).unwrap())
+            .map(|i| i.uri().to_string())
+    }
+
+    #[test]
+    fn each_destination_takes_its_scheme_s_proxy_and_no_proxy_wins() {
+        let p = proxies(&[
+            ("https_proxy", "http://secure.test:3128"),
+            ("HTTP_PROXY", "http://plain.test:8080"),
+            ("NO_PROXY", "internal.test,10.0.0.0/8"),
+        ]);
+        let secure = Some("http://secure.test:3128/");
+        assert_eq!(via(&p, "https://chatgpt.com/x").as_deref(), secure);
+        assert_eq!(via(&p, "wss://broker.example:443").as_deref(), secure);
+        assert_eq!(
+            via(&p, "ws://broker.example:80").as_deref(),
+            Some("http://plain.test:8080/")
+        );
+        assert_eq!(via(&p, "https://api.internal.test/"), None);
+        assert_eq!(via(&p, "wss://10.1.2.3:9000/"), None);
+        let all = proxies(&[("ALL_PROXY", "http://every.test:1")]);
+        assert_eq!(
+            via(&all, "ws://x.test/").as_deref(),
+            Some("http://every.test:1/")
+        );
+        assert!(proxies(&[]).describe().contains("direct"));
     }
 
     #[test]

@@ -34,7 +34,7 @@ struct MockState {
 }
 
 pub struct MockBackend {
-    addr: SocketAddr,
+    pub addr: SocketAddr,
     state: Arc<MockState>,
     server: tokio::task::JoinHandle<()>,
 }

@@ -78,7 +78,7 @@ struct IssuerState {
 }
 
 pub struct MockIssuer {
-    addr: SocketAddr,
+    pub addr: SocketAddr,
     state: Arc<IssuerState>,
     server: tokio::task::JoinHandle<()>,
 }

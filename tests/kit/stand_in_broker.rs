@@ -57,7 +57,7 @@ struct State {
 }
 
 pub struct StandInBroker {
-    addr: SocketAddr,
+    pub addr: SocketAddr,
     state: Arc<State>,
     server: tokio::task::JoinHandle<()>,
 }
