@@ -3,7 +3,10 @@
 //! 1. latency from the mock handing a delta to its HTTP server to the client reading the
 //!    `item/agentMessage/delta` it became (server in process, over an in-memory pipe);
 //! 2. throughput: 200 turns at once (on 200 threads of one stdio connection to the built
-//!    binary), each streaming 1,000 deltas: deltas per second and the server's memory.
+//!    binary), each streaming 1,000 deltas: deltas per second and the server's memory;
+//! 3. the network's cost: a turn's first delta (`turn/start` sent → first delta read) with
+//!    the built binary reaching the backend directly over plain HTTP, and through a CONNECT
+//!    proxy and TLS (a private root, the kit's TLS front), in one run.
 //!
 //! Figures are printed; nothing is asserted on time.
 //!
@@ -37,6 +40,7 @@ fn main() {
         let mut rows = vec![vec!["Figure".to_owned(), "Measured".to_owned()]];
         rows.extend(latency(latency_deltas).await);
         rows.extend(throughput(turns, deltas_per_turn).await);
+        rows.extend(through_the_proxy(if quick { 20 } else { 100 }).await);
         print_rows(&rows);
     });
 }
@@ -170,4 +174,64 @@ async fn throughput(turns: usize, deltas: usize) -> Vec<Vec<String>> {
             format!("{} / {} / {}", mib(idle), mib(Some(peak_rss)), mib(hwm)),
         ],
     ]
+}
+
+/// First-delta latency of `turns` turns in a row, direct and through the proxy with TLS.
+async fn through_the_proxy(turns: usize) -> Vec<Vec<String>> {
+    let direct = first_deltas(turns, false).await;
+    let proxied = first_deltas(turns, true).await;
+    let (d, p) = (pct(&direct, 0.50), pct(&proxied, 0.50));
+    vec![
+        vec![
+            format!("Turn's first delta, direct plain HTTP, p50 ({turns} turns)"),
+            us(d),
+        ],
+        vec![
+            "Turn's first delta through the CONNECT proxy and TLS, p50".into(),
+            format!("{} ({:.2}x direct)", us(p), p as f64 / d.max(1) as f64),
+        ],
+    ]
+}
+
+async fn first_deltas(turns: usize, via_proxy: bool) -> Vec<u64> {
+    use kit::connect_proxy::ConnectProxy;
+    use kit::pki::Authority;
+    use kit::tls_front::TlsFront;
+    let backend = MockBackend::start().await;
+    let good = token("ws-1", "plus", "a@example.com", "bench");
+    backend.allow(&good);
+    let dir = tempfile::tempdir().unwrap();
+    let authority = Authority::new("Bench Root");
+    let ca = authority.write(dir.path(), "root.pem");
+    let front = TlsFront::start(&authority.issue(&["backend.test"]), backend.addr).await;
+    let proxy = ConnectProxy::start("bench", "bench-password").await;
+    proxy.route("backend.test:443", front.addr);
+    let options = if via_proxy {
+        Options::default()
+            .base_url("https://backend.test/backend-api/")
+            .env("CODEX_CA_CERTIFICATE", ca.to_str().unwrap())
+            .env("HTTPS_PROXY", &proxy.url())
+    } else {
+        Options::default().backend(&backend)
+    };
+    let (_p, mut c) = Proc::initialized(options, "bench", true).await;
+    c.login_tokens(&good, "ws-1", None).await;
+    let mut ns = Vec::with_capacity(turns);
+    for _ in 0..turns {
+        let thread = c.start_thread(json!({})).await;
+        backend.script(Script::Answer {
+            deltas: words(3, "d"),
+            pause: Duration::ZERO,
+        });
+        let sent = Instant::now();
+        c.start_turn(&thread, "go").await;
+        c.wait_for("the first delta", |m| {
+            m["method"] == "item/agentMessage/delta"
+        })
+        .await;
+        ns.push(c.arrived().saturating_duration_since(sent).as_nanos() as u64);
+        c.turn_events(&thread).await;
+    }
+    ns.sort_unstable();
+    ns
 }

@@ -58,6 +58,8 @@ pub(crate) fn managed_auth_to(
         workspaces: config.forced_workspace_ids.clone(),
         login_method: config.forced_login_method,
     };
+    let (roots, proxies) = config.network.describe();
+    tracing::info!(%roots, %proxies, "outbound connections");
     let warnings = events.clone();
     let store = Arc::new(CredentialStore::new(
         &config.codex_home,

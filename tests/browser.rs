@@ -115,7 +115,7 @@ async fn chromium_signs_in_and_is_left_on_a_success_page_with_no_secret_in_its_u
     let updated = c.notification("account/updated").await;
     assert_eq!(
         updated["params"],
-        json!({"authMode": "chatgpt", "planType": "plus"})
+        json!({"authMode": "chatgpt", "planType": "plus", "reason": null})
     );
 
     let stored = auth_json(p.home.path()).expect("auth.json written");

@@ -122,7 +122,7 @@ async fn browser_sign_in_from_authorize_url_to_stored_credential() {
     let updated = c.notification(UPDATED).await;
     assert_eq!(
         updated["params"],
-        json!({"authMode": "chatgpt", "planType": "plus"})
+        json!({"authMode": "chatgpt", "planType": "plus", "reason": null})
     );
     let account = c.account().await;
     assert_eq!(account["account"]["email"], "user@example.com");
@@ -408,7 +408,7 @@ async fn device_code_sign_in_polls_until_approved_and_stores_no_api_key() {
     assert_eq!(done["success"], true, "{done}");
     assert_eq!(
         c.notification(UPDATED).await["params"],
-        json!({"authMode": "chatgpt", "planType": "plus"})
+        json!({"authMode": "chatgpt", "planType": "plus", "reason": null})
     );
     let stored = auth_json(p.home.path()).unwrap();
     assert_eq!(stored["OPENAI_API_KEY"], Value::Null);
@@ -495,7 +495,7 @@ async fn logout_revokes_the_refresh_token_and_a_new_sign_in_revokes_the_old_one(
     issuer.revoke_status(500);
     assert_eq!(
         c.logout().await["params"],
-        json!({"authMode": null, "planType": null})
+        json!({"authMode": null, "planType": null, "reason": null})
     );
     assert_eq!(issuer.revoked().last(), Some(&second));
     assert_eq!(auth_json(p.home.path()), None);

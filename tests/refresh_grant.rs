@@ -151,7 +151,7 @@ async fn each_permanent_failure_latches_and_later_calls_make_no_request() {
         let updated = c.notification("account/updated").await;
         assert_eq!(
             updated["params"],
-            json!({"authMode": null, "planType": null})
+            json!({"authMode": null, "planType": null, "reason": null})
         );
         let account = c.account().await;
         assert_eq!(account["account"], Value::Null, "{code}");
@@ -192,7 +192,7 @@ async fn a_latched_credential_recovers_when_another_process_signs_in() {
     let updated = c.notification("account/updated").await;
     assert_eq!(
         updated["params"],
-        json!({"authMode": "chatgpt", "planType": "pro"})
+        json!({"authMode": "chatgpt", "planType": "pro", "reason": null})
     );
     assert_eq!(c.account().await["account"]["email"], "new@example.com");
     assert_eq!(s.issuer.refreshes().len(), 1);
@@ -209,7 +209,7 @@ async fn a_sign_out_by_another_process_is_noticed() {
     let updated = c.notification("account/updated").await;
     assert_eq!(
         updated["params"],
-        json!({"authMode": null, "planType": null})
+        json!({"authMode": null, "planType": null, "reason": null})
     );
 }
 

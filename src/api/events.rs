@@ -36,6 +36,7 @@ pub(crate) fn account_updated(status: AuthStatus) -> AccountUpdatedNotification 
             Mode::ChatgptAuthTokens => AuthMode::ChatgptAuthTokens,
         }),
         plan_type: status.plan,
+        reason: None,
     }
 }
 

@@ -57,6 +57,7 @@ fn from_status(status: StatusCode, body: &str, message: &str) -> TurnError {
     let info = match status.as_u16() {
         429 if body.contains("usage_limit_reached") => CodexErrorInfo::UsageLimitExceeded,
         429 => CodexErrorInfo::RateLimitExceeded,
+        400 if body.contains("\"bio_policy\"") => CodexErrorInfo::BioPolicy,
         400 => CodexErrorInfo::BadRequest,
         code => CodexErrorInfo::ResponseStreamConnectionFailed {
             http_status_code: Some(code),
@@ -85,6 +86,7 @@ pub(super) fn from_failed(f: &FailedError) -> TurnError {
         Some("insufficient_quota" | "usage_not_included") => CodexErrorInfo::UsageLimitExceeded,
         Some("rate_limit_exceeded") => CodexErrorInfo::RateLimitExceeded,
         Some("server_is_overloaded" | "slow_down") => CodexErrorInfo::ServerOverloaded,
+        Some("bio_policy") => CodexErrorInfo::BioPolicy,
         _ => CodexErrorInfo::Other,
     };
     let message: String = f
@@ -115,6 +117,16 @@ mod tests {
             from_status(StatusCode::from_u16(code).unwrap(), body, "m").codex_error_info
         };
         assert_eq!(s(429, "{}"), Some(CodexErrorInfo::RateLimitExceeded));
+        assert_eq!(
+            s(400, r#"{"error":{"code":"bio_policy"}}"#),
+            Some(CodexErrorInfo::BioPolicy)
+        );
+        assert_eq!(s(400, "{}"), Some(CodexErrorInfo::BadRequest));
+        let bio = from_failed(&FailedError {
+            code: Some("bio_policy".into()),
+            message: None,
+        });
+        assert_eq!(bio.codex_error_info, Some(CodexErrorInfo::BioPolicy));
         assert_eq!(
             s(429, r#"{"error":{"type":"usage_limit_reached"}}"#),
             Some(CodexErrorInfo::UsageLimitExceeded)

@@ -205,6 +205,17 @@ pub struct AccountLoginCompletedNotification {
 pub struct AccountUpdatedNotification {
     pub auth_mode: Option<AuthMode>,
     pub plan_type: Option<PlanType>,
+    /// Always on the wire since Codex 0.171 (`null` on login and logout): 0.171's clients
+    /// read it, 0.169's ignore it.
+    pub reason: Option<AccountUpdateReason>,
+}
+
+/// Why an `account/updated` was sent, beyond a login or a logout (Codex 0.171).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum AccountUpdateReason {
+    WorkspaceRoutingReady,
+    Unknown,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

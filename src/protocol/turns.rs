@@ -186,6 +186,8 @@ pub enum CodexErrorInfo {
         #[serde(rename = "httpStatusCode")]
         http_status_code: Option<u16>,
     },
+    /// The request was refused under the biological-risk policy (Codex 0.171).
+    BioPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]

@@ -48,9 +48,10 @@ pub fn chatgpt_account(email: &str, plan: &str, user_id: Option<&str>) -> Value 
     })
 }
 
-/// The params of `account/updated`: the auth mode and the plan (`None`: null).
+/// The params of `account/updated`: the auth mode and the plan (`None`: null), and the
+/// `reason` 0.171 always carries (null for logins and logouts).
 pub fn account_updated(auth_mode: Option<&str>, plan: Option<&str>) -> Value {
-    json!({"authMode": auth_mode, "planType": plan})
+    json!({"authMode": auth_mode, "planType": plan, "reason": null})
 }
 
 /// The code of a JSON-RPC error object.

@@ -1,8 +1,9 @@
-//! Every message the server sends in these tests is checked against the official schema in
-//! the shared reference (never copied into the project). The location comes from
-//! `AUTHBRIDGE_REFERENCE_SCHEMA`, else the reference beside the repository; when neither
-//! exists the check is skipped with a note on stderr, and when the variable is set but
-//! wrong, the tests fail.
+//! Every message the server sends in these tests is checked against the official schemas in
+//! the shared reference (never copied into the project): Codex 0.169's and 0.171's, each
+//! message against both, since clients of either version must read it. The location comes
+//! from `AUTHBRIDGE_REFERENCE_SCHEMA` (one directory), else the references beside the
+//! repository; when none exists the check is skipped with a note on stderr, and when the
+//! variable is set but wrong, the tests fail.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -20,7 +21,10 @@ pub struct Reference {
     pub dir: PathBuf,
 }
 
-pub fn reference_dir() -> Option<PathBuf> {
+/// The reference versions, oldest first.
+pub const VERSIONS: [&str; 2] = ["codex-0.169-schema", "codex-0.171-schema"];
+
+pub fn reference_dirs() -> Vec<PathBuf> {
     if let Some(dir) = std::env::var_os("AUTHBRIDGE_REFERENCE_SCHEMA") {
         let dir = PathBuf::from(dir);
         assert!(
@@ -28,14 +32,22 @@ pub fn reference_dir() -> Option<PathBuf> {
             "AUTHBRIDGE_REFERENCE_SCHEMA={} holds no schema",
             dir.display()
         );
-        return Some(dir);
+        return vec![dir];
     }
-    let beside =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/codex-0.169-schema");
-    beside
-        .join("JSONRPCMessage.json")
-        .exists()
-        .then_some(beside)
+    VERSIONS
+        .iter()
+        .map(|v| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../shared/reference")
+                .join(v)
+        })
+        .filter(|dir| dir.join("JSONRPCMessage.json").exists())
+        .collect()
+}
+
+/// The oldest reference found (the one whose request list clients are held to).
+pub fn reference_dir() -> Option<PathBuf> {
+    reference_dirs().into_iter().next()
 }
 
 fn load(dir: &std::path::Path, file: &str) -> jsonschema::Validator {
@@ -44,41 +56,73 @@ fn load(dir: &std::path::Path, file: &str) -> jsonschema::Validator {
     jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{file}: {e}"))
 }
 
-pub fn reference() -> Option<&'static Reference> {
-    static REF: OnceLock<Option<Reference>> = OnceLock::new();
+/// Every reference found, oldest first.
+pub fn references() -> &'static [Reference] {
+    static REF: OnceLock<Vec<Reference>> = OnceLock::new();
     REF.get_or_init(|| {
-        let Some(dir) = reference_dir() else {
+        let dirs = reference_dirs();
+        if dirs.is_empty() {
             eprintln!("note: reference schema not found; conformance checks skipped");
-            return None;
-        };
-        let responses = [
-            ("initialize", "v1/InitializeResponse.json"),
-            ("account/login/start", "v2/LoginAccountResponse.json"),
-            ("account/login/cancel", "v2/CancelLoginAccountResponse.json"),
-            ("account/logout", "v2/LogoutAccountResponse.json"),
-            ("account/read", "v2/GetAccountResponse.json"),
-            (
-                "account/rateLimits/read",
-                "v2/GetAccountRateLimitsResponse.json",
-            ),
-            ("thread/start", "v2/ThreadStartResponse.json"),
-            ("turn/start", "v2/TurnStartResponse.json"),
-            ("turn/interrupt", "v2/TurnInterruptResponse.json"),
-        ]
+        }
+        dirs.into_iter().map(load_reference).collect()
+    })
+}
+
+/// The oldest reference, when there is one.
+pub fn reference() -> Option<&'static Reference> {
+    references().first()
+}
+
+fn load_reference(dir: PathBuf) -> Reference {
+    let mut responses = vec![
+        ("initialize", "v1/InitializeResponse.json"),
+        ("account/login/start", "v2/LoginAccountResponse.json"),
+        ("account/login/cancel", "v2/CancelLoginAccountResponse.json"),
+        ("account/logout", "v2/LogoutAccountResponse.json"),
+        ("account/read", "v2/GetAccountResponse.json"),
+        (
+            "account/rateLimits/read",
+            "v2/GetAccountRateLimitsResponse.json",
+        ),
+        ("thread/start", "v2/ThreadStartResponse.json"),
+        ("turn/start", "v2/TurnStartResponse.json"),
+        ("turn/interrupt", "v2/TurnInterruptResponse.json"),
+    ];
+    // 0.171's subset also holds the answers to the reads clients send at start-up.
+    for extra in [
+        (
+            "configRequirements/read",
+            "v2/ConfigRequirementsReadResponse.json",
+        ),
+        ("config/read", "v2/ConfigReadResponse.json"),
+        ("model/list", "v2/ModelListResponse.json"),
+        ("modelProvider/list", "v2/ModelProviderListResponse.json"),
+        (
+            "account/securitySetup/read",
+            "v2/GetAccountSecuritySetupResponse.json",
+        ),
+        (
+            "account/workspaceMessages/read",
+            "v2/GetWorkspaceMessagesResponse.json",
+        ),
+    ] {
+        if dir.join(extra.1).exists() {
+            responses.push(extra);
+        }
+    }
+    let responses = responses
         .into_iter()
         .map(|(m, f)| (m, load(&dir, f)))
         .collect();
-        Some(Reference {
-            message: load(&dir, "JSONRPCMessage.json"),
-            notification: load(&dir, "ServerNotification.json"),
-            server_request: load(&dir, "ServerRequest.json"),
-            error: load(&dir, "JSONRPCError.json"),
-            error_object: load(&dir, "JSONRPCErrorError.json"),
-            responses,
-            dir,
-        })
-    })
-    .as_ref()
+    Reference {
+        message: load(&dir, "JSONRPCMessage.json"),
+        notification: load(&dir, "ServerNotification.json"),
+        server_request: load(&dir, "ServerRequest.json"),
+        error: load(&dir, "JSONRPCError.json"),
+        error_object: load(&dir, "JSONRPCErrorError.json"),
+        responses,
+        dir,
+    }
 }
 
 fn assert_valid(v: &jsonschema::Validator, what: &str, instance: &Value) {
@@ -92,28 +136,41 @@ fn assert_valid(v: &jsonschema::Validator, what: &str, instance: &Value) {
     );
 }
 
-/// Checks one message from the server. `method` is the method of the request a response
-/// answers, when known.
+/// Checks one message from the server against every reference. `method` is the method of
+/// the request a response answers, when known.
 pub fn check(method: Option<&str>, msg: &Value) {
-    let Some(r) = reference() else { return };
+    for r in references() {
+        check_against(r, method, msg);
+    }
+}
+
+fn check_against(r: &Reference, method: Option<&str>, msg: &Value) {
+    let version = r
+        .dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("reference");
+    let what = |kind: &str| format!("{kind} ({version})");
     if msg.get("id") == Some(&Value::Null) {
         // JSON-RPC 2.0 answers unreadable input with `id: null`; the reference schema has no
         // such message (its server stays silent), so only the error object is compared.
-        assert_valid(&r.error_object, "error object", &msg["error"]);
+        assert_valid(&r.error_object, &what("error object"), &msg["error"]);
         return;
     }
-    assert_valid(&r.message, "message", msg);
+    assert_valid(&r.message, &what("message"), msg);
     let has_id = msg.get("id").is_some();
     match (msg.get("method"), has_id) {
         (Some(_), false) => {
             // The reference's list is closed: an unknown method fails here.
-            assert_valid(&r.notification, "notification", msg);
+            assert_valid(&r.notification, &what("notification"), msg);
         }
-        (Some(_), true) => assert_valid(&r.server_request, "server request", msg),
-        (None, _) if msg.get("error").is_some() => assert_valid(&r.error, "error response", msg),
+        (Some(_), true) => assert_valid(&r.server_request, &what("server request"), msg),
+        (None, _) if msg.get("error").is_some() => {
+            assert_valid(&r.error, &what("error response"), msg)
+        }
         (None, _) => {
             if let Some(v) = method.and_then(|m| r.responses.get(m)) {
-                assert_valid(v, method.unwrap(), &msg["result"]);
+                assert_valid(v, &what(method.unwrap()), &msg["result"]);
             }
         }
     }
