@@ -83,6 +83,7 @@ pub async fn login(
             login_id,
             verification_url,
             user_code,
+            verification_url_complete,
         } => {
             let _ = writeln!(
                 out,
@@ -90,6 +91,9 @@ pub async fn login(
                  (expires in {} minutes):\n\n    {user_code}\n",
                 config.device_code_timeout.as_secs().div_ceil(60)
             );
+            if let Some(complete) = verification_url_complete {
+                let _ = writeln!(out, "Or open {complete}, which has the code filled in.\n");
+            }
             login_id
         }
     };

@@ -398,6 +398,10 @@ async fn device_code_sign_in_polls_until_approved_and_stores_no_api_key() {
         r["verificationUrl"],
         format!("{}/codex/device", issuer.url())
     );
+    assert!(
+        r.get("verificationUrlComplete").is_none(),
+        "absent when the issuer sends none: {r}"
+    );
     // Pending while the user has not entered the code (interval "0" is clamped to 1 s).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let polls = issuer.count("/api/accounts/deviceauth/token");
@@ -423,6 +427,26 @@ async fn device_code_sign_in_polls_until_approved_and_stores_no_api_key() {
         serde_json::from_str::<Value>(&usercode.body).unwrap(),
         json!({"client_id": "app_EMoamEEZ73f0CkXaXp7hrann"})
     );
+}
+
+#[tokio::test]
+async fn the_issuer_s_complete_verification_url_is_passed_on_when_it_is_a_web_page() {
+    let issuer = MockIssuer::start().await;
+    let (_p, mut c) = server(&issuer, Options::default()).await;
+    let complete = "https://auth.example.com/codex/device?user_code=ABCD-1234";
+    issuer.send_complete_url(complete);
+    let r = c
+        .ok("account/login/start", json!({"type": "chatgptDeviceCode"}))
+        .await;
+    assert_eq!(r["verificationUrlComplete"], complete, "{r}");
+    c.ok("account/login/cancel", json!({"loginId": r["loginId"]}))
+        .await;
+    // Anything a client should not open is dropped, not passed on.
+    issuer.send_complete_url("javascript:alert(1)");
+    let r = c
+        .ok("account/login/start", json!({"type": "chatgptDeviceCode"}))
+        .await;
+    assert!(r.get("verificationUrlComplete").is_none(), "{r}");
 }
 
 #[tokio::test]

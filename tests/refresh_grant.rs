@@ -141,6 +141,10 @@ async fn each_permanent_failure_latches_and_later_calls_make_no_request() {
         (400, "refresh_token_expired", "refreshTokenExpired"),
         (400, "refresh_token_invalidated", "refreshTokenInvalidated"),
         (401, "something_else", "refreshTokenRejected"),
+        // The other terminal codes, latched whatever the status they come with.
+        (400, "app_session_expired", "refreshTokenExpired"),
+        (400, "invalid_refresh_token", "refreshTokenRejected"),
+        (403, "invalid_grant", "refreshTokenRejected"),
     ] {
         let s = setup(3600).await;
         let (_p, mut c) = server(&s, s.home.path()).await;
@@ -211,6 +215,18 @@ async fn a_sign_out_by_another_process_is_noticed() {
         updated["params"],
         json!({"authMode": null, "planType": null, "reason": null})
     );
+}
+
+#[tokio::test]
+async fn an_unknown_400_is_transient_and_latches_nothing() {
+    let s = setup(3600).await;
+    let (_p, mut c) = server(&s, s.home.path()).await;
+    s.issuer.expire_access();
+    s.issuer.fail_next_refresh(400, "some_new_condition");
+    let r = rate_limits(&mut c).await;
+    assert_eq!(r["error"]["data"]["authError"], "refreshUnavailable", "{r}");
+    assert_eq!(c.account().await["account"]["type"], "chatgpt");
+    c.assert_no_account_notifications().await;
 }
 
 #[tokio::test]

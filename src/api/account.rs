@@ -71,10 +71,12 @@ fn started(s: Started) -> LoginAccountResponse {
             login_id,
             verification_url,
             user_code,
+            verification_url_complete,
         } => LoginAccountResponse::ChatgptDeviceCode {
             login_id,
             verification_url,
             user_code,
+            verification_url_complete,
         },
     }
 }

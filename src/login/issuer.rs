@@ -110,6 +110,9 @@ pub(crate) struct UserCode {
     pub user_code: String,
     /// How long to wait between polls, at least a second.
     pub interval: Duration,
+    /// The page with the code filled in, passed on when it is a plain https (or loopback
+    /// http) URL of printable characters.
+    pub verification_url_complete: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -119,6 +122,9 @@ struct UserCodeAnswer {
     user_code: String,
     #[serde(default)]
     interval: Option<Value>,
+    /// The verification page with the code filled in, when the issuer sends one.
+    #[serde(default, alias = "verification_url_complete")]
+    verification_uri_complete: Option<String>,
 }
 
 /// What polling yields once the user approved: an authorization code with the PKCE pair
@@ -330,6 +336,9 @@ impl IssuerClient {
             device_auth_id: answer.device_auth_id,
             user_code: answer.user_code,
             interval: Duration::from_secs(seconds.clamp(1, 60)),
+            verification_url_complete: answer
+                .verification_uri_complete
+                .filter(|url| presentable_url(url)),
         })
     }
 
@@ -380,6 +389,24 @@ pub(crate) fn status_error(what: &'static str, status: StatusCode, body: &[u8]) 
         status,
         detail,
         code: code.map(|c| printable(&c, 80).to_ascii_lowercase()),
+    }
+}
+
+/// Whether a URL from the issuer may be handed to the client to open: https, or http to a
+/// loopback stand-in, at most 2 KiB, no control characters.
+fn presentable_url(text: &str) -> bool {
+    if text.len() > 2048 || text.chars().any(char::is_control) {
+        return false;
+    }
+    match url::Url::parse(text) {
+        Ok(url) if url.scheme() == "https" => true,
+        Ok(url) if url.scheme() == "http" => {
+            matches!(
+                url.host(),
+                Some(url::Host::Ipv4(ip)) if ip.is_loopback()
+            ) || url.host_str() == Some("localhost")
+        }
+        _ => false,
     }
 }
 

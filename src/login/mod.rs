@@ -57,6 +57,7 @@ pub(crate) enum Started {
         login_id: String,
         verification_url: String,
         user_code: String,
+        verification_url_complete: Option<String>,
     },
 }
 
@@ -195,6 +196,7 @@ impl Logins {
             login_id: login_id.clone(),
             verification_url: self.issuer.endpoints().device_verification_url(),
             user_code: code.user_code.clone(),
+            verification_url_complete: code.verification_url_complete.clone(),
         };
         tracing::info!(login_id, "device code sign-in started");
         let limit = self.settings.device_timeout;

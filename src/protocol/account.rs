@@ -101,6 +101,10 @@ pub enum LoginAccountResponse {
         login_id: String,
         verification_url: String,
         user_code: String,
+        /// The issuer's page with the code filled in, when it sends one (openai/codex
+        /// #40129 asks Codex for it); absent otherwise.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        verification_url_complete: Option<String>,
     },
     ChatgptAuthTokens,
 }

@@ -20,12 +20,15 @@ pub enum PermanentFailure {
 }
 
 impl PermanentFailure {
-    /// The code the issuer sends for it, if any (case-insensitive on the wire).
+    /// The failure a terminal code of the issuer means, if it is one (case-insensitive on
+    /// the wire), whatever the HTTP status it came with. The codes without a word of their
+    /// own (an OAuth `invalid_grant`, an invalid token) are a plain rejection.
     pub fn from_code(code: &str) -> Option<Self> {
         match code {
-            "refresh_token_expired" => Some(Self::Expired),
+            "refresh_token_expired" | "app_session_expired" => Some(Self::Expired),
             "refresh_token_reused" => Some(Self::Reused),
             "refresh_token_invalidated" => Some(Self::Invalidated),
+            "invalid_refresh_token" | "invalid_grant" => Some(Self::Rejected),
             _ => None,
         }
     }

@@ -53,6 +53,8 @@ struct IssuerState {
     spent_refresh: Mutex<Vec<String>>,
     counter: Mutex<u64>,
     device_enabled: Mutex<bool>,
+    /// `verification_uri_complete` of the device-code answer, when set.
+    complete_url: Mutex<Option<String>>,
     device_approved: Mutex<bool>,
     /// The issuer sends the user back with this `error` (and description) instead of a code.
     deny: Mutex<Option<(String, String)>>,
@@ -305,8 +307,12 @@ async fn usercode(State(state): State<Arc<IssuerState>>, uri: Uri, body: Bytes) 
     if !*state.device_enabled.lock().unwrap() {
         return (StatusCode::NOT_FOUND, "Not Found").into_response();
     }
-    axum::Json(json!({"device_auth_id": "dev-auth-1", "usercode": "ABCD-1234", "interval": "0"}))
-        .into_response()
+    let mut answer =
+        json!({"device_auth_id": "dev-auth-1", "usercode": "ABCD-1234", "interval": "0"});
+    if let Some(url) = state.complete_url.lock().unwrap().clone() {
+        answer["verification_uri_complete"] = json!(url);
+    }
+    axum::Json(answer).into_response()
 }
 
 async fn device_token(State(state): State<Arc<IssuerState>>, uri: Uri, body: Bytes) -> Response {
@@ -375,6 +381,11 @@ impl MockIssuer {
             plan: plan.into(),
             email: email.into(),
         });
+    }
+
+    /// The device-code answer carries `verification_uri_complete = url` from now on.
+    pub fn send_complete_url(&self, url: &str) {
+        *self.state.complete_url.lock().unwrap() = Some(url.to_owned());
     }
 
     pub fn disable_device_code(&self) {
