@@ -12,6 +12,7 @@ mod events;
 mod initialize;
 mod rate_limits;
 mod refresh_channel;
+mod startup_reads;
 mod threads;
 mod turn_failure;
 mod turn_run;
@@ -169,5 +170,13 @@ pub(crate) fn dispatcher(api: Arc<Api>) -> Dispatcher {
     method!(t, ThreadStart, turns::thread_start);
     method!(t, TurnStart, turns::turn_start);
     method!(t, TurnInterrupt, turns::turn_interrupt);
+    method!(
+        t,
+        ConfigRequirementsRead,
+        startup_reads::config_requirements
+    );
+    method!(t, ConfigRead, startup_reads::config);
+    method!(t, ModelList, startup_reads::models);
+    method!(t, ModelProviderList, startup_reads::providers);
     t.dispatcher
 }

@@ -12,6 +12,7 @@ use super::account::*;
 use super::credential::*;
 use super::initialize::*;
 use super::rate_limits::*;
+use super::startup::*;
 use super::turns::*;
 
 /// How the connection schedules a method.
@@ -83,6 +84,11 @@ declare! { app_server:
     ThreadStart => "thread/start", Concurrent, ThreadStartParams => ThreadStartResponse;
     TurnStart => "turn/start", Concurrent, TurnStartParams => TurnStartResponse;
     TurnInterrupt => "turn/interrupt", Concurrent, TurnInterruptParams => TurnInterruptResponse;
+    /// The reads Codex 0.171's clients send at start-up, answered from the configuration.
+    ConfigRequirementsRead => "configRequirements/read", Concurrent, ConfigRequirementsReadParams => ConfigRequirementsReadResponse;
+    ConfigRead => "config/read", Concurrent, ConfigReadParams => ConfigReadResponse;
+    ModelList => "model/list", Concurrent, ModelListParams => ModelListResponse;
+    ModelProviderList => "modelProvider/list", Concurrent, ModelProviderListParams => ModelProviderListResponse;
 }
 
 declare! { broker:

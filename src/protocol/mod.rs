@@ -7,6 +7,7 @@ pub(crate) mod decode;
 pub mod initialize;
 mod object;
 pub mod rate_limits;
+pub mod startup;
 pub mod turns;
 
 /// The methods, each declared once (name, params, result, scheduling), and the names of

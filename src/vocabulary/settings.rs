@@ -1,10 +1,11 @@
 //! The two settings both the configuration and the auth state speak of: who may sign in,
 //! and where a managed credential is kept.
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 /// Who may sign in, as the Codex config spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ForcedLoginMethod {
     Chatgpt,
@@ -12,7 +13,7 @@ pub enum ForcedLoginMethod {
 }
 
 /// Where a managed credential is kept (`cli_auth_credentials_store`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CredentialsStore {
     /// `$CODEX_HOME/auth.json`.

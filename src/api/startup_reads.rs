@@ -1,0 +1,97 @@
+//! `configRequirements/read`, `config/read`, `model/list` and `modelProvider/list`: answered
+//! from the validated configuration, so a client's start-up sees the settings authbridge
+//! actually applies. Nothing here calls the backend.
+
+use std::collections::BTreeMap;
+
+use super::error::ApiError;
+use super::{Api, RequestContext};
+use crate::protocol::startup::*;
+
+/// The one provider authbridge serves: OpenAI's, through ChatGPT or an API key.
+const PROVIDER_ID: &str = "openai";
+
+pub(super) async fn config_requirements(
+    _api: &Api,
+    _ctx: &RequestContext,
+    _p: ConfigRequirementsReadParams,
+) -> Result<ConfigRequirementsReadResponse, ApiError> {
+    // No managed requirements file is read yet: none apply.
+    Ok(ConfigRequirementsReadResponse { requirements: None })
+}
+
+pub(super) async fn config(
+    api: &Api,
+    _ctx: &RequestContext,
+    _p: ConfigReadParams,
+) -> Result<ConfigReadResponse, ApiError> {
+    let config = &api.config;
+    let workspaces = config.forced_workspace_ids.clone().map(|mut ids| {
+        if ids.len() == 1 {
+            WorkspaceIds::One(ids.remove(0))
+        } else {
+            WorkspaceIds::Many(ids)
+        }
+    });
+    Ok(ConfigReadResponse {
+        config: EffectiveConfig {
+            model: config.model.clone(),
+            model_provider: PROVIDER_ID.into(),
+            forced_login_method: config.forced_login_method,
+            forced_chatgpt_workspace_id: workspaces,
+            instructions: config.instructions.clone(),
+        },
+        origins: BTreeMap::new(),
+    })
+}
+
+pub(super) async fn models(
+    api: &Api,
+    _ctx: &RequestContext,
+    p: ModelListParams,
+) -> Result<ModelListResponse, ApiError> {
+    // Another provider has no models here; a cursor past the one page is the end.
+    let data = if p
+        .model_provider
+        .as_deref()
+        .is_some_and(|id| id != PROVIDER_ID)
+        || p.cursor.is_some()
+        || p.limit == Some(0)
+    {
+        vec![]
+    } else {
+        let model = api.config.model.clone();
+        vec![Model {
+            id: model.clone(),
+            model: model.clone(),
+            display_name: model,
+            description: "The model configured for new threads".into(),
+            hidden: false,
+            is_default: true,
+            default_reasoning_effort: "medium".into(),
+            supported_reasoning_efforts: vec![],
+        }]
+    };
+    Ok(ModelListResponse {
+        data,
+        next_cursor: None,
+    })
+}
+
+pub(super) async fn providers(
+    api: &Api,
+    _ctx: &RequestContext,
+    _p: ModelProviderListParams,
+) -> Result<ModelProviderListResponse, ApiError> {
+    Ok(ModelProviderListResponse {
+        can_change_default: false,
+        data: vec![ModelProviderSummary {
+            id: PROVIDER_ID.into(),
+            name: "OpenAI".into(),
+            base_url: Some(api.config.chatgpt_base_url.clone()),
+            can_edit: false,
+            settings: ProviderSettings::Openai,
+        }],
+        default_provider_id: PROVIDER_ID.into(),
+    })
+}
