@@ -3,7 +3,8 @@
 
 mod kit;
 
-use kit::{Options, Proc};
+use kit::jwt::token;
+use kit::{MockBackend, Options, Proc};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -50,4 +51,53 @@ async fn several_workspaces_read_back_as_a_list() {
         json!(["ws-a", "ws-b"])
     );
     assert_eq!(r["config"]["forced_login_method"], Value::Null);
+}
+
+#[tokio::test]
+async fn the_security_reminder_comes_through_the_401_loop_and_none_reads_as_null() {
+    let backend = MockBackend::start().await;
+    let old = token("ws-1", "plus", "a@example.com", "old");
+    let new = token("ws-1", "plus", "a@example.com", "new");
+    backend.allow_uses(&old, 0);
+    backend.allow(&new);
+    let (_p, mut c) = Proc::initialized(
+        Options::default().backend(&backend),
+        "codex-0.171-client",
+        true,
+    )
+    .await;
+    c.login_tokens(&old, "ws-1", Some("plus")).await;
+
+    let notice = json!({"accountId": "ws-1", "userId": "user-1", "title": "Turn on MFA",
+        "description": "Protect your account", "action": {"label": "Set up", "url": "https://chatgpt.com/security"}});
+    backend.security_notice(Some(notice.clone()));
+    let id = c.request("account/securitySetup/read", None);
+    // The old token is refused: the parent is asked for new tokens, then the read retried.
+    let refresh = c.server_request("account/chatgptAuthTokens/refresh").await;
+    c.respond(
+        &refresh["id"],
+        json!({"accessToken": new, "chatgptAccountId": "ws-1", "chatgptPlanType": "plus"}),
+    );
+    let r = c.response(&id).await;
+    assert_eq!(r["result"], json!({"notice": notice}), "{r}");
+    assert_eq!(
+        backend.calls_with("/backend-api/wham/security-setup", &new),
+        1
+    );
+
+    backend.security_notice(None);
+    let r = c.ok("account/securitySetup/read", Value::Null).await;
+    assert_eq!(r, json!({"notice": null}));
+    let r = c.ok("account/workspaceMessages/read", Value::Null).await;
+    assert_eq!(r, json!({"featureEnabled": false, "messages": []}));
+}
+
+#[tokio::test]
+async fn the_security_reminder_needs_a_chatgpt_sign_in() {
+    let (_p, mut c) = Proc::initialized(Options::default(), "codex-0.171-client", true).await;
+    let e = c.err("account/securitySetup/read", Value::Null).await;
+    assert!(
+        kit::client::message(&e).contains("authentication required"),
+        "{e}"
+    );
 }

@@ -99,6 +99,15 @@ impl Api {
             .session(ctx.peer.id())
             .ok_or(ApiError::NotInitialized)
     }
+
+    /// Who a backend call is made for: the calling client's user agent and name.
+    pub fn caller(&self, ctx: &RequestContext) -> Result<crate::backend::Caller, ApiError> {
+        let session = self.session(ctx)?;
+        Ok(crate::backend::Caller {
+            user_agent: session.user_agent.clone(),
+            originator: session.client_name.clone(),
+        })
+    }
 }
 
 /// Absent params read as `{}`, so a method whose fields are all optional accepts a bare
@@ -178,5 +187,11 @@ pub(crate) fn dispatcher(api: Arc<Api>) -> Dispatcher {
     method!(t, ConfigRead, startup_reads::config);
     method!(t, ModelList, startup_reads::models);
     method!(t, ModelProviderList, startup_reads::providers);
+    method!(t, AccountSecuritySetupRead, startup_reads::security_setup);
+    method!(
+        t,
+        AccountWorkspaceMessagesRead,
+        startup_reads::workspace_messages
+    );
     t.dispatcher
 }

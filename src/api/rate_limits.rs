@@ -1,7 +1,6 @@
 //! `account/rateLimits/read`, through the backend's 401 recovery loop.
 
 use super::{Api, ApiError, NeedsChatgpt};
-use crate::backend::Caller;
 use crate::protocol::rate_limits::{GetAccountRateLimitsParams, GetAccountRateLimitsResponse};
 use crate::rpc::RequestContext;
 
@@ -16,11 +15,7 @@ pub(super) async fn read(
         failed: "failed to fetch codex rate limits",
     })
     .await?;
-    let session = api.session(ctx)?;
-    let caller = Caller {
-        user_agent: session.user_agent.clone(),
-        originator: session.client_name.clone(),
-    };
+    let caller = api.caller(ctx)?;
     api.backend
         .rate_limits(&caller)
         .await

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::error::ApiError;
-use super::{Api, RequestContext};
+use super::{Api, NeedsChatgpt, RequestContext};
 use crate::protocol::startup::*;
 
 /// The one provider authbridge serves: OpenAI's, through ChatGPT or an API key.
@@ -93,5 +93,40 @@ pub(super) async fn providers(
             settings: ProviderSettings::Openai,
         }],
         default_provider_id: PROVIDER_ID.into(),
+    })
+}
+
+/// Through the backend's 401 loop, as `account/rateLimits/read`.
+pub(super) async fn security_setup(
+    api: &Api,
+    ctx: &RequestContext,
+    _p: GetAccountSecuritySetupParams,
+) -> Result<GetAccountSecuritySetupResponse, ApiError> {
+    const FAILED: &str = "failed to read the account's security setup";
+    api.require_chatgpt(NeedsChatgpt {
+        signed_out: "codex account authentication required to read the security setup",
+        api_key: "chatgpt authentication required to read the security setup",
+        failed: FAILED,
+    })
+    .await?;
+    let caller = api.caller(ctx)?;
+    api.backend
+        .security_setup(&caller)
+        .await
+        .map_err(|error| ApiError::Backend {
+            what: FAILED,
+            error,
+        })
+}
+
+/// authbridge fetches no workspace messages: the feature reads as off, with none.
+pub(super) async fn workspace_messages(
+    _api: &Api,
+    _ctx: &RequestContext,
+    _p: GetWorkspaceMessagesParams,
+) -> Result<GetWorkspaceMessagesResponse, ApiError> {
+    Ok(GetWorkspaceMessagesResponse {
+        feature_enabled: false,
+        messages: vec![],
     })
 }

@@ -3,6 +3,7 @@
 pub(crate) mod client;
 pub(crate) mod rate_limits;
 pub(crate) mod responses;
+pub(crate) mod security_setup;
 pub(crate) mod sse;
 
 pub(crate) use client::{

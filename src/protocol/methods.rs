@@ -89,6 +89,8 @@ declare! { app_server:
     ConfigRead => "config/read", Concurrent, ConfigReadParams => ConfigReadResponse;
     ModelList => "model/list", Concurrent, ModelListParams => ModelListResponse;
     ModelProviderList => "modelProvider/list", Concurrent, ModelProviderListParams => ModelProviderListResponse;
+    AccountSecuritySetupRead => "account/securitySetup/read", Concurrent, GetAccountSecuritySetupParams => GetAccountSecuritySetupResponse;
+    AccountWorkspaceMessagesRead => "account/workspaceMessages/read", Concurrent, GetWorkspaceMessagesParams => GetWorkspaceMessagesResponse;
 }
 
 declare! { broker:

@@ -142,3 +142,44 @@ pub enum ProviderSettings {
     /// OpenAI's own backend (ChatGPT sign-in or an API key).
     Openai,
 }
+
+/// `account/securitySetup/read` takes no params.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+pub struct GetAccountSecuritySetupParams {}
+
+/// A security reminder for the signed-in account, when the backend has one.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GetAccountSecuritySetupResponse {
+    pub notice: Option<AccountSecuritySetupNotice>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountSecuritySetupNotice {
+    #[serde(alias = "account_id")]
+    pub account_id: String,
+    #[serde(alias = "user_id")]
+    pub user_id: String,
+    pub title: String,
+    pub description: String,
+    pub action: AccountSecuritySetupAction,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct AccountSecuritySetupAction {
+    pub label: String,
+    pub url: String,
+}
+
+/// `account/workspaceMessages/read` takes no params.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+pub struct GetWorkspaceMessagesParams {}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GetWorkspaceMessagesResponse {
+    /// Whether workspace messages are fetched for this client: not by authbridge.
+    pub feature_enabled: bool,
+    pub messages: Vec<serde_json::Value>,
+}

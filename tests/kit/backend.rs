@@ -31,6 +31,8 @@ struct MockState {
     /// When set, allowed tokens get a usage body of about this many bytes.
     oversized: Mutex<Option<usize>>,
     responses: ResponsesState,
+    /// What the security-setup path answers (`None`: 404, as when there is no reminder).
+    security_notice: Mutex<Option<Value>>,
 }
 
 pub struct MockBackend {
@@ -97,12 +99,14 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
         return (StatusCode::from_u16(status).unwrap(), "forced failure").into_response();
     }
     let is_responses = path.ends_with("/codex/responses");
+    let is_security = path.ends_with("/wham/security-setup");
     if is_responses {
         let body = axum::body::to_bytes(request.into_body(), 64 << 20)
             .await
             .unwrap_or_default();
         state.responses.record(&body);
-    } else if !(path.ends_with("/wham/usage") || path.ends_with("/api/codex/usage")) {
+    } else if !(is_security || path.ends_with("/wham/usage") || path.ends_with("/api/codex/usage"))
+    {
         return (StatusCode::NOT_FOUND, "no such path").into_response();
     }
     let validator = state.validator.lock().unwrap().clone();
@@ -126,6 +130,12 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
     }
     if is_responses {
         return state.responses.respond();
+    }
+    if is_security {
+        return match state.security_notice.lock().unwrap().clone() {
+            Some(notice) => axum::Json(json!({"notice": notice})).into_response(),
+            None => (StatusCode::NOT_FOUND, "no reminder").into_response(),
+        };
     }
     if let Some(total) = *state.oversized.lock().unwrap() {
         return oversized_body(total);
@@ -182,6 +192,11 @@ impl MockBackend {
             .lock()
             .unwrap()
             .insert(token.to_owned(), Some(uses));
+    }
+
+    /// The security-setup path answers `{notice}` from now on (`None`: 404).
+    pub fn security_notice(&self, notice: Option<Value>) {
+        *self.state.security_notice.lock().unwrap() = notice;
     }
 
     pub fn force_status(&self, status: Option<u16>) {
