@@ -36,6 +36,8 @@ pub enum ConfigError {
     Invalid(String),
     #[error(transparent)]
     Network(#[from] crate::net::NetworkError),
+    #[error(transparent)]
+    Requirements(#[from] crate::requirements::RequirementsError),
 }
 
 pub use crate::vocabulary::{CredentialsStore, ForcedLoginMethod};
@@ -174,6 +176,8 @@ pub struct Config {
     /// The trusted roots and the proxies, from the environment: every outbound connection
     /// is made with them.
     pub network: crate::net::Network,
+    /// The managed requirements applied over everything above, when a file sets them.
+    pub requirements: Option<std::sync::Arc<crate::requirements::Requirements>>,
 }
 
 impl Config {
@@ -198,8 +202,32 @@ impl Config {
             apply_override(&mut table, o)?;
         }
         let mut config = Self::from_table(codex_home.to_path_buf(), table)?;
-        config.apply_env(|name| std::env::var(name).ok().filter(|v| !v.trim().is_empty()))?;
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        config.apply_env(var)?;
+        if let Some(requirements) = crate::requirements::Requirements::load(var)? {
+            config.apply_requirements(requirements)?;
+        }
         Ok(config)
+    }
+
+    /// The managed requirements win over the file, `-c` and the environment: applied last.
+    pub fn apply_requirements(
+        &mut self,
+        requirements: crate::requirements::Requirements,
+    ) -> Result<(), ConfigError> {
+        self.forced_login_method = requirements.login_method(self.forced_login_method)?;
+        self.forced_workspace_ids = requirements.workspaces(self.forced_workspace_ids.take())?;
+        if let Some(store) = requirements.cli_auth_credentials_store {
+            self.credentials_store = store;
+        }
+        if let Some(url) = &requirements.chatgpt_base_url {
+            self.chatgpt_base_url = validate_url(
+                &format!("chatgpt_base_url of {}", requirements.path.display()),
+                url,
+            )?;
+        }
+        self.requirements = Some(std::sync::Arc::new(requirements));
+        Ok(())
     }
 
     /// The reference's environment overrides of the issuer's URLs, read after the file and
@@ -273,6 +301,7 @@ impl Config {
         };
         Ok(Self {
             network: crate::net::Network::from_env()?,
+            requirements: None,
             codex_home,
             chatgpt_base_url,
             forced_workspace_ids,

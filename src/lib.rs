@@ -32,6 +32,7 @@ pub mod net;
 mod props;
 mod protocol;
 mod regular_file;
+pub mod requirements;
 mod rpc;
 pub mod schema;
 mod server;

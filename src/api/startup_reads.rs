@@ -11,13 +11,25 @@ use crate::protocol::startup::*;
 /// The one provider authbridge serves: OpenAI's, through ChatGPT or an API key.
 const PROVIDER_ID: &str = "openai";
 
+/// The managed requirements in effect (see `requirements.rs`), null when no file sets any.
 pub(super) async fn config_requirements(
-    _api: &Api,
+    api: &Api,
     _ctx: &RequestContext,
     _p: ConfigRequirementsReadParams,
 ) -> Result<ConfigRequirementsReadResponse, ApiError> {
-    // No managed requirements file is read yet: none apply.
-    Ok(ConfigRequirementsReadResponse { requirements: None })
+    let requirements = api
+        .config
+        .requirements
+        .as_ref()
+        .map(|r| ConfigRequirements {
+            allowed_login_methods: r.allowed_login_methods.clone(),
+            chatgpt_base_url: r
+                .chatgpt_base_url
+                .as_ref()
+                .map(|_| api.config.chatgpt_base_url.clone()),
+            cli_auth_credentials_store: r.cli_auth_credentials_store,
+        });
+    Ok(ConfigRequirementsReadResponse { requirements })
 }
 
 pub(super) async fn config(
