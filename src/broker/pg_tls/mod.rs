@@ -169,7 +169,10 @@ impl TlsSettings {
         let (roots, trusting) = match &file {
             Some((path, roots)) => (
                 roots.clone(),
-                format!("trusting only sslrootcert {}", path.display()),
+                format!(
+                    "trusting only sslrootcert {}, not the program's roots",
+                    path.display()
+                ),
             ),
             None => (
                 network.trust().roots(),
