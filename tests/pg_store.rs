@@ -1,8 +1,8 @@
 //! The broker's PostgreSQL store against a private cluster: sealing, the single-grant refresh
 //! transaction across instances, the permanent-failure latch, rollback of an uncertain
 //! grant, the change feed, a lock holder that dies mid-grant, and `prefer` and `require`
-//! against a server without TLS. Each test starts its own
-//! cluster and skips visibly where PostgreSQL is not installed.
+//! against a server without TLS. Each test starts its own cluster and skips visibly where
+//! PostgreSQL is not installed.
 
 mod kit;
 
