@@ -19,6 +19,10 @@ use kit::process::{Options, Proc};
 use kit::wait::within;
 use serde_json::json;
 
+/// A role that signs in with a password (SCRAM), not by trust.
+const SCRAM_ROLE: &str = "scram_user";
+const SCRAM_PASSWORD: &str = "pw-SCRAM-PLAINTEXT-7";
+
 /// The TLS-only cluster, its authority's root and another authority's, as files.
 struct Server {
     cluster: PgCluster,
@@ -41,6 +45,9 @@ fn server() -> Option<Arc<Server>> {
     let cluster = PgCluster::start_tls(ServerTls {
         leaf,
         only_tls: true,
+        hba_first: vec![format!(
+            "hostssl all {SCRAM_ROLE} 127.0.0.1/32 scram-sha-256"
+        )],
     })?;
     let files = tempfile::tempdir().unwrap();
     let server = Arc::new(Server {
@@ -207,6 +214,43 @@ async fn disable_is_refused_by_a_server_that_requires_tls() {
     let message = error.to_string();
     assert_eq!(error.sqlstate(), Some("28000"), "{message}");
     assert!(message.contains("no encryption"), "{message}");
+}
+
+#[tokio::test]
+async fn a_password_sign_in_over_require_is_bound_to_the_tls_session() {
+    let server = server_or_skip!();
+    let sql = format!("CREATE ROLE {SCRAM_ROLE} LOGIN PASSWORD '{SCRAM_PASSWORD}'");
+    server.cluster.execute("postgres", &sql);
+    let sql = format!("CREATE DATABASE scram_bound OWNER {SCRAM_ROLE}");
+    server.cluster.execute("postgres", &sql);
+    let url = |query: &str| {
+        format!(
+            "postgres://{SCRAM_ROLE}:{SCRAM_PASSWORD}@db.test:{}/scram_bound\
+             ?hostaddr=127.0.0.1&{query}",
+            server.cluster.port()
+        )
+    };
+    // The driver refuses to sign in unless SCRAM binds to the TLS session, which needs the
+    // certificate's hash from the stream: require checks no certificate, the binding
+    // still catches a relay presenting its own.
+    let store = open(&url("sslmode=require&channel_binding=require"))
+        .await
+        .expect("SCRAM-SHA-256-PLUS over require");
+    assert!(store.read().await.unwrap().is_none());
+
+    // Failures never show the URL's password.
+    let refused = open(&url(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        server.other_ca.display()
+    )))
+    .await;
+    let message = tls_failure(refused);
+    assert!(!message.contains(SCRAM_PASSWORD), "{message}");
+    let wrong = open(&url("sslmode=require").replace(SCRAM_PASSWORD, "not-the-password"))
+        .await
+        .expect_err("a wrong password");
+    assert_eq!(wrong.sqlstate(), Some("28P01"), "{wrong}");
+    assert!(!wrong.to_string().contains("not-the-password"), "{wrong}");
 }
 
 /// A broker on the TLS-only cluster with `url` as its store, importing a sign-in.

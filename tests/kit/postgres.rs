@@ -35,6 +35,9 @@ pub struct ServerTls {
     /// Only `hostssl` lines in `pg_hba.conf`: a client that connects over TCP at all has
     /// proved it used TLS.
     pub only_tls: bool,
+    /// Lines put first in `pg_hba.conf`: a test's own rules (password authentication for
+    /// a role, say) ahead of the kit's trust.
+    pub hba_first: Vec<String>,
 }
 
 pub struct PgCluster {
@@ -227,7 +230,12 @@ impl PgCluster {
             .open(self.data().join("postgresql.conf"))
             .and_then(|mut conf| conf.write_all(settings.as_bytes()))
             .expect("postgresql.conf after initdb");
-        let mut hba = String::from("local all all trust\nhostssl all all 127.0.0.1/32 trust\n");
+        let mut hba: String = tls
+            .hba_first
+            .iter()
+            .map(|line| format!("{line}\n"))
+            .collect();
+        hba.push_str("local all all trust\nhostssl all all 127.0.0.1/32 trust\n");
         if !tls.only_tls {
             hba.push_str("hostnossl all all 127.0.0.1/32 trust\n");
         }

@@ -1,8 +1,8 @@
 //! tokio-postgres's TLS hooks over tokio-rustls. Written here rather than taken from
 //! `tokio-postgres-rustls`: that crate only wraps a `ClientConfig` and hands the host name
-//! to rustls, which is all this is, while it would add its own certificate-parsing
-//! dependencies (`x509-cert`, `const-oid`) for channel binding. The checks libpq's modes
-//! need live in the configuration's verifier ([`super::verify`]), not in the stream.
+//! to rustls, which is all this is, while it would add a certificate parser (`x509-cert`,
+//! `const-oid`) for the one field channel binding reads ([`super::binding`]). The checks
+//! libpq's modes need live in the configuration's verifier ([`super::verify`]).
 
 use std::future::Future;
 use std::io;
@@ -75,10 +75,17 @@ impl TlsConnect<Socket> for Handshake {
 pub(crate) struct RustlsStream(Box<tokio_rustls::client::TlsStream<Socket>>);
 
 impl tokio_postgres::tls::TlsStream for RustlsStream {
-    /// None: SCRAM then authenticates without binding to this session, as libpq does with
-    /// `channel_binding=prefer` when the server offers no binding.
     fn channel_binding(&self) -> ChannelBinding {
-        ChannelBinding::none()
+        let certificate = self
+            .0
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first());
+        match certificate.and_then(|der| super::binding::server_end_point(der)) {
+            Some(hash) => ChannelBinding::tls_server_end_point(hash),
+            None => ChannelBinding::none(),
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 //! (the system store plus `CODEX_CA_CERTIFICATE`), not libpq's `~/.postgresql/root.crt`,
 //! so that the one place an operator names a private authority serves PostgreSQL too.
 
+mod binding;
 mod connect;
 mod verify;
 
