@@ -1,7 +1,8 @@
 //! `tls-server-end-point` channel binding (RFC 5929) for SCRAM: the password exchange then
 //! also proves that the server knowing the password is the one holding this TLS session's
-//! certificate, so a relay with a certificate of its own fails authentication even where
-//! `sslmode` checks no certificate (`require`, `prefer`).
+//! certificate. With `channel_binding=require` in the URL (the driver's parameter, passed
+//! through), a relay presenting a certificate of its own fails authentication even where
+//! `sslmode` checks no certificate; without it, a relay can simply not offer the binding.
 //!
 //! The value is the certificate's hash, by the hash of its signature algorithm (MD5 and
 //! SHA-1 count as SHA-256). Only that one field of the certificate is read, with a few
