@@ -9,6 +9,7 @@ mod kit;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
 
 use authbridge::broker::{KEY_FILE_ENV, PgOptions, PgStore, SealKey, StoreError};
 use authbridge::net::{Network, Proxies, Trust};
@@ -84,8 +85,8 @@ impl Server {
         format!("sslrootcert={}", self.ca.display())
     }
 
-    /// Whether every connection of the broker to `database` is encrypted, and how many
-    /// there are (`pg_stat_ssl`, read over the kit's own connection).
+    /// How many connections the broker has to `database`, and whether all of them are
+    /// encrypted (`pg_stat_ssl`, read over the kit's own connection).
     async fn broker_sessions(&self, database: &str) -> (i64, bool) {
         let db = self.cluster.connect().await;
         let row = db
@@ -98,6 +99,19 @@ impl Server {
             .await
             .unwrap();
         (row.get(0), row.get(1))
+    }
+
+    /// The change feed's session on `database`, if it is connected.
+    async fn feed_pid(&self, database: &str) -> Option<i32> {
+        let db = self.cluster.connect().await;
+        db.query_opt(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 \
+             AND application_name = 'authbridge broker (change feed)'",
+            &[&database],
+        )
+        .await
+        .unwrap()
+        .map(|row| row.get(0))
     }
 }
 
@@ -142,6 +156,25 @@ async fn verify_full_with_the_private_authority_connects_every_connection_over_t
     let (sessions, all_tls) = server.broker_sessions("verify_full").await;
     assert_eq!(sessions, 3);
     assert!(all_tls, "every connection of the store uses TLS");
+
+    // A reconnect makes the same choice: the feed's session killed, it comes back.
+    let old = server
+        .feed_pid("verify_full")
+        .await
+        .expect("the feed's session");
+    let kill = format!("SELECT pg_terminate_backend({old})");
+    server.cluster.execute("postgres", &kill);
+    within("the feed to reconnect", async {
+        while server
+            .feed_pid("verify_full")
+            .await
+            .is_none_or(|pid| pid == old)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(server.broker_sessions("verify_full").await, (3, true));
 }
 
 #[tokio::test]
