@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 use tokio_postgres::{Client, Row};
 
 use super::error::StoreError;
-use super::pg_tls::{PgTls, RustlsStream, TlsSettings};
+use super::pg_tls::{self, PgTls, RustlsStream};
 use super::row::{self, CredentialRow, CredentialState, ImportedCredential};
 use super::seal::SealKey;
 use crate::vocabulary::PermanentFailure;
@@ -94,17 +94,7 @@ pub(super) struct Connector {
 
 impl Connector {
     fn new(url: &str, options: &PgOptions) -> Result<Self, StoreError> {
-        let (url, tls) = TlsSettings::take_from(url)?;
-        let mut config: tokio_postgres::Config = url.parse().map_err(|_| StoreError::Url)?;
-        let network = match &options.network {
-            Some(network) => network.clone(),
-            None => crate::net::Network::from_env().map_err(super::TlsSettingError::from)?,
-        };
-        let tls = tls.resolve(&network)?;
-        tls.apply(&mut config);
-        if let Some(warning) = tls.warning(&config) {
-            tracing::warn!("{warning}");
-        }
+        let (mut config, tls) = pg_tls::configure(url, options.network.as_ref())?;
         if config.get_application_name().is_none() {
             // The process id tells an operator (and the fleet test) which instance holds
             // the row lock: `pg_stat_activity.application_name`.
@@ -151,13 +141,7 @@ impl Connector {
                 what: "connecting",
                 limit,
             })?
-            .map_err(|e| match crate::net::describe_failure(&e) {
-                Some(detail) => StoreError::Tls {
-                    setting: self.tls.setting().to_owned(),
-                    detail,
-                },
-                None => StoreError::db("connecting")(e),
-            })
+            .map_err(|e| self.tls.connect_error(e))
     }
 
     pub(super) async fn prepare(&self, client: &Client) -> Result<(), StoreError> {

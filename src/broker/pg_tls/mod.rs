@@ -22,11 +22,31 @@ use percent_encoding::percent_decode_str;
 use rustls::RootCertStore;
 use tokio_postgres::config::{Host, SslMode as DriverMode};
 
-pub(crate) use connect::MakeRustls;
-pub(crate) use connect::RustlsStream;
+pub(crate) use connect::{MakeRustls, RustlsStream};
 use verify::{Check, Verifier};
 
+use super::error::StoreError;
 use crate::net::Network;
+
+/// The driver's configuration for the store URL `url`, and the TLS its connections use;
+/// warns once when the choice is weak for where the server is. `network` gives the
+/// program's roots (`None`: read from the environment, as start-up would).
+pub(crate) fn configure(
+    url: &str,
+    network: Option<&Network>,
+) -> Result<(tokio_postgres::Config, PgTls), StoreError> {
+    let (url, settings) = TlsSettings::take_from(url)?;
+    let mut config: tokio_postgres::Config = url.parse().map_err(|_| StoreError::Url)?;
+    let tls = match network {
+        Some(network) => settings.resolve(network)?,
+        None => settings.resolve(&Network::from_env().map_err(TlsSettingError::from)?)?,
+    };
+    tls.apply(&mut config);
+    if let Some(warning) = tls.warning(&config) {
+        tracing::warn!("{warning}");
+    }
+    Ok((config, tls))
+}
 
 /// libpq's `sslmode` values, weakest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -256,9 +276,16 @@ impl PgTls {
         self.connector.clone()
     }
 
-    /// `sslmode=…` and what is trusted, for messages.
-    pub(crate) fn setting(&self) -> &str {
-        &self.setting
+    /// A failed connect as the store tells it: a certificate or handshake failure in
+    /// `net::describe_failure`'s words, with the mode and the roots that decided it.
+    pub(crate) fn connect_error(&self, error: tokio_postgres::Error) -> StoreError {
+        match crate::net::describe_failure(&error) {
+            Some(detail) => StoreError::Tls {
+                setting: self.setting.clone(),
+                detail,
+            },
+            None => StoreError::db("connecting")(error),
+        }
     }
 
     /// The start-up warning when the server is not on this machine and a mode below

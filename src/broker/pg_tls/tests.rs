@@ -9,11 +9,7 @@ fn network() -> Network {
 }
 
 fn tls(url: &str) -> (tokio_postgres::Config, PgTls) {
-    let (rest, settings) = settings(url);
-    let mut config: tokio_postgres::Config = rest.parse().unwrap();
-    let tls = settings.resolve(&network()).unwrap();
-    tls.apply(&mut config);
-    (config, tls)
+    configure(url, Some(&network())).unwrap()
 }
 
 #[test]
@@ -124,9 +120,9 @@ fn require_with_a_root_file_checks_the_chain_as_in_libpq() {
     ));
     assert!(tls.checks_chain);
     assert!(
-        tls.setting().contains("trusting only sslrootcert"),
+        tls.setting.contains("trusting only sslrootcert"),
         "{}",
-        tls.setting()
+        tls.setting
     );
 }
 
