@@ -101,17 +101,19 @@ impl Server {
         (row.get(0), row.get(1))
     }
 
-    /// The change feed's session on `database`, if it is connected.
-    async fn feed_pid(&self, database: &str) -> Option<i32> {
+    /// The change feed's sessions on `database`: one while it is connected (two for a
+    /// moment, when a killed one has not yet left).
+    async fn feed_pids(&self, database: &str) -> Vec<i32> {
         let db = self.cluster.connect().await;
-        db.query_opt(
-            "SELECT pid FROM pg_stat_activity WHERE datname = $1 \
-             AND application_name = 'authbridge broker (change feed)'",
-            &[&database],
-        )
-        .await
-        .unwrap()
-        .map(|row| row.get(0))
+        let rows = db
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE datname = $1 \
+                 AND application_name = 'authbridge broker (change feed)'",
+                &[&database],
+            )
+            .await
+            .unwrap();
+        rows.iter().map(|row| row.get(0)).collect()
     }
 }
 
@@ -158,18 +160,13 @@ async fn verify_full_with_the_private_authority_connects_every_connection_over_t
     assert!(all_tls, "every connection of the store uses TLS");
 
     // A reconnect makes the same choice: the feed's session killed, it comes back.
-    let old = server
-        .feed_pid("verify_full")
-        .await
-        .expect("the feed's session");
+    let [old] = server.feed_pids("verify_full").await[..] else {
+        panic!("one feed session");
+    };
     let kill = format!("SELECT pg_terminate_backend({old})");
     server.cluster.execute("postgres", &kill);
     within("the feed to reconnect", async {
-        while server
-            .feed_pid("verify_full")
-            .await
-            .is_none_or(|pid| pid == old)
-        {
+        while !matches!(server.feed_pids("verify_full").await[..], [pid] if pid != old) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
