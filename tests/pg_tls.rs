@@ -216,6 +216,10 @@ async fn verify_full_checks_the_host_name_and_verify_ca_does_not() {
         ),
     );
     assert!(tls_failure(open(&url).await).contains("unknown authority"));
+
+    // An address is a name too: the certificate holds 127.0.0.1.
+    let url = server.url("by_address", "127.0.0.1", &query("verify-full"));
+    open(&url).await.expect("verify-full by address");
 }
 
 #[tokio::test]
@@ -224,6 +228,9 @@ async fn require_needs_no_roots_and_verify_full_uses_the_programs() {
     let url = server.url("require", "db.test", "sslmode=require");
     let _store = open(&url).await.expect("require checks no certificate");
     assert_eq!(server.broker_sessions("require").await, (1, true));
+    // With a root file, require checks the chain (libpq's verify-ca).
+    let with_root = format!("{url}&sslrootcert={}", server.other_ca.display());
+    assert!(tls_failure(open(&with_root).await).contains("unknown authority"));
 
     // Without sslrootcert, verify-full trusts what the rest of the program trusts: not the
     // private authority, until CODEX_CA_CERTIFICATE names it.
