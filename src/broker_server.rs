@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{BrokerApi, broker_dispatcher};
 use crate::auth::storage::{self, TokenData};
 use crate::broker::owner::{CredentialOwner, HomeOwner, PgOwner};
-use crate::broker::{ImportedCredential, PgStore, SealKey};
+use crate::broker::{ImportedCredential, PgOptions, PgStore, SealKey};
 use crate::config::Config;
 use crate::login::IssuerClient;
 use crate::rpc::{ConnectionHooks, ConnectionId, ConnectionOptions, Dispatcher, serve_connection};
@@ -97,7 +97,7 @@ impl Broker {
                 )?;
                 let key = SealKey::from_env().map_err(|e| e.to_string())?;
                 let pg = Arc::new(
-                    PgStore::connect(&url, key)
+                    PgStore::connect_with(&url, key, pg_options(&config))
                         .await
                         .map_err(|e| format!("cannot open the PostgreSQL store: {e}"))?,
                 );
@@ -147,6 +147,14 @@ impl Broker {
             }
         })
         .await
+    }
+}
+
+/// The store trusts what every other connection of the program trusts.
+fn pg_options(config: &Config) -> PgOptions {
+    PgOptions {
+        network: Some(config.network.clone()),
+        ..PgOptions::default()
     }
 }
 

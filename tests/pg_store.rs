@@ -1,7 +1,8 @@
 //! The broker's PostgreSQL store against a private cluster: sealing, the single-grant refresh
 //! transaction across instances, the permanent-failure latch, rollback of an uncertain
-//! grant, the change feed, and a lock holder that dies mid-grant. Each test starts its own
-//! cluster and skips visibly where PostgreSQL is not installed.
+//! grant, the change feed, a lock holder that dies mid-grant, and `prefer` and `require`
+//! against a server without TLS. Each test starts its own cluster and skips visibly where
+//! PostgreSQL is not installed.
 
 mod kit;
 
@@ -482,4 +483,29 @@ async fn instances_starting_together_create_one_table() {
     let (a, b) = within("two connects", async { tokio::join!(connect(), connect()) }).await;
     a.unwrap();
     b.unwrap();
+}
+
+#[tokio::test]
+async fn a_server_without_tls_serves_prefer_in_clear_and_refuses_require() {
+    let cluster = cluster_or_skip!();
+    // libpq's default, prefer, is what every other test here connects with.
+    let url = cluster.create_database("no_tls");
+    let store = PgStore::connect_with(
+        &format!("{url}?sslmode=prefer"),
+        SealKey::from_bytes(KEY),
+        options(),
+    )
+    .await
+    .expect("prefer falls back to plain");
+    assert!(store.read().await.unwrap().is_none());
+
+    let error = PgStore::connect_with(
+        &format!("{url}?sslmode=require"),
+        SealKey::from_bytes(KEY),
+        options(),
+    )
+    .await
+    .expect_err("require without TLS");
+    let message = error.to_string();
+    assert!(message.contains("server does not support TLS"), "{message}");
 }

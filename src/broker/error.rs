@@ -10,6 +10,13 @@ pub enum StoreError {
     /// Says nothing of the URL: it may carry a password.
     #[error("the PostgreSQL store address is not a valid postgres:// URL")]
     Url,
+    /// The URL's `sslmode` or `sslrootcert` cannot be used.
+    #[error(transparent)]
+    TlsSetting(#[from] super::pg_tls::TlsSettingError),
+    /// A certificate or handshake failure: the server, its roots or the network are at
+    /// fault, never the credential, so it is as transient as any failed connect.
+    #[error("PostgreSQL store: connecting over TLS ({setting}): {detail}")]
+    Tls { setting: String, detail: String },
     #[error("PostgreSQL store: {what}: {message}{}", code.as_deref().map(|c| format!(" (SQLSTATE {c})")).unwrap_or_default())]
     Database {
         what: &'static str,
@@ -47,11 +54,14 @@ impl StoreError {
                 message: db.message().to_owned(),
             },
             // Not from the server: I/O, a closed connection, a type mismatch. Their text
-            // holds no row values.
+            // holds no row values; the driver's own text leaves out the cause.
             None => StoreError::Database {
                 what,
                 code: None,
-                message: e.to_string(),
+                message: match std::error::Error::source(&e) {
+                    Some(cause) => format!("{e}: {cause}"),
+                    None => e.to_string(),
+                },
             },
         }
     }

@@ -10,6 +10,7 @@ mod error;
 mod listen;
 pub(crate) mod owner;
 mod pg_store;
+mod pg_tls;
 mod refresh;
 mod row;
 mod seal;
@@ -19,6 +20,7 @@ pub use crate::vocabulary::PermanentFailure;
 pub use error::StoreError;
 pub use listen::Subscription;
 pub use pg_store::{CHANNEL, PgOptions, PgStore};
+pub use pg_tls::TlsSettingError;
 pub use row::{
     CredentialRow, CredentialState, GrantOutcome, GrantTokens, ImportedCredential, Refreshed,
 };

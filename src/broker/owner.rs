@@ -270,3 +270,22 @@ impl CredentialOwner for PgOwner {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tls_failure_of_the_store_is_for_now_never_a_new_sign_in() {
+        let failure = StoreError::Tls {
+            setting: "sslmode=verify-full, trusting only sslrootcert ca.pem".into(),
+            detail: "the server's certificate is signed by an unknown authority".into(),
+        };
+        match store_error(failure) {
+            AuthError::RefreshUnavailable(message) => {
+                assert!(message.contains("unknown authority"), "{message}")
+            }
+            other => panic!("not a passing failure: {other:?}"),
+        }
+    }
+}

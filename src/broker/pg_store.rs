@@ -15,9 +15,10 @@ use std::time::{Duration, SystemTime};
 
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::{Client, Row};
 
 use super::error::StoreError;
+use super::pg_tls::{self, PgTls, RustlsStream};
 use super::row::{self, CredentialRow, CredentialState, ImportedCredential};
 use super::seal::SealKey;
 use crate::vocabulary::PermanentFailure;
@@ -64,6 +65,9 @@ pub struct PgOptions {
     /// TCP keepalive idle time, on both ends: a broker whose machine vanished is noticed
     /// by the server, and a server that vanished by the broker.
     pub keepalive_idle: Duration,
+    /// The program's trusted roots, for `sslmode=verify-ca`/`verify-full` without
+    /// `sslrootcert`; `None` reads them from the environment as start-up would.
+    pub network: Option<crate::net::Network>,
 }
 
 impl Default for PgOptions {
@@ -75,6 +79,7 @@ impl Default for PgOptions {
             lock_wait_limit: Duration::from_secs(90),
             connect_timeout: Duration::from_secs(10),
             keepalive_idle: Duration::from_secs(10),
+            network: None,
         }
     }
 }
@@ -82,13 +87,14 @@ impl Default for PgOptions {
 /// Opens connections with the session settings every one of them needs.
 pub(super) struct Connector {
     config: tokio_postgres::Config,
+    tls: PgTls,
     session: String,
     connect_timeout: Duration,
 }
 
 impl Connector {
     fn new(url: &str, options: &PgOptions) -> Result<Self, StoreError> {
-        let mut config: tokio_postgres::Config = url.parse().map_err(|_| StoreError::Url)?;
+        let (mut config, tls) = pg_tls::configure(url, options.network.as_ref())?;
         if config.get_application_name().is_none() {
             // The process id tells an operator (and the fleet test) which instance holds
             // the row lock: `pg_stat_activity.application_name`.
@@ -111,6 +117,7 @@ impl Connector {
         );
         Ok(Self {
             config,
+            tls,
             session,
             connect_timeout: options.connect_timeout,
         })
@@ -123,18 +130,18 @@ impl Connector {
     ) -> Result<
         (
             Client,
-            tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+            tokio_postgres::Connection<tokio_postgres::Socket, RustlsStream>,
         ),
         StoreError,
     > {
         let limit = self.connect_timeout + Duration::from_secs(1);
-        tokio::time::timeout(limit, self.config.connect(NoTls))
+        tokio::time::timeout(limit, self.config.connect(self.tls.connector()))
             .await
             .map_err(|_| StoreError::Timeout {
                 what: "connecting",
                 limit,
             })?
-            .map_err(StoreError::db("connecting"))
+            .map_err(|e| self.tls.connect_error(e))
     }
 
     pub(super) async fn prepare(&self, client: &Client) -> Result<(), StoreError> {

@@ -6,6 +6,11 @@
 //! `nobody` (through `runuser`, or `setpriv` where that is missing), which owns the temp dir.
 //! Without the binaries, [`PgCluster::start`] says so on the terminal and returns `None`,
 //! so a test can skip visibly instead of passing silently.
+//!
+//! [`PgCluster::start_tls`] serves TLS with a certificate from the test's own authority
+//! and can refuse TCP clients without it. The kit's own connections ([`PgCluster::execute`],
+//! [`PgCluster::connect`]) go through the Unix socket, so they work whatever a test makes
+//! its TCP clients prove.
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -24,6 +29,17 @@ pub const BIN_ENV: &str = "AUTHBRIDGE_PG_BIN";
 const START_LIMIT: Duration = Duration::from_secs(30);
 const STOP_LIMIT_SECS: u32 = 10;
 
+/// TLS for a cluster: the certificate it presents, and whether TCP clients must use TLS.
+pub struct ServerTls {
+    pub leaf: super::pki::Leaf,
+    /// Only `hostssl` lines in `pg_hba.conf`: a client that connects over TCP at all has
+    /// proved it used TLS.
+    pub only_tls: bool,
+    /// Lines put first in `pg_hba.conf`: a test's own rules (password authentication for
+    /// a role, say) ahead of the kit's trust.
+    pub hba_first: Vec<String>,
+}
+
 pub struct PgCluster {
     bin: PathBuf,
     /// Who runs the cluster's commands: empty for the current user, else the prefix that
@@ -37,6 +53,15 @@ impl PgCluster {
     /// A running cluster with [`DATABASE`] created; `None` (and a `SKIPPED:` line on the
     /// terminal) when PostgreSQL cannot be run here.
     pub fn start() -> Option<PgCluster> {
+        Self::start_with(None)
+    }
+
+    /// [`PgCluster::start`] with `ssl = on`, presenting `tls.leaf`.
+    pub fn start_tls(tls: ServerTls) -> Option<PgCluster> {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<ServerTls>) -> Option<PgCluster> {
         let Some(bin) = find_bin() else {
             skipped("PostgreSQL binaries not found");
             return None;
@@ -60,6 +85,9 @@ impl PgCluster {
         };
         cluster.hand_dir_to_runner();
         cluster.initdb();
+        if let Some(tls) = &tls {
+            cluster.serve_tls(tls);
+        }
         // Another process may take the free port between our probe and the bind.
         for attempt in 1..=3 {
             cluster.port = free_port();
@@ -105,7 +133,7 @@ impl PgCluster {
     /// Runs `sql` in `database`, from any context (a thread of its own has its own runtime,
     /// so a test's runtime can call this too).
     pub fn execute(&self, database: &str, sql: &str) {
-        let url = self.database_url(database);
+        let config = self.socket_config(database);
         let sql = sql.to_owned();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -113,7 +141,7 @@ impl PgCluster {
                 .build()
                 .unwrap();
             runtime.block_on(async {
-                let client = connect_url(&url).await;
+                let client = connect_config(&config).await;
                 client
                     .batch_execute(&sql)
                     .await
@@ -124,9 +152,21 @@ impl PgCluster {
         .expect("the SQL helper thread");
     }
 
-    /// A plain client of [`DATABASE`], its connection on a task of the caller's runtime.
+    /// A client of [`DATABASE`] over the Unix socket, its connection on a task of the
+    /// caller's runtime.
     pub async fn connect(&self) -> tokio_postgres::Client {
-        connect_url(&self.url()).await
+        connect_config(&self.socket_config(DATABASE)).await
+    }
+
+    /// The kit's own way in, which no `pg_hba.conf` line for TCP concerns.
+    fn socket_config(&self, database: &str) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host_path(self.socket_dir())
+            .port(self.port)
+            .user(SUPERUSER)
+            .dbname(database);
+        config
     }
 
     /// The server log, for failure messages.
@@ -166,6 +206,40 @@ impl PgCluster {
         ];
         self.run("initdb", &args)
             .unwrap_or_else(|e| panic!("initdb failed: {e}"));
+    }
+
+    /// Writes the certificate and key where the cluster's user (and only it) can read the
+    /// key, turns `ssl` on, and lets TCP clients in with TLS, and without it unless
+    /// `only_tls`.
+    fn serve_tls(&self, tls: &ServerTls) {
+        let (cert, key) = tls.leaf.write(self.dir().path(), "server");
+        if !self.runner.is_empty() {
+            let (uid, gid) = nobody().expect("checked by unprivileged_runner");
+            for file in [&cert, &key] {
+                std::os::unix::fs::chown(file, Some(uid), Some(gid))
+                    .expect("chown for the cluster");
+            }
+        }
+        let settings = format!(
+            "\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            cert.display(),
+            key.display()
+        );
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.data().join("postgresql.conf"))
+            .and_then(|mut conf| conf.write_all(settings.as_bytes()))
+            .expect("postgresql.conf after initdb");
+        let mut hba: String = tls
+            .hba_first
+            .iter()
+            .map(|line| format!("{line}\n"))
+            .collect();
+        hba.push_str("local all all trust\nhostssl all all 127.0.0.1/32 trust\n");
+        if !tls.only_tls {
+            hba.push_str("hostnossl all all 127.0.0.1/32 trust\n");
+        }
+        std::fs::write(self.data().join("pg_hba.conf"), hba).expect("pg_hba.conf");
     }
 
     /// Settings for a fast, private cluster; appended again on each start attempt (the
@@ -262,9 +336,13 @@ impl Drop for PgCluster {
 /// Connects, retrying for a few seconds: a server that just said it is ready can still be
 /// finishing its start-up.
 pub async fn connect_url(url: &str) -> tokio_postgres::Client {
+    connect_config(&url.parse().expect("a postgres:// URL")).await
+}
+
+async fn connect_config(config: &tokio_postgres::Config) -> tokio_postgres::Client {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match tokio_postgres::connect(url, tokio_postgres::NoTls).await {
+        match config.connect(tokio_postgres::NoTls).await {
             Ok((client, connection)) => {
                 tokio::spawn(async move {
                     let _ = connection.await;
