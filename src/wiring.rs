@@ -79,6 +79,11 @@ pub(crate) fn managed_auth_to(
         refresh_timeout: config.refresh_timeout,
         issuer: Arc::new(issuer.clone()),
         events,
+        on_rotation: config
+            .on_credential_change
+            .as_deref()
+            .and_then(crate::credential_hook::CommandHook::new)
+            .map(|hook| Arc::new(hook) as Arc<dyn crate::auth::RotationHook>),
     })?);
     Ok((auth, issuer))
 }
@@ -97,6 +102,7 @@ pub(crate) fn logins(
             browser_timeout: config.login_timeout,
             device_timeout: config.device_code_timeout,
             workspaces: config.forced_workspace_ids.clone(),
+            revoke_replaced: config.revoke_replaced,
         },
     )
 }

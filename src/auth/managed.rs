@@ -31,6 +31,7 @@ use super::file_lock::{self, CODEX_COMMIT_LOCKS, FileLock, REFRESH_LOCK};
 use super::grant::{PROACTIVE_MARGIN, PermanentFailure, RefreshReason, Refreshed, TokenIssuer};
 use super::policy::Policy;
 use super::rotation::{self, Decision, Latch, LockFuture, Locked, Rotated, RotatingStore};
+use super::rotation_hook::RotationHook;
 use super::state::{AuthState, ChatgptCredentials, State};
 use super::storage::{
     self, AuthDocument, CredentialStore, DocumentMode, SecretText, StorageError, Stored, Swap,
@@ -53,7 +54,7 @@ pub(crate) struct Backoff {
     last_error: String,
 }
 
-fn now_secs() -> i64 {
+pub(super) fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -126,6 +127,10 @@ pub(crate) struct ManagedRefresh {
     /// How long a refresh waits for another process's refresh lock.
     pub lock_wait: Duration,
     pub backoff: Mutex<Backoff>,
+    /// Told of every rotation stored here; its runs are tracked so a short-lived command
+    /// can wait for them before it exits.
+    pub hook: Option<Arc<dyn RotationHook>>,
+    pub hook_runs: tokio_util::task::TaskTracker,
 }
 
 impl ManagedRefresh {
@@ -193,6 +198,9 @@ impl ManagedRefresh {
             Rotated::Adopted(doc) => self.adopt(doc),
             Rotated::Granted(doc) => {
                 lock(&self.backoff).next = None;
+                if let Some(hook) = &self.hook {
+                    self.hook_runs.spawn(hook.rotated(&doc));
+                }
                 self.adopt(Some(doc))
             }
             Rotated::Dead(failure) => {

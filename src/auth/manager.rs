@@ -16,6 +16,7 @@ use super::grant::{PermanentFailure, RefreshReason, TokenIssuer};
 use super::managed::{self, ManagedRefresh};
 use super::policy::{Policy, PolicyError};
 use super::recovery::ExternalRecovery;
+use super::rotation_hook::RotationHook;
 use super::state::{AuthState, ChatgptCredentials, NoChatgpt, State};
 use super::storage::{self, CredentialStore, SecretText, StorageError, Stored, TokenData};
 use super::store_watch::StoreWatch;
@@ -73,6 +74,29 @@ pub(crate) struct AuthSetup {
     /// Performs the managed refresh grant.
     pub issuer: Arc<dyn TokenIssuer>,
     pub events: Events,
+    /// Told of every rotation this process stores.
+    pub on_rotation: Option<Arc<dyn RotationHook>>,
+}
+
+/// How fresh a script wants the access token (`login refresh`, `token`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    /// A grant now (`forced`).
+    Now,
+    /// A grant only when a call would make one, or when the access token expires within
+    /// `min_validity`.
+    IfStale { min_validity: Option<Duration> },
+}
+
+/// What [`AuthManager::freshen`] left in effect.
+#[derive(Debug)]
+pub(crate) struct Freshened {
+    pub credentials: ChatgptCredentials,
+    /// Whether the access token in effect changed: a grant made here, or another process's
+    /// rotation adopted under the lock instead of one.
+    pub refreshed: bool,
+    /// The access token's `exp`, when it has one.
+    pub expires_at: Option<i64>,
 }
 
 pub(crate) struct AuthManager {
@@ -95,6 +119,7 @@ impl AuthManager {
             refresh_timeout,
             issuer,
             events,
+            on_rotation,
         } = setup;
         let stored = match store.load() {
             Ok(s) => s,
@@ -121,6 +146,8 @@ impl AuthManager {
             issuer,
             lock_wait: refresh_timeout.max(Duration::from_secs(60)),
             backoff: Default::default(),
+            hook: on_rotation,
+            hook_runs: Default::default(),
         });
         let external = Arc::new(ExternalRecovery {
             state: state.clone(),
@@ -213,6 +240,74 @@ impl AuthManager {
             .refresh(generation, RefreshReason::Forced)
             .await
             .map(drop)
+    }
+
+    /// The managed credential made as fresh as `want` asks, through the same single
+    /// flight, lock and re-read as a call's refresh: a command-line refresh and a running
+    /// app-server on one home still make one grant between them.
+    pub async fn freshen(&self, want: Freshness) -> Result<Freshened, CallCredentialsError> {
+        self.managed.notice_store_change().await;
+        let (current, reason, expires_at) = {
+            let state = self.state.lock();
+            if state.external.is_none()
+                && let (Some(failure), Some(Stored::Chatgpt(_))) =
+                    (state.managed_failure, &state.stored)
+            {
+                return Err(CallCredentialsError::Auth(AuthError::LoginRequired(
+                    failure,
+                )));
+            }
+            let current = state.credentials().map_err(CallCredentialsError::Missing)?;
+            let expires_at = match (&state.external, &state.stored) {
+                (None, Some(Stored::Chatgpt(t))) => t.access_expires,
+                _ => None,
+            };
+            let reason = match want {
+                _ if !state.is_managed() => None,
+                Freshness::Now => Some(RefreshReason::Forced),
+                Freshness::IfStale { min_validity } => managed::due(&state).or_else(|| {
+                    let min = min_validity?.as_secs() as i64;
+                    expires_at
+                        .filter(|exp| exp - managed::now_secs() < min)
+                        .map(|_| RefreshReason::ProactiveExpiry)
+                }),
+            };
+            (current, reason, expires_at)
+        };
+        let Some(reason) = reason else {
+            return Ok(Freshened {
+                credentials: current,
+                refreshed: false,
+                expires_at,
+            });
+        };
+        let fresh = self
+            .managed
+            .refresh(current.generation, reason)
+            .await
+            .map_err(CallCredentialsError::Auth)?;
+        let refreshed = fresh.access_token.expose_secret() != current.access_token.expose_secret();
+        Ok(Freshened {
+            credentials: fresh,
+            refreshed,
+            expires_at: self.token_details().1,
+        })
+    }
+
+    /// Waits for the rotation hooks still running: a command that exits right after a
+    /// rotation must not cut its hook off.
+    pub async fn settle(&self) {
+        self.managed.hook_runs.close();
+        self.managed.hook_runs.wait().await;
+        self.managed.hook_runs.reopen();
+    }
+
+    /// When the stored ChatGPT credential was last refreshed (`last_refresh`).
+    pub fn last_refresh(&self) -> Option<std::time::SystemTime> {
+        match &self.state.lock().stored {
+            Some(Stored::Chatgpt(t)) => t.last_refresh,
+            _ => None,
+        }
     }
 
     /// The latched failure of the managed credential, for `account/read`.
@@ -322,6 +417,11 @@ impl AuthManager {
     }
 
     pub fn store(&self) -> &CredentialStore {
+        &self.store
+    }
+
+    /// The store itself, for work that must run off the runtime (`storage::off_runtime`).
+    pub fn store_handle(&self) -> &Arc<CredentialStore> {
         &self.store
     }
 
