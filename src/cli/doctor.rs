@@ -104,7 +104,10 @@ struct Doctor {
     settings: Vec<Setting>,
     environment: Vec<EnvVariable>,
     store: Store,
-    credential: StatusReport,
+    /// `None` when the store cannot be read; `credentialError` says why.
+    credential: Option<StatusReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credential_error: Option<String>,
     locks: Vec<Lock>,
     keyring: Keyring,
     network: Network,
@@ -236,7 +239,8 @@ pub async fn doctor(
     network: bool,
     out: &mut dyn Write,
 ) -> Result<u8, String> {
-    let cx = super::context(config)?;
+    // An unreadable store is one of the things to diagnose, not a reason to stop.
+    let cx = super::context(config);
     let home = &config.codex_home;
     let checks = if network {
         Some(vec![
@@ -256,10 +260,14 @@ pub async fn doctor(
             .collect(),
         store: Store {
             kind: store_kind(config),
-            location: cx.auth.store().describe(),
-            fallback: cx.auth.store().warning(),
+            location: cx
+                .as_ref()
+                .map(|cx| cx.auth.store().describe())
+                .unwrap_or_else(|_| "unreadable".into()),
+            fallback: cx.as_ref().ok().and_then(|cx| cx.auth.store().warning()),
         },
-        credential: report(&cx.auth),
+        credential: cx.as_ref().ok().map(|cx| report(&cx.auth)),
+        credential_error: cx.as_ref().err().cloned(),
         locks: locks(home),
         keyring: keyring(home).await,
         network: Network {
@@ -267,7 +275,8 @@ pub async fn doctor(
         },
         checks,
     };
-    let code = if doctor.credential.usable() { 0 } else { 1 };
+    let usable = doctor.credential.as_ref().is_some_and(StatusReport::usable);
+    let code = if usable { 0 } else { 1 };
     if json {
         let _ = writeln!(
             out,
@@ -307,20 +316,25 @@ fn print_text(d: &Doctor, out: &mut dyn Write) {
             .map(|f| format!("; fallback: {f}"))
             .unwrap_or_default()
     ));
-    let c = &d.credential;
-    lines.push(format!(
-        "credential: {}{}{}{}",
-        c.state,
-        c.auth_mode.map(|m| format!(", {m}")).unwrap_or_default(),
-        c.account_id
-            .as_deref()
-            .map(|a| format!(", account {a}"))
-            .unwrap_or_default(),
-        c.access_token_expires_at
-            .as_deref()
-            .map(|e| format!(", access token expires {e}"))
-            .unwrap_or_default()
-    ));
+    match (&d.credential, &d.credential_error) {
+        (Some(c), _) => lines.push(format!(
+            "credential: {}{}{}{}",
+            c.state,
+            c.auth_mode.map(|m| format!(", {m}")).unwrap_or_default(),
+            c.account_id
+                .as_deref()
+                .map(|a| format!(", account {a}"))
+                .unwrap_or_default(),
+            c.access_token_expires_at
+                .as_deref()
+                .map(|e| format!(", access token expires {e}"))
+                .unwrap_or_default()
+        )),
+        (None, error) => lines.push(format!(
+            "credential: cannot be read: {}",
+            error.as_deref().unwrap_or("unknown")
+        )),
+    }
     for l in &d.locks {
         lines.push(format!("lock {}: {}", l.file, l.state));
     }
