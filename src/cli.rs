@@ -53,6 +53,8 @@ pub enum LoginMethod {
     DeviceCode,
     /// The key is read from standard input.
     ApiKey,
+    /// A ChatGPT access token alone, read from standard input; never refreshed.
+    AccessToken,
 }
 
 struct Context {
@@ -87,6 +89,7 @@ pub async fn login(
         LoginMethod::Browser { .. } => "login (browser)",
         LoginMethod::DeviceCode => "login --device-auth",
         LoginMethod::ApiKey => "login --with-api-key",
+        LoginMethod::AccessToken => "login --with-access-token",
     };
     let line = match &outcome {
         Ok(signed_in) => format!("signed in ({signed_in})"),
@@ -104,8 +107,48 @@ async fn sign_in(
 ) -> Result<String, String> {
     let mut cx = context(config)?;
     let started = match method {
+        LoginMethod::AccessToken => {
+            let token = read_secret_from_stdin(
+                "access token",
+                "printenv CODEX_ACCESS_TOKEN | authbridge login --with-access-token",
+            )
+            .await?;
+            let superseded = cx
+                .auth
+                .login_access_token(token)
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Some(old) = superseded.filter(|_| config.revoke_replaced)
+                && let Err(e) = cx.logins.issuer().revoke(&old).await
+            {
+                let _ = writeln!(out, "warning: revoking the replaced credential: {e}");
+            }
+            let (_, exp) = cx.auth.token_details();
+            let until = exp
+                .map(|exp| format!("until {}", status::rfc3339(exp)))
+                .unwrap_or_else(|| "with no expiry named".into());
+            let _ = writeln!(
+                out,
+                "Signed in with an access token, valid {until} and never refreshed ({}).",
+                cx.auth.store().describe()
+            );
+            let account = cx
+                .auth
+                .chatgpt_credentials()
+                .ok()
+                .and_then(|c| c.account_id)
+                .unwrap_or_else(|| "unknown".into());
+            return Ok(format!(
+                "access token for ChatGPT account {account}, valid {until}, store {}",
+                cx.auth.store().describe()
+            ));
+        }
         LoginMethod::ApiKey => {
-            let key = read_key_from_stdin().await?;
+            let key = read_secret_from_stdin(
+                "API key",
+                "printenv OPENAI_API_KEY | authbridge login --with-api-key",
+            )
+            .await?;
             cx.auth
                 .login_api_key(key)
                 .await
@@ -188,17 +231,20 @@ async fn wait_for(
     Err("the sign-in ended without an answer".into())
 }
 
-async fn read_key_from_stdin() -> Result<SecretString, String> {
+/// Reads a secret (`what`) from standard input; `example` shows how to pipe it in.
+async fn read_secret_from_stdin(what: &str, example: &str) -> Result<SecretString, String> {
     let text = tokio::task::spawn_blocking(|| {
         let mut text = zeroize::Zeroizing::new(String::new());
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map(|_| text)
     })
     .await
     .map_err(|e| e.to_string())?
-    .map_err(|e| format!("cannot read the API key from standard input: {e}"))?;
+    .map_err(|e| format!("cannot read the {what} from standard input: {e}"))?;
     let key = text.trim();
     if key.is_empty() {
-        return Err("no API key on standard input (pipe it in: `printenv OPENAI_API_KEY | authbridge login --with-api-key`)".into());
+        return Err(format!(
+            "no {what} on standard input (pipe it in: `{example}`)"
+        ));
     }
     Ok(SecretString::from(key))
 }

@@ -93,10 +93,14 @@ struct LoginArgs {
     #[arg(long, conflicts_with = "with_api_key")]
     device_auth: bool,
     /// Read an API key from standard input and store it.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "with_access_token")]
     with_api_key: bool,
+    /// Read a ChatGPT access token from standard input and store it alone: used until it
+    /// expires, never refreshed.
+    #[arg(long, conflicts_with = "device_auth")]
+    with_access_token: bool,
     /// Open the sign-in URL in the default browser (it is always printed).
-    #[arg(long, conflicts_with_all = ["device_auth", "with_api_key"])]
+    #[arg(long, conflicts_with_all = ["device_auth", "with_api_key", "with_access_token"])]
     open: bool,
 }
 
@@ -491,7 +495,9 @@ fn account_command(overrides: &[String], command: Command) -> Result<ExitCode, S
             .await
             .map(code),
             Command::Login(args) => {
-                let method = if args.with_api_key {
+                let method = if args.with_access_token {
+                    cli::LoginMethod::AccessToken
+                } else if args.with_api_key {
                     cli::LoginMethod::ApiKey
                 } else if args.device_auth {
                     cli::LoginMethod::DeviceCode

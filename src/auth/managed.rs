@@ -66,7 +66,7 @@ pub(super) fn due(state: &State) -> Option<RefreshReason> {
     let Some(Stored::Chatgpt(t)) = &state.stored else {
         return None;
     };
-    if state.external.is_some() || state.managed_failure.is_some() {
+    if state.external.is_some() || state.managed_failure.is_some() || !t.refreshable {
         return None;
     }
     match t.access_expires {
@@ -83,11 +83,13 @@ pub(super) fn due(state: &State) -> Option<RefreshReason> {
 
 /// Whether the stored document holds the same credential as the one in memory.
 fn same_tokens(doc: &AuthDocument, access: &SecretString) -> bool {
-    doc.mode() == Some(DocumentMode::Chatgpt)
-        && doc
-            .tokens
-            .as_ref()
-            .is_some_and(|t| t.access_token.expose() == access.expose_secret())
+    matches!(
+        doc.mode(),
+        Some(DocumentMode::Chatgpt | DocumentMode::AccessToken)
+    ) && doc
+        .tokens
+        .as_ref()
+        .is_some_and(|t| t.access_token.expose() == access.expose_secret())
 }
 
 /// The document after a grant: each field the issuer sent replaces the stored one. An ID
@@ -178,6 +180,10 @@ impl ManagedRefresh {
                 return Decision::Stop(state.credentials().map_err(|_| AuthError::SignedOut));
             }
             let ours = match &state.stored {
+                // An access token given alone has nothing to spend: the 401 stands.
+                Some(Stored::Chatgpt(t)) if state.external.is_none() && !t.refreshable => {
+                    return Decision::Stop(Err(AuthError::Unauthorized));
+                }
                 Some(Stored::Chatgpt(t)) if state.external.is_none() => &t.access_token,
                 _ => return Decision::Stop(Err(AuthError::SignedOut)),
             };

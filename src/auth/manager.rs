@@ -34,6 +34,10 @@ pub(crate) enum LoginError {
     EmptyApiKey,
     #[error("the ID token {0}")]
     IdToken(super::jwt::JwtError),
+    #[error("the access token {0}")]
+    AccessToken(super::jwt::JwtError),
+    #[error("the access token expired at {0}; get a new one")]
+    AccessTokenExpired(String),
     #[error(transparent)]
     Workspace(#[from] super::policy::ManagedWorkspaceError),
 }
@@ -56,6 +60,11 @@ pub(crate) enum Identity {
         plan: PlanType,
         user_id: Option<String>,
     },
+}
+
+/// An access token given alone: a stored ChatGPT credential without a refresh token.
+fn access_token_only(state: &State) -> bool {
+    state.external.is_none() && matches!(&state.stored, Some(Stored::Chatgpt(t)) if !t.refreshable)
 }
 
 /// Why a backend call has no credentials to use.
@@ -97,6 +106,9 @@ pub(crate) struct Freshened {
     pub refreshed: bool,
     /// The access token's `exp`, when it has one.
     pub expires_at: Option<i64>,
+    /// False for an access token given alone: it is never refreshed, so once it expires
+    /// only a new one helps.
+    pub renewable: bool,
 }
 
 pub(crate) struct AuthManager {
@@ -231,7 +243,7 @@ impl AuthManager {
     pub async fn refresh_forced(&self) -> Result<(), AuthError> {
         let generation = {
             let state = self.state.lock();
-            if !state.is_managed() {
+            if !state.is_managed() || access_token_only(&state) {
                 return Ok(());
             }
             state.generation
@@ -247,7 +259,7 @@ impl AuthManager {
     /// app-server on one home still make one grant between them.
     pub async fn freshen(&self, want: Freshness) -> Result<Freshened, CallCredentialsError> {
         self.managed.notice_store_change().await;
-        let (current, reason, expires_at) = {
+        let (current, reason, expires_at, renewable) = {
             let state = self.state.lock();
             if state.external.is_none()
                 && let (Some(failure), Some(Stored::Chatgpt(_))) =
@@ -262,8 +274,9 @@ impl AuthManager {
                 (None, Some(Stored::Chatgpt(t))) => t.access_expires,
                 _ => None,
             };
+            let renewable = !access_token_only(&state);
             let reason = match want {
-                _ if !state.is_managed() => None,
+                _ if !state.is_managed() || !renewable => None,
                 Freshness::Now => Some(RefreshReason::Forced),
                 Freshness::IfStale { min_validity } => managed::due(&state).or_else(|| {
                     let min = min_validity?.as_secs() as i64;
@@ -272,13 +285,14 @@ impl AuthManager {
                         .map(|_| RefreshReason::ProactiveExpiry)
                 }),
             };
-            (current, reason, expires_at)
+            (current, reason, expires_at, renewable)
         };
         let Some(reason) = reason else {
             return Ok(Freshened {
                 credentials: current,
                 refreshed: false,
                 expires_at,
+                renewable,
             });
         };
         let fresh = self
@@ -291,6 +305,7 @@ impl AuthManager {
             credentials: fresh,
             refreshed,
             expires_at: self.token_details().1,
+            renewable,
         })
     }
 
@@ -300,6 +315,68 @@ impl AuthManager {
         self.managed.hook_runs.close();
         self.managed.hook_runs.wait().await;
         self.managed.hook_runs.reopen();
+    }
+
+    /// Whether the credential in effect is an access token given alone (never refreshed).
+    pub fn is_access_token_only(&self) -> bool {
+        access_token_only(&self.state.lock())
+    }
+
+    /// Signs in with an access token given alone (`login --with-access-token`): its claims
+    /// name the account, read once here; it is stored without a refresh token and used
+    /// until it expires. Returns the refresh token it superseded, for revocation.
+    pub async fn login_access_token(
+        &self,
+        token: SecretString,
+    ) -> Result<Option<SecretText>, LoginError> {
+        self.policy.allow_managed_chatgpt()?;
+        let claims = super::jwt::parse(token.expose_secret()).map_err(LoginError::AccessToken)?;
+        if let Some(exp) = claims.exp.filter(|exp| *exp <= managed::now_secs()) {
+            return Err(LoginError::AccessTokenExpired(
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + Duration::from_secs(exp.max(0) as u64),
+                )
+                .to_string(),
+            ));
+        }
+        self.policy
+            .check_managed_workspace(claims.chatgpt_account_id.as_deref())?;
+        if self.state.lock().external.is_some() {
+            return Err(PolicyError::ExternalActive.into());
+        }
+        let token = SecretText::new(token.expose_secret().to_owned());
+        let account = claims.chatgpt_account_id.clone();
+        let (stored, superseded) = storage::off_runtime(&self.store, move |store| {
+            let previous = store.load_document()?;
+            let superseded = previous
+                .as_ref()
+                .and_then(|d| d.tokens.as_ref())
+                .map(|t| t.refresh_token.clone())
+                .filter(|old| !old.expose().is_empty());
+            let doc = previous.unwrap_or_default().with_access_token(
+                token,
+                account,
+                std::time::SystemTime::now(),
+            );
+            store.save(&doc)?;
+            let stored = Stored::from_document(&doc).ok_or(StorageError::Format {
+                place: "the new credential".into(),
+            })?;
+            Ok((stored, superseded))
+        })
+        .await?;
+        self.watch.remember();
+        let mut state = self.state.lock();
+        state.stored = Some(stored);
+        state.managed_failure = None;
+        self.state.replaced();
+        self.state
+            .changed(&mut state, |status| AuthEvent::LoggedIn {
+                status,
+                login_id: None,
+            });
+        tracing::info!(account = ?claims.chatgpt_account_id, store = %self.store.describe(), "access token stored");
+        Ok(superseded)
     }
 
     /// When the stored ChatGPT credential was last refreshed (`last_refresh`).

@@ -9,7 +9,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use super::exit;
-use super::status::{StatusReport, report, rfc3339};
+use super::status::{StatusReport, lasts, report, rfc3339};
 use crate::auth::{AuthError, CallCredentialsError, Freshened, Freshness, NoChatgpt};
 use crate::config::Config;
 
@@ -61,6 +61,23 @@ pub(super) fn classify(e: &CallCredentialsError) -> (u8, String) {
     }
 }
 
+/// An access token given alone is never refreshed: once it no longer lasts `min_validity`
+/// (or has expired), only a new one helps. Says so, or `None` while it still serves.
+pub(super) fn given_alone_expired(
+    fresh: &Freshened,
+    min_validity: Option<std::time::Duration>,
+) -> Option<String> {
+    let min = min_validity.unwrap_or(std::time::Duration::from_secs(1));
+    if fresh.renewable || lasts(fresh.expires_at, min) {
+        return None;
+    }
+    let when = fresh.expires_at.map(rfc3339).unwrap_or_default();
+    Some(format!(
+        "the access token (given alone, never refreshed) expires at {when}; sign in with a \
+         new one: `authbridge login --with-access-token`"
+    ))
+}
+
 /// What a successful freshen says on stdout.
 pub(super) fn describe(fresh: &Freshened) -> String {
     let until = fresh
@@ -69,6 +86,8 @@ pub(super) fn describe(fresh: &Freshened) -> String {
         .unwrap_or_else(|| "valid (it names no expiry)".into());
     if fresh.refreshed {
         format!("Refreshed: the access token is {until}.")
+    } else if !fresh.renewable {
+        format!("No refresh possible or needed: the access token, given alone, is {until}.")
     } else {
         format!("No refresh needed: the access token is {until}.")
     }
@@ -88,8 +107,15 @@ pub async fn refresh(
     let result = cx.auth.freshen(want.into()).await;
     // A hook started by this rotation finishes before the command exits.
     cx.auth.settle().await;
+    let min_validity = match want {
+        RefreshWhen::Now => None,
+        RefreshWhen::IfStale { min_validity } => min_validity,
+    };
     let (code, line) = match &result {
-        Ok(fresh) => (exit::OK, describe(fresh)),
+        Ok(fresh) => match given_alone_expired(fresh, min_validity) {
+            Some(line) => (exit::SIGN_IN_NEEDED, line),
+            None => (exit::OK, describe(fresh)),
+        },
         Err(e) => classify(e),
     };
     super::login_log::append(&config.codex_home, "login refresh", &line);

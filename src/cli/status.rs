@@ -33,6 +33,18 @@ impl StatusReport {
     }
 }
 
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Whether a token expiring at `exp` still has `min` left (no `exp`: nothing says no).
+pub(crate) fn lasts(exp: Option<i64>, min: std::time::Duration) -> bool {
+    exp.is_none_or(|exp| exp - now() >= min.as_secs() as i64)
+}
+
 /// Unix seconds as RFC 3339.
 pub(crate) fn rfc3339(unix: i64) -> String {
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix.max(0) as u64);
@@ -43,6 +55,9 @@ pub(crate) fn rfc3339(unix: i64) -> String {
 pub(crate) fn report(auth: &AuthManager) -> StatusReport {
     let (plan, exp) = auth.token_details();
     let login_required = auth.login_required();
+    // An access token given alone that expired can only be replaced, never refreshed.
+    let given_alone_expired =
+        auth.is_access_token_only() && !lasts(exp, std::time::Duration::from_secs(1));
     let identity = auth.identity();
     let (email, account_id) = match &identity {
         Some(Identity::Chatgpt { email, .. }) => (
@@ -53,6 +68,7 @@ pub(crate) fn report(auth: &AuthManager) -> StatusReport {
     };
     let auth_mode = auth.mode().map(|mode| match mode {
         Mode::ApiKey => "apiKey",
+        Mode::Chatgpt if auth.is_access_token_only() => "chatgptAccessToken",
         Mode::Chatgpt => "chatgpt",
         Mode::ChatgptAuthTokens => "chatgptAuthTokens",
     });
@@ -71,10 +87,13 @@ pub(crate) fn report(auth: &AuthManager) -> StatusReport {
             .map(|at| humantime::format_rfc3339_seconds(at).to_string()),
         state: match (&identity, login_required) {
             (_, Some(_)) => "loginRequired",
+            (Some(_), None) if given_alone_expired => "loginRequired",
             (Some(_), None) => "ok",
             (None, None) => "signedOut",
         },
-        auth_error: login_required.map(|f| f.kind()),
+        auth_error: login_required
+            .map(|f| f.kind())
+            .or(given_alone_expired.then_some("accessTokenExpired")),
         warning: auth.store().warning(),
     }
 }

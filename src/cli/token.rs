@@ -11,7 +11,8 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 
 use super::exit;
-use super::refresh::classify;
+use super::refresh::{classify, given_alone_expired};
+use super::status::lasts;
 use crate::auth::{AuthError, CallCredentialsError, Freshness};
 use crate::config::Config;
 use crate::worker::broker_client::{BrokerClient, BrokerTarget};
@@ -30,18 +31,6 @@ pub enum Source {
         token_file: Option<PathBuf>,
         credential: Option<String>,
     },
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// Whether a token expiring at `exp` still has `min` left (no `exp`: it says no otherwise).
-fn lasts(exp: Option<i64>, min: Duration) -> bool {
-    exp.is_none_or(|exp| exp - now() >= min.as_secs() as i64)
 }
 
 /// Prints the token; returns the exit code (that of `login refresh` for each failure).
@@ -73,7 +62,13 @@ async fn from_home(
     let result = cx.auth.freshen(Freshness::IfStale { min_validity }).await;
     cx.auth.settle().await;
     let token = match result {
-        Ok(fresh) => fresh.credentials.access_token,
+        Ok(fresh) => {
+            if let Some(line) = given_alone_expired(&fresh, min_validity) {
+                let _ = writeln!(err, "authbridge: {line}");
+                return Ok(exit::SIGN_IN_NEEDED);
+            }
+            fresh.credentials.access_token
+        }
         // As before a backend call: a proactive grant that fails for now leaves a token
         // that still works, unless the caller asked for more validity than it has left.
         Err(CallCredentialsError::Auth(e @ AuthError::RefreshUnavailable(_)))
