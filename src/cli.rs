@@ -15,7 +15,7 @@ mod token;
 mod transfer;
 
 pub use doctor::doctor;
-pub use refresh::{RefreshWhen as Freshness, refresh};
+pub use refresh::{RefreshWhen, refresh};
 pub use token::{Source as TokenSource, token};
 pub use transfer::{export, import};
 

@@ -450,9 +450,9 @@ fn account_command(overrides: &[String], command: Command) -> Result<ExitCode, S
                 ..
             }) => {
                 let want = if if_stale || min_validity.is_some() {
-                    cli::Freshness::IfStale { min_validity }
+                    cli::RefreshWhen::IfStale { min_validity }
                 } else {
-                    cli::Freshness::Now
+                    cli::RefreshWhen::Now
                 };
                 cli::refresh(&config, want, json, &mut std::io::stdout(), &mut out)
                     .await

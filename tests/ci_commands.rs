@@ -498,6 +498,16 @@ async fn revocation_happens_only_where_it_was_chosen() {
     assert_eq!(ran.code, 0, "{ran:?}");
     assert_eq!(issuer.revoked().len(), 0);
 
+    // The app-server's `account/logout` follows the same key.
+    let options = kit::Options::default()
+        .home(signed_in_home(&issuer))
+        .issuer(&issuer)
+        .config("authbridge.revoke_on_logout=false");
+    let (p, mut c) = kit::Proc::initialized(options, "ci", false).await;
+    c.logout().await;
+    assert_eq!(auth_json(p.home.path()), None);
+    assert_eq!(issuer.revoked().len(), 0);
+
     let home = signed_in_home(&issuer);
     let spent = stored(&home, "refresh_token");
     let ran = run(home.path(), &issuer, &["logout"], Run::default()).await;
