@@ -576,3 +576,26 @@ async fn the_login_log_records_each_sign_in_in_a_private_file() {
         assert_eq!(mode, 0o600);
     }
 }
+
+#[tokio::test]
+async fn an_app_server_lets_its_last_hook_finish_before_it_exits() {
+    let issuer = MockIssuer::start().await;
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("secret-manager.json");
+    let hook = format!(
+        "authbridge.on_credential_change=[\"sh\", \"-c\", \"sleep 0.5; cat > '{}'\"]",
+        target.display()
+    );
+    let options = kit::Options::default()
+        .home(signed_in_home(&issuer))
+        .issuer(&issuer)
+        .config(&hook);
+    let (mut p, mut c) = kit::Proc::initialized(options, "ci", false).await;
+    c.ok("account/read", serde_json::json!({"refreshToken": true}))
+        .await;
+    assert_eq!(reasons(&issuer), ["forced"]);
+    drop(c);
+    assert_eq!(p.exit_code().await, 0, "{}", p.stderr());
+    let received: Value = serde_json::from_slice(&std::fs::read(&target).unwrap()).unwrap();
+    assert_eq!(Some(received), auth_json(p.home.path()));
+}
