@@ -84,6 +84,12 @@ async fn a_token_given_on_stdin_is_stored_alone_reported_and_never_refreshed() {
         assert!(ran.stderr.contains("never refreshed"), "{ran:?}");
     }
     assert_eq!(issuer.refreshes().len(), 0, "no grant, ever");
+
+    // Signing out has no refresh token to revoke: the issuer is not asked.
+    let ran = run(home.path(), &issuer, &["logout"], Run::default()).await;
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert_eq!(auth_json(home.path()), None);
+    assert_eq!(issuer.count("/oauth/revoke"), 0);
 }
 
 #[tokio::test]

@@ -162,3 +162,58 @@ async fn no_ci_command_prints_or_logs_a_secret() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_access_token_given_alone_is_printed_by_token_only() {
+    let issuer = MockIssuer::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let token = kit::jwt::unsigned(&serde_json::json!({
+        "exp": exp, "nonce": uuid::Uuid::new_v4().to_string(),
+        "https://api.openai.com/auth": {"chatgpt_account_id": "ws-9"}
+    }));
+    let line = format!("{token}\n");
+    let trace = |stdin: &'static [u8]| Run {
+        stdin,
+        log: Some("trace"),
+        ..Run::default()
+    };
+    let stdin: &'static [u8] = line.leak().as_bytes();
+    let mut outputs = vec![
+        run(
+            home.path(),
+            &issuer,
+            &["login", "--with-access-token"],
+            trace(stdin),
+        )
+        .await,
+    ];
+    for args in [
+        &["login", "status"][..],
+        &["login", "status", "--json"],
+        &["login", "refresh", "--json"],
+        &["login", "refresh", "--min-validity", "2h"],
+        &["doctor", "--json"],
+        &["logout"],
+    ] {
+        outputs.push(run(home.path(), &issuer, args, trace(b"")).await);
+    }
+    for out in &outputs {
+        assert!(
+            !out.stdout.contains(&token) && !out.stderr.contains(&token),
+            "{out:?}"
+        );
+    }
+    assert_eq!(
+        issuer.revoked().len(),
+        0,
+        "an empty refresh token is not revoked"
+    );
+    let log = std::fs::read_to_string(home.path().join("log").join("codex-login.log")).unwrap();
+    assert!(log.contains("login --with-access-token"), "{log}");
+    assert!(!log.contains(&token));
+}

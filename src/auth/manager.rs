@@ -592,7 +592,9 @@ impl AuthManager {
                 .load_document()
                 .ok()
                 .flatten()
-                .and_then(|d| d.tokens.map(|t| t.refresh_token.clone()));
+                .and_then(|d| d.tokens.map(|t| t.refresh_token.clone()))
+                // An access token given alone has none to revoke.
+                .filter(|t| !t.expose().is_empty());
             store.delete()?;
             Ok(refresh_token)
         })
