@@ -164,7 +164,7 @@ async fn no_ci_command_prints_or_logs_a_secret() {
 }
 
 #[tokio::test]
-async fn an_access_token_given_alone_is_printed_by_token_only() {
+async fn an_access_token_given_alone_shows_in_no_status_refresh_doctor_or_log_line() {
     let issuer = MockIssuer::start().await;
     let home = tempfile::tempdir().unwrap();
     let exp = std::time::SystemTime::now()
