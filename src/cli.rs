@@ -10,6 +10,7 @@ mod doctor;
 mod login_log;
 mod network_env;
 mod refresh;
+mod setting_sources;
 mod status;
 mod token;
 mod transfer;

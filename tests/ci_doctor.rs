@@ -28,7 +28,7 @@ async fn doctor_says_where_settings_came_from_what_is_locked_and_which_variables
             "HTTPS_PROXY",
             "http://ci-user:proxy-s3cret@proxy.internal:3128",
         ),
-        ("SSL_CERT_FILE", "/etc/ssl/ci-roots.pem"),
+        ("SSL_CERT_FILE", "ci-roots.pem"),
         ("CODEX_AUTH_JSON", ""),
     ];
     let args = [
@@ -86,7 +86,7 @@ async fn doctor_says_where_settings_came_from_what_is_locked_and_which_variables
         variables
             .as_array()
             .unwrap()
-            .contains(&json!({"name": "SSL_CERT_FILE", "value": "/etc/ssl/ci-roots.pem"})),
+            .contains(&json!({"name": "SSL_CERT_FILE", "value": "ci-roots.pem"})),
         "{variables}"
     );
     let checks = d["checks"].as_array().unwrap();

@@ -14,20 +14,10 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::network_env::{self, SetVariable};
+use super::setting_sources::{Setting, settings};
 use super::status::{StatusReport, report};
 use crate::auth::file_lock::{self, CODEX_COMMIT_LOCKS, REFRESH_LOCK};
 use crate::config::Config;
-
-/// The top-level keys of `config.toml` authbridge reads; everything under `[authbridge]`
-/// is its own. Codex's other keys are none of its business and are not listed.
-const TOP_LEVEL_KEYS: &[&str] = &[
-    "chatgpt_base_url",
-    "forced_chatgpt_workspace_id",
-    "forced_login_method",
-    "auth_issuer",
-    "cli_auth_credentials_store",
-    "model",
-];
 
 /// Environment variables authbridge reads besides the network ones, and what each does.
 const ENV_VARIABLES: &[(&str, &str)] = &[
@@ -43,17 +33,6 @@ const ENV_VARIABLES: &[(&str, &str)] = &[
         "seeds an empty store (its content is never shown)",
     ),
 ];
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Setting {
-    key: String,
-    /// `config.toml` or `-c` (the last layer that set it); keys not listed are defaults.
-    source: &'static str,
-    /// The layers a later one replaced.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    overridden: Vec<&'static str>,
-}
 
 #[derive(Debug, Serialize)]
 struct EnvVariable {
@@ -113,55 +92,6 @@ struct Doctor {
     network: Network,
     #[serde(skip_serializing_if = "Option::is_none")]
     checks: Option<Vec<Check>>,
-}
-
-/// Keys `table` sets that authbridge reads, dotted.
-fn keys_in(table: &toml::Table) -> Vec<String> {
-    let mut keys: Vec<String> = TOP_LEVEL_KEYS
-        .iter()
-        .filter(|k| table.contains_key(**k))
-        .map(|k| (*k).to_owned())
-        .collect();
-    if let Some(own) = table.get("authbridge").and_then(toml::Value::as_table) {
-        keys.extend(own.keys().map(|k| format!("authbridge.{k}")));
-    }
-    keys
-}
-
-/// Where each key that is not a default came from: `config.toml`, then `-c` in order.
-fn settings(home: &Path, overrides: &[String]) -> Vec<Setting> {
-    let file = std::fs::read_to_string(home.join("config.toml"))
-        .ok()
-        .and_then(|text| text.parse::<toml::Table>().ok())
-        .unwrap_or_default();
-    let mut found: Vec<Setting> = keys_in(&file)
-        .into_iter()
-        .map(|key| Setting {
-            key,
-            source: "config.toml",
-            overridden: vec![],
-        })
-        .collect();
-    for o in overrides {
-        let Some((key, _)) = o.split_once('=') else {
-            continue;
-        };
-        let key = key.split('.').map(str::trim).collect::<Vec<_>>().join(".");
-        match found.iter_mut().find(|s| s.key == key) {
-            Some(s) if s.source == "-c" => {}
-            Some(s) => {
-                s.overridden.push(s.source);
-                s.source = "-c";
-            }
-            None => found.push(Setting {
-                key,
-                source: "-c",
-                overridden: vec![],
-            }),
-        }
-    }
-    found.sort_by(|a, b| a.key.cmp(&b.key));
-    found
 }
 
 fn env_set(name: &str) -> bool {
@@ -363,38 +293,4 @@ fn print_text(d: &Doctor, out: &mut dyn Write) {
         ));
     }
     let _ = writeln!(out, "{}", lines.join("\n"));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_key_says_which_layer_set_it_and_which_it_replaced() {
-        let home = tempfile::tempdir().unwrap();
-        std::fs::write(
-            home.path().join("config.toml"),
-            "model = \"m\"\nmodel_providers = {}\n[authbridge]\nrevoke_replaced = true\n",
-        )
-        .unwrap();
-        let found = settings(
-            home.path(),
-            &[
-                "authbridge.revoke_replaced=false".into(),
-                "auth_issuer=x".into(),
-            ],
-        );
-        let shown: Vec<_> = found
-            .iter()
-            .map(|s| (s.key.as_str(), s.source, s.overridden.clone()))
-            .collect();
-        assert_eq!(
-            shown,
-            [
-                ("auth_issuer", "-c", vec![]),
-                ("authbridge.revoke_replaced", "-c", vec!["config.toml"]),
-                ("model", "config.toml", vec![]),
-            ]
-        );
-    }
 }
