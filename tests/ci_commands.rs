@@ -186,29 +186,68 @@ async fn refresh_exit_codes_say_sign_in_again_try_later_or_failed() {
     assert!(ran.stderr.contains("refresh_timeout_ms"), "{ran:?}");
 }
 
-#[tokio::test]
-async fn eight_refreshes_started_at_once_on_one_home_make_one_grant() {
-    let issuer = MockIssuer::start().await;
-    issuer.access_lifetime(60);
-    let home = signed_in_home(&issuer);
-    // The first grant is held at the issuer while the others start and queue on the lock.
+/// How many of `pids` have `path` open (Linux: their `/proc/PID/fd` links).
+#[cfg(target_os = "linux")]
+fn holding_open(pids: &[u32], path: &std::path::Path) -> usize {
+    pids.iter()
+        .filter(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|p| p == path))
+        })
+        .count()
+}
+
+/// Eight `args` on one home, all queued on the refresh lock (each has the lock file open)
+/// while the first grant is held at the issuer, so none can have loaded the rotated
+/// credential at start; each must then find the first one's rotation under the lock.
+#[cfg(target_os = "linux")]
+async fn eight_at_once(issuer: &MockIssuer, home: &tempfile::TempDir, args: &[&str]) {
+    let lock = std::fs::canonicalize(home.path())
+        .unwrap()
+        .join("auth.json.refresh.lock");
     issuer.hold_refreshes(true);
-    let args = ["login", "refresh", "--if-stale"];
     let children: Vec<_> = (0..8)
-        .map(|_| start(home.path(), &issuer, &args, &Run::default()))
+        .map(|_| start(home.path(), issuer, args, &Run::default()))
         .collect();
+    let pids: Vec<u32> = children.iter().map(|c| c.id().unwrap()).collect();
+    kit::wait::until("all eight to queue on the refresh lock", || {
+        holding_open(&pids, &lock) == 8
+    })
+    .await;
     kit::wait::until("the first grant to arrive", || {
         issuer.refreshes().len() == 1
     })
     .await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     issuer.hold_refreshes(false);
     for child in children {
         let ran = finish(child, b"").await;
         assert_eq!(ran.code, 0, "{ran:?}");
+        assert!(ran.stdout.starts_with("Refreshed"), "{ran:?}");
     }
     assert_eq!(issuer.refreshes().len(), 1, "one grant for eight processes");
     assert_eq!(issuer.reuses(), 0);
+}
+
+/// Without flags each asks for a grant now; all but the first adopt its rotation.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn eight_forced_refreshes_started_at_once_on_one_home_make_one_grant() {
+    let issuer = MockIssuer::start().await;
+    let home = signed_in_home(&issuer);
+    eight_at_once(&issuer, &home, &["login", "refresh"]).await;
+}
+
+/// With `--if-stale` on a token inside the proactive window, the same.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn eight_stale_refreshes_started_at_once_on_one_home_make_one_grant() {
+    let issuer = MockIssuer::start().await;
+    issuer.access_lifetime(60);
+    let home = signed_in_home(&issuer);
+    eight_at_once(&issuer, &home, &["login", "refresh", "--if-stale"]).await;
 }
 
 #[tokio::test]
