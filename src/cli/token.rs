@@ -41,15 +41,22 @@ pub async fn token(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<u8, String> {
-    let printed = match source {
-        Source::Home => from_home(config, min_validity, out, err).await?,
+    match source {
+        Source::Home => from_home(config, min_validity, out, err).await,
         Source::Broker {
             url,
             token_file,
             credential,
-        } => from_broker(url, token_file, credential, min_validity, out, err).await?,
-    };
-    Ok(printed)
+        } => from_broker(url, token_file, credential, min_validity, out, err).await,
+    }
+}
+
+/// The token and a newline: a script that gets nothing must see a failure, not exit 0.
+fn print(out: &mut dyn Write, token: &secrecy::SecretString) -> Result<u8, String> {
+    writeln!(out, "{}", token.expose_secret())
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("cannot write the token: {e}"))?;
+    Ok(exit::OK)
 }
 
 async fn from_home(
@@ -87,8 +94,7 @@ async fn from_home(
             return Ok(code);
         }
     };
-    let _ = writeln!(out, "{}", token.expose_secret());
-    Ok(exit::OK)
+    print(out, &token)
 }
 
 async fn from_broker(
@@ -128,8 +134,7 @@ async fn from_broker(
                     humantime::format_duration(min)
                 );
             }
-            let _ = writeln!(out, "{}", credential.access_token.expose_secret());
-            Ok(exit::OK)
+            print(out, &credential.access_token)
         }
         Err(e) => {
             let code = if e.is_permanent() {
