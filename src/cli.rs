@@ -1,6 +1,39 @@
 //! The sign-in commands of the command line (`login`, `login status`, `logout`): the same
 //! flows, store and policy as the app-server's methods, reporting to a terminal instead of
 //! a client. `main.rs` parses the arguments; everything else is here.
+//!
+//! The commands CI runners and scripts call live beside it, one file each: `status`
+//! (`login status --json`), `refresh`, `token`, `transfer` (export, import), `doctor`; and
+//! `login_log`, the record of command-line sign-ins.
+
+mod doctor;
+mod login_log;
+mod network_env;
+mod refresh;
+mod setting_sources;
+mod status;
+mod token;
+mod transfer;
+
+pub use doctor::doctor;
+pub use refresh::{RefreshWhen, refresh};
+pub use token::{Source as TokenSource, token};
+pub use transfer::{export, import};
+
+/// The exit codes of the commands scripts call. Scripts branch on them, so they are part
+/// of the contract, not details.
+pub mod exit {
+    /// Done; the credential is valid.
+    pub const OK: u8 = 0;
+    /// Anything else: not signed in, a bad configuration, an unreadable store.
+    pub const FAILED: u8 = 1;
+    /// A new sign-in is needed (the refresh token is dead, and latched as such).
+    pub const SIGN_IN_NEEDED: u8 = 2;
+    /// A transient failure; nothing was lost, try again later.
+    pub const TRY_LATER: u8 = 3;
+    /// `login import --if-newer`: the given document is older than the stored one.
+    pub const OLDER: u8 = 4;
+}
 
 use std::io::Write;
 use std::sync::Arc;
@@ -21,6 +54,8 @@ pub enum LoginMethod {
     DeviceCode,
     /// The key is read from standard input.
     ApiKey,
+    /// A ChatGPT access token alone, read from standard input; never refreshed.
+    AccessToken,
 }
 
 struct Context {
@@ -43,16 +78,78 @@ fn context(config: &Config) -> Result<Context, String> {
     })
 }
 
-/// Signs in; returns once the sign-in succeeded or failed. Instructions go to `out`.
+/// Signs in; returns once the sign-in succeeded or failed. Instructions go to `out`. The
+/// outcome is recorded in the login log.
 pub async fn login(
     config: &Config,
     method: LoginMethod,
     out: &mut (dyn Write + Send),
 ) -> Result<(), String> {
+    let outcome = sign_in(config, method, out).await;
+    let command = match method {
+        LoginMethod::Browser { .. } => "login (browser)",
+        LoginMethod::DeviceCode => "login --device-auth",
+        LoginMethod::ApiKey => "login --with-api-key",
+        LoginMethod::AccessToken => "login --with-access-token",
+    };
+    let line = match &outcome {
+        Ok(signed_in) => format!("signed in ({signed_in})"),
+        Err(e) => format!("failed: {e}"),
+    };
+    login_log::append(&config.codex_home, command, &line);
+    outcome.map(drop)
+}
+
+/// The sign-in itself; returns who is signed in now, as the log shows it.
+async fn sign_in(
+    config: &Config,
+    method: LoginMethod,
+    out: &mut (dyn Write + Send),
+) -> Result<String, String> {
     let mut cx = context(config)?;
     let started = match method {
+        LoginMethod::AccessToken => {
+            let token = read_secret_from_stdin(
+                "access token",
+                "printenv CODEX_ACCESS_TOKEN | authbridge login --with-access-token",
+            )
+            .await?;
+            let superseded = cx
+                .auth
+                .login_access_token(token)
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Some(old) = superseded.filter(|_| config.revoke_replaced)
+                && let Err(e) = cx.logins.issuer().revoke(&old).await
+            {
+                let _ = writeln!(out, "warning: revoking the replaced credential: {e}");
+            }
+            let (_, exp) = cx.auth.token_details();
+            let until = exp
+                .map(|exp| format!("until {}", status::rfc3339(exp)))
+                .unwrap_or_else(|| "with no expiry named".into());
+            let _ = writeln!(
+                out,
+                "Signed in with an access token, valid {until} and never refreshed ({}).",
+                cx.auth.store().describe()
+            );
+            let account = cx
+                .auth
+                .chatgpt_credentials()
+                .ok()
+                .and_then(|c| c.account_id)
+                .unwrap_or_else(|| "unknown".into());
+            return Ok(format!(
+                "access token for ChatGPT account {account}, valid {until}, store {}",
+                cx.auth.store().describe()
+            ));
+        }
         LoginMethod::ApiKey => {
-            let key = read_key_from_stdin().await?;
+            let key = read_secret_from_stdin(
+                "API key",
+                "printenv OPENAI_API_KEY | authbridge login --with-api-key",
+            )
+            .await?;
             cx.auth
                 .login_api_key(key)
                 .await
@@ -62,7 +159,7 @@ pub async fn login(
                 "Signed in with an API key ({}).",
                 cx.auth.store().describe()
             );
-            return Ok(());
+            return Ok(format!("API key, store {}", cx.auth.store().describe()));
         }
         LoginMethod::Browser { .. } => cx.logins.start_browser("codex_cli_rs").await,
         LoginMethod::DeviceCode => cx.logins.start_device().await,
@@ -104,10 +201,18 @@ pub async fn login(
     };
     cx.logins.cancel_all();
     cx.logins.wait_idle().await;
-    if outcome.is_ok() {
-        let _ = writeln!(out, "Signed in ({}).", cx.auth.store().describe());
-    }
-    outcome
+    outcome?;
+    let _ = writeln!(out, "Signed in ({}).", cx.auth.store().describe());
+    let account = cx
+        .auth
+        .chatgpt_credentials()
+        .ok()
+        .and_then(|c| c.account_id)
+        .unwrap_or_else(|| "unknown".into());
+    Ok(format!(
+        "ChatGPT account {account}, store {}",
+        cx.auth.store().describe()
+    ))
 }
 
 async fn wait_for(
@@ -131,17 +236,20 @@ async fn wait_for(
     Err("the sign-in ended without an answer".into())
 }
 
-async fn read_key_from_stdin() -> Result<SecretString, String> {
+/// Reads a secret (`what`) from standard input; `example` shows how to pipe it in.
+async fn read_secret_from_stdin(what: &str, example: &str) -> Result<SecretString, String> {
     let text = tokio::task::spawn_blocking(|| {
         let mut text = zeroize::Zeroizing::new(String::new());
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map(|_| text)
     })
     .await
     .map_err(|e| e.to_string())?
-    .map_err(|e| format!("cannot read the API key from standard input: {e}"))?;
+    .map_err(|e| format!("cannot read the {what} from standard input: {e}"))?;
     let key = text.trim();
     if key.is_empty() {
-        return Err("no API key on standard input (pipe it in: `printenv OPENAI_API_KEY | authbridge login --with-api-key`)".into());
+        return Err(format!(
+            "no {what} on standard input (pipe it in: `{example}`)"
+        ));
     }
     Ok(SecretString::from(key))
 }
@@ -165,21 +273,56 @@ fn open_browser(url: &str) {
     }
 }
 
-/// Signs out: revokes a managed refresh token (best effort) and deletes the credential.
-pub async fn logout(config: &Config, out: &mut (dyn Write + Send)) -> Result<(), String> {
+/// Signs out: revokes a managed refresh token (best effort; not with `no_revoke` or
+/// `authbridge.revoke_on_logout = false`) and deletes the credential.
+pub async fn logout(
+    config: &Config,
+    no_revoke: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<(), String> {
     let cx = context(config)?;
     let had = cx.auth.identity().is_some();
-    if let Some(refresh_token) = cx.auth.logout().await.map_err(|e| e.to_string())?
-        && let Err(e) = cx.logins.issuer().revoke(&refresh_token).await
-    {
-        let _ = writeln!(out, "warning: {e}; the credential is deleted all the same");
+    let revoke = config.revoke_on_logout && !no_revoke;
+    let mut revoked = "no refresh token to revoke";
+    if let Some(refresh_token) = cx.auth.logout().await.map_err(|e| e.to_string())? {
+        revoked = "refresh token kept at the issuer";
+        if revoke {
+            revoked = match cx.logins.issuer().revoke(&refresh_token).await {
+                Ok(()) => "refresh token revoked",
+                Err(e) => {
+                    let _ = writeln!(out, "warning: {e}; the credential is deleted all the same");
+                    "revocation failed"
+                }
+            };
+        }
     }
+    login_log::append(
+        &config.codex_home,
+        "logout",
+        &format!(
+            "{} ({revoked})",
+            if had { "signed out" } else { "not signed in" }
+        ),
+    );
     let _ = writeln!(
         out,
         "{}",
         if had { "Signed out." } else { "Not signed in." }
     );
     Ok(())
+}
+
+/// `login status --json`: the status object on `out`; returns whether the credential is
+/// signed in and usable.
+pub fn status_json(config: &Config, out: &mut dyn Write) -> Result<bool, String> {
+    let cx = context(config)?;
+    let shown = status::report(&cx.auth);
+    let _ = writeln!(
+        out,
+        "{}",
+        serde_json::to_string(&shown).expect("plain data")
+    );
+    Ok(shown.usable())
 }
 
 /// Prints who is signed in, never a secret. Returns whether someone is.
@@ -217,5 +360,7 @@ pub fn status(config: &Config, out: &mut dyn Write) -> Result<bool, String> {
     if let Some(warning) = cx.auth.store().warning() {
         let _ = writeln!(out, "warning: {warning}");
     }
+    let (roots, proxies) = config.network.describe();
+    let _ = writeln!(out, "Trusted roots: {roots}.\nProxies: {proxies}.");
     Ok(signed_in)
 }

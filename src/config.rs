@@ -131,6 +131,10 @@ struct RawOwn {
     // Turns.
     instructions: Option<String>,
     stream_idle_timeout_ms: Option<u64>,
+    // CI runners and scripts.
+    on_credential_change: Option<Vec<String>>,
+    revoke_on_logout: Option<bool>,
+    revoke_replaced: Option<bool>,
 }
 
 /// The validated configuration.
@@ -178,6 +182,14 @@ pub struct Config {
     pub network: crate::net::Network,
     /// The managed requirements applied over everything above, when a file sets them.
     pub requirements: Option<std::sync::Arc<crate::requirements::Requirements>>,
+    /// A command (program and arguments) run with the new document on stdin after every
+    /// rotation this process stores, so a secret manager can keep the only copy current.
+    pub on_credential_change: Option<Vec<String>>,
+    /// Whether `account/logout` and `logout` revoke the refresh token (Codex does; users
+    /// whose other machines share the sign-in may not want it).
+    pub revoke_on_logout: bool,
+    /// Whether a new sign-in revokes the credential it replaces.
+    pub revoke_replaced: bool,
 }
 
 impl Config {
@@ -360,7 +372,23 @@ impl Config {
                 own.stream_idle_timeout_ms,
                 300_000,
             )?,
+            on_credential_change: hook_command(own.on_credential_change)?,
+            revoke_on_logout: own.revoke_on_logout.unwrap_or(true),
+            revoke_replaced: own.revoke_replaced.unwrap_or(false),
         })
+    }
+}
+
+/// A hook with no program, or an empty one, would fail at every rotation instead of now.
+fn hook_command(command: Option<Vec<String>>) -> Result<Option<Vec<String>>, ConfigError> {
+    match command {
+        Some(c) if c.first().is_none_or(|program| program.trim().is_empty()) => {
+            Err(ConfigError::Invalid(
+                "authbridge.on_credential_change must name a program: [\"cmd\", \"arg\", ...]"
+                    .into(),
+            ))
+        }
+        other => Ok(other),
     }
 }
 

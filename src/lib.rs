@@ -22,6 +22,7 @@ pub mod broker_server;
 /// The sign-in commands of the command line.
 pub mod cli;
 pub mod config;
+mod credential_hook;
 /// Entry points for the fuzz targets in `fuzz/`; they exist only so that the fuzzers,
 /// which see the public API alone, can reach the parsers.
 #[doc(hidden)]

@@ -36,7 +36,13 @@ enum Command {
     /// Sign in to ChatGPT (browser by default) or store an API key.
     Login(LoginArgs),
     /// Sign out: revoke a ChatGPT sign-in's refresh token and delete the credential.
-    Logout,
+    Logout(LogoutArgs),
+    /// Print the current access token alone on stdout, refreshed first when needed (from
+    /// this home, or from a credential broker). Exit codes as `login refresh`.
+    Token(TokenArgs),
+    /// Show where each setting came from, the store, the credential's state, held locks,
+    /// CA and proxy variables and the keyring's availability (never a secret).
+    Doctor(DoctorArgs),
     /// Own one ChatGPT credential and serve its access tokens to workers over WebSocket.
     Broker(BrokerArgs),
     /// Run an app-server (CMD) as a child over stdio, logged in and refreshed from the
@@ -87,17 +93,79 @@ struct LoginArgs {
     #[arg(long, conflicts_with = "with_api_key")]
     device_auth: bool,
     /// Read an API key from standard input and store it.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "with_access_token")]
     with_api_key: bool,
+    /// Read a ChatGPT access token from standard input and store it alone: used until it
+    /// expires, never refreshed.
+    #[arg(long, conflicts_with = "device_auth")]
+    with_access_token: bool,
     /// Open the sign-in URL in the default browser (it is always printed).
-    #[arg(long, conflicts_with_all = ["device_auth", "with_api_key"])]
+    #[arg(long, conflicts_with_all = ["device_auth", "with_api_key", "with_access_token"])]
     open: bool,
 }
 
 #[derive(Subcommand)]
 enum LoginAction {
     /// Show who is signed in (never a secret); exit code 0 when signed in, 1 when not.
-    Status,
+    Status {
+        /// One JSON object on stdout instead of a line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refresh the ChatGPT tokens now (no backend or model call). Exit code 0 valid,
+    /// 2 a new sign-in is needed, 3 try again later, 1 anything else.
+    Refresh {
+        /// Only when a call would refresh (expiry within five minutes, or eight days old).
+        #[arg(long)]
+        if_stale: bool,
+        /// Also when the access token expires within this long (e.g. 2h); implies --if-stale.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        min_validity: Option<std::time::Duration>,
+        /// The status object with `refreshed` on stdout instead of a line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the stored credential document (auth.json's format) to stdout.
+    Export,
+    /// Store the credential document read from stdin (atomically, under the refresh lock).
+    Import {
+        /// Refuse (exit code 4, nothing written) a document older than the stored one.
+        #[arg(long)]
+        if_newer: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct LogoutArgs {
+    /// Keep the refresh token valid at the issuer (other machines may share it).
+    #[arg(long)]
+    no_revoke: bool,
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// Refresh first when the access token expires within this long (e.g. 30m).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    min_validity: Option<std::time::Duration>,
+    /// Ask a credential broker (ws://HOST:PORT) instead of this home.
+    #[arg(long, value_name = "URL")]
+    broker: Option<String>,
+    /// File holding the broker's bearer token (trimmed).
+    #[arg(long, value_name = "PATH", requires = "broker")]
+    broker_token_file: Option<PathBuf>,
+    /// The broker's credential (each broker serves one, `default`).
+    #[arg(long, value_name = "NAME", requires = "broker")]
+    credential: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct DoctorArgs {
+    /// One JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Also check that the issuer and the backend answer.
+    #[arg(long)]
+    network: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -354,20 +422,82 @@ fn account_command(overrides: &[String], command: Command) -> Result<ExitCode, S
         .build()
         .expect("a tokio runtime");
     let mut out = std::io::stderr();
+    let code = |code: u8| ExitCode::from(code);
     let result = runtime.block_on(async {
         match command {
             Command::Login(LoginArgs {
-                action: Some(LoginAction::Status),
+                action: Some(LoginAction::Status { json }),
                 ..
-            }) => cli::status(&config, &mut std::io::stdout()).map(|signed_in| {
+            }) => if json {
+                cli::status_json(&config, &mut std::io::stdout())
+            } else {
+                cli::status(&config, &mut std::io::stdout())
+            }
+            .map(|signed_in| {
                 if signed_in {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::FAILURE
                 }
             }),
+            Command::Login(LoginArgs {
+                action:
+                    Some(LoginAction::Refresh {
+                        if_stale,
+                        min_validity,
+                        json,
+                    }),
+                ..
+            }) => {
+                let want = if if_stale || min_validity.is_some() {
+                    cli::RefreshWhen::IfStale { min_validity }
+                } else {
+                    cli::RefreshWhen::Now
+                };
+                cli::refresh(&config, want, json, &mut std::io::stdout(), &mut out)
+                    .await
+                    .map(code)
+            }
+            Command::Login(LoginArgs {
+                action: Some(LoginAction::Export),
+                ..
+            }) => cli::export(&config, &mut std::io::stdout()).await.map(code),
+            Command::Login(LoginArgs {
+                action: Some(LoginAction::Import { if_newer }),
+                ..
+            }) => cli::import(&config, if_newer, &mut out).await.map(code),
+            Command::Token(args) => {
+                let source = match args.broker {
+                    Some(url) => cli::TokenSource::Broker {
+                        url,
+                        token_file: args.broker_token_file,
+                        credential: args.credential,
+                    },
+                    None => cli::TokenSource::Home,
+                };
+                cli::token(
+                    &config,
+                    source,
+                    args.min_validity,
+                    &mut std::io::stdout(),
+                    &mut out,
+                )
+                .await
+                .map(code)
+            }
+            Command::Doctor(args) => cli::doctor(
+                &config,
+                overrides,
+                args.json,
+                args.network,
+                &mut std::io::stdout(),
+            )
+            .await
+            .map(code),
             Command::Login(args) => {
-                let method = if args.with_api_key {
+                let method = if args.with_access_token {
+                    cli::LoginMethod::AccessToken
+                } else if args.with_api_key {
                     cli::LoginMethod::ApiKey
                 } else if args.device_auth {
                     cli::LoginMethod::DeviceCode
@@ -378,7 +508,7 @@ fn account_command(overrides: &[String], command: Command) -> Result<ExitCode, S
                     .await
                     .map(|()| ExitCode::SUCCESS)
             }
-            Command::Logout => cli::logout(&config, &mut out)
+            Command::Logout(args) => cli::logout(&config, args.no_revoke, &mut out)
                 .await
                 .map(|()| ExitCode::SUCCESS),
             Command::AppServer(_)
@@ -421,12 +551,13 @@ fn main() -> ExitCode {
     cli.overrides = overrides_in_order(std::env::args_os());
     init_logging();
     let result = match cli.command {
-        command @ (Command::Login(_) | Command::Logout) => {
-            match account_command(&cli.overrides, command) {
-                Ok(code) => return code,
-                Err(message) => Err(message),
-            }
-        }
+        command @ (Command::Login(_)
+        | Command::Logout(_)
+        | Command::Token(_)
+        | Command::Doctor(_)) => match account_command(&cli.overrides, command) {
+            Ok(code) => return code,
+            Err(message) => Err(message),
+        },
         Command::GenerateJsonSchema { out } => {
             #[cfg(unix)]
             signals::unblock();

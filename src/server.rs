@@ -99,7 +99,21 @@ impl Server {
     pub async fn serve_stdio(&self, shutdown: CancellationToken) {
         let config = &self.api.config;
         let link = stdio::link(config.max_message_bytes, config.max_outgoing_bytes);
-        self.serve(link, shutdown).await
+        self.serve(link, shutdown).await;
+        self.settle_hooks().await
+    }
+
+    /// The process exits once serving ends, which would cut off a rotation hook still
+    /// running (its secret manager would miss the last rotation): it gets the shutdown
+    /// grace to finish.
+    async fn settle_hooks(&self) {
+        let grace = self.api.config.shutdown_grace;
+        if tokio::time::timeout(grace, self.api.auth.settle())
+            .await
+            .is_err()
+        {
+            tracing::warn!("on_credential_change still running after {grace:?}; exiting anyway");
+        }
     }
 
     /// Serves WebSocket connections until `shutdown`, then waits for open sessions to end
@@ -112,10 +126,12 @@ impl Server {
     ) -> std::io::Result<()> {
         let server = self.clone();
         let options = WsOptions::from_config(&self.api.config, token_sha256);
-        ws::serve_sessions(listener, options, shutdown, move |link, shutdown| {
+        let served = ws::serve_sessions(listener, options, shutdown, move |link, shutdown| {
             let server = server.clone();
             async move { server.serve(link, shutdown).await }
         })
-        .await
+        .await;
+        self.settle_hooks().await;
+        served
     }
 }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::auth::storage::{CredentialStore, StorageError};
+use crate::auth::storage::{AuthDocument, CredentialStore, SecretText, StorageError};
 use crate::auth::{AuthEvent, AuthManager, AuthSetup, Events, Policy};
 use crate::backend::ClientBuildError;
 use crate::config::Config;
@@ -40,6 +40,34 @@ pub(crate) fn seed_from_env(store: &CredentialStore) -> Result<(), StorageError>
     Ok(())
 }
 
+/// `CODEX_ACCESS_TOKEN`, as Codex reads it: an access token given alone, used instead of
+/// the home's store while it is set. It lives in memory only (an `ephemeral` store holding
+/// it), so nothing is written and no other process's credential is touched; its claims are
+/// read once, here, and it is never refreshed.
+fn access_token_from_env() -> Result<Option<CredentialStore>, StartError> {
+    let Some(token) = std::env::var("CODEX_ACCESS_TOKEN")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    else {
+        return Ok(None);
+    };
+    let token = zeroize::Zeroizing::new(token);
+    let claims = crate::auth::jwt::parse(token.trim())
+        .map_err(|e| StartError(format!("CODEX_ACCESS_TOKEN {e}")))?;
+    let store = CredentialStore::new(
+        std::path::Path::new(""),
+        crate::vocabulary::CredentialsStore::Ephemeral,
+        None,
+    );
+    let doc = AuthDocument::default().with_access_token(
+        SecretText::new(token.trim().to_owned()),
+        claims.chatgpt_account_id,
+        std::time::SystemTime::now(),
+    );
+    store.save(&doc)?;
+    Ok(Some(store))
+}
+
 /// The auth state every command builds the same way: the configured store (seeded from
 /// `CODEX_AUTH_JSON`), the policy, and the issuer client that performs the refresh grant.
 /// Without clients to tell (the broker), events go nowhere.
@@ -61,13 +89,16 @@ pub(crate) fn managed_auth_to(
     let (roots, proxies) = config.network.describe();
     tracing::info!(%roots, %proxies, "outbound connections");
     let warnings = events.clone();
-    let store = Arc::new(CredentialStore::new(
-        &config.codex_home,
-        config.credentials_store,
-        Some(Arc::new(move |message| {
-            warnings.emit(AuthEvent::Warning { message })
-        })),
-    ));
+    let store = Arc::new(match access_token_from_env()? {
+        Some(store) => store,
+        None => CredentialStore::new(
+            &config.codex_home,
+            config.credentials_store,
+            Some(Arc::new(move |message| {
+                warnings.emit(AuthEvent::Warning { message })
+            })),
+        ),
+    });
     seed_from_env(&store)?;
     let issuer = IssuerClient::new(
         &config.network,
@@ -82,6 +113,11 @@ pub(crate) fn managed_auth_to(
         refresh_timeout: config.refresh_timeout,
         issuer: Arc::new(issuer.clone()),
         events,
+        on_rotation: config
+            .on_credential_change
+            .as_deref()
+            .and_then(crate::credential_hook::CommandHook::new)
+            .map(|hook| Arc::new(hook) as Arc<dyn crate::auth::RotationHook>),
     })?);
     Ok((auth, issuer))
 }
@@ -100,6 +136,7 @@ pub(crate) fn logins(
             browser_timeout: config.login_timeout,
             device_timeout: config.device_code_timeout,
             workspaces: config.forced_workspace_ids.clone(),
+            revoke_replaced: config.revoke_replaced,
         },
     )
 }

@@ -490,7 +490,8 @@ async fn sign_in(issuer: &MockIssuer, c: &mut Client) {
 #[tokio::test]
 async fn logout_revokes_the_refresh_token_and_a_new_sign_in_revokes_the_old_one() {
     let issuer = MockIssuer::start().await;
-    let (p, mut c) = server(&issuer, Options::default()).await;
+    let options = Options::default().config("authbridge.revoke_replaced=true");
+    let (p, mut c) = server(&issuer, options).await;
     sign_in(&issuer, &mut c).await;
     let first = auth_json(p.home.path()).unwrap()["tokens"]["refresh_token"]
         .as_str()

@@ -98,7 +98,8 @@ pub(super) async fn login_cancel(
 }
 
 /// Ends a pending sign-in, then signs out. A managed credential's refresh token is revoked
-/// at the issuer, best effort: a failure is logged and the logout completes.
+/// at the issuer (unless `authbridge.revoke_on_logout = false`), best effort: a failure is
+/// logged and the logout completes.
 pub(super) async fn logout(
     api: &Api,
     _ctx: &RequestContext,
@@ -106,6 +107,7 @@ pub(super) async fn logout(
 ) -> Result<LogoutAccountResponse, ApiError> {
     api.logins.cancel_all();
     if let Some(refresh_token) = api.auth.logout().await?
+        && api.config.revoke_on_logout
         && let Err(e) = api.logins.issuer().revoke(&refresh_token).await
     {
         tracing::warn!("logout: {e}; the stored credential is deleted all the same");

@@ -102,7 +102,13 @@ impl ApiError {
             }
             ApiError::LoginStart(_) => RpcError::new(INTERNAL_ERROR, message),
             // Raised by the flows, which report them in `account/login/completed`.
-            ApiError::Login(LoginError::IdToken(_) | LoginError::Workspace(_)) => {
+            ApiError::Login(
+                LoginError::IdToken(_)
+                | LoginError::Workspace(_)
+                // The command line's only; no method signs in with an access token alone.
+                | LoginError::AccessToken(_)
+                | LoginError::AccessTokenExpired(_),
+            ) => {
                 RpcError::new(INVALID_REQUEST, message)
             }
             ApiError::Login(LoginError::Tokens(_) | LoginError::EmptyApiKey) => {

@@ -77,6 +77,43 @@ pub(crate) async fn acquire(path: &Path, wait: Duration) -> Result<FileLock, Loc
     }
 }
 
+/// Whether another process holds a lock file, as `doctor` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Probe {
+    Absent,
+    Free,
+    Held,
+}
+
+impl Probe {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Probe::Absent => "absent",
+            Probe::Free => "free",
+            Probe::Held => "held",
+        }
+    }
+}
+
+/// Tries the lock once without waiting and lets it go at once. Never creates the file:
+/// looking must not leave traces in the home.
+pub(crate) fn probe(path: &Path) -> std::io::Result<Probe> {
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Probe::Absent),
+        Err(e) => return Err(e),
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(Probe::Free),
+        Err(TryLockError::WouldBlock) => Ok(Probe::Held),
+        Err(TryLockError::Error(e)) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +132,21 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(30)).await;
         drop(held);
         assert!(waiter.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_probe_tells_a_held_lock_from_a_free_one_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        assert_eq!(probe(&path).unwrap(), Probe::Absent);
+        assert!(!path.exists());
+        let held = acquire(&path, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(probe(&path).unwrap(), Probe::Held);
+        drop(held);
+        assert_eq!(probe(&path).unwrap(), Probe::Free);
+        assert!(
+            acquire(&path, Duration::ZERO).await.is_ok(),
+            "the probe let it go"
+        );
     }
 }

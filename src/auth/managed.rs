@@ -31,6 +31,7 @@ use super::file_lock::{self, CODEX_COMMIT_LOCKS, FileLock, REFRESH_LOCK};
 use super::grant::{PROACTIVE_MARGIN, PermanentFailure, RefreshReason, Refreshed, TokenIssuer};
 use super::policy::Policy;
 use super::rotation::{self, Decision, Latch, LockFuture, Locked, Rotated, RotatingStore};
+use super::rotation_hook::RotationHook;
 use super::state::{AuthState, ChatgptCredentials, State};
 use super::storage::{
     self, AuthDocument, CredentialStore, DocumentMode, SecretText, StorageError, Stored, Swap,
@@ -53,7 +54,7 @@ pub(crate) struct Backoff {
     last_error: String,
 }
 
-fn now_secs() -> i64 {
+pub(super) fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -65,7 +66,7 @@ pub(super) fn due(state: &State) -> Option<RefreshReason> {
     let Some(Stored::Chatgpt(t)) = &state.stored else {
         return None;
     };
-    if state.external.is_some() || state.managed_failure.is_some() {
+    if state.external.is_some() || state.managed_failure.is_some() || !t.refreshable {
         return None;
     }
     match t.access_expires {
@@ -82,11 +83,13 @@ pub(super) fn due(state: &State) -> Option<RefreshReason> {
 
 /// Whether the stored document holds the same credential as the one in memory.
 fn same_tokens(doc: &AuthDocument, access: &SecretString) -> bool {
-    doc.mode() == Some(DocumentMode::Chatgpt)
-        && doc
-            .tokens
-            .as_ref()
-            .is_some_and(|t| t.access_token.expose() == access.expose_secret())
+    matches!(
+        doc.mode(),
+        Some(DocumentMode::Chatgpt | DocumentMode::AccessToken)
+    ) && doc
+        .tokens
+        .as_ref()
+        .is_some_and(|t| t.access_token.expose() == access.expose_secret())
 }
 
 /// The document after a grant: each field the issuer sent replaces the stored one. An ID
@@ -126,6 +129,10 @@ pub(crate) struct ManagedRefresh {
     /// How long a refresh waits for another process's refresh lock.
     pub lock_wait: Duration,
     pub backoff: Mutex<Backoff>,
+    /// Told of every rotation stored here; its runs are tracked so a short-lived command
+    /// can wait for them before it exits.
+    pub hook: Option<Arc<dyn RotationHook>>,
+    pub hook_runs: tokio_util::task::TaskTracker,
 }
 
 impl ManagedRefresh {
@@ -173,6 +180,10 @@ impl ManagedRefresh {
                 return Decision::Stop(state.credentials().map_err(|_| AuthError::SignedOut));
             }
             let ours = match &state.stored {
+                // An access token given alone has nothing to spend: the 401 stands.
+                Some(Stored::Chatgpt(t)) if state.external.is_none() && !t.refreshable => {
+                    return Decision::Stop(Err(AuthError::Unauthorized));
+                }
                 Some(Stored::Chatgpt(t)) if state.external.is_none() => &t.access_token,
                 _ => return Decision::Stop(Err(AuthError::SignedOut)),
             };
@@ -193,6 +204,9 @@ impl ManagedRefresh {
             Rotated::Adopted(doc) => self.adopt(doc),
             Rotated::Granted(doc) => {
                 lock(&self.backoff).next = None;
+                if let Some(hook) = &self.hook {
+                    self.hook_runs.spawn(hook.rotated(&doc));
+                }
                 self.adopt(Some(doc))
             }
             Rotated::Dead(failure) => {

@@ -16,6 +16,7 @@ use super::grant::{PermanentFailure, RefreshReason, TokenIssuer};
 use super::managed::{self, ManagedRefresh};
 use super::policy::{Policy, PolicyError};
 use super::recovery::ExternalRecovery;
+use super::rotation_hook::RotationHook;
 use super::state::{AuthState, ChatgptCredentials, NoChatgpt, State};
 use super::storage::{self, CredentialStore, SecretText, StorageError, Stored, TokenData};
 use super::store_watch::StoreWatch;
@@ -33,6 +34,10 @@ pub(crate) enum LoginError {
     EmptyApiKey,
     #[error("the ID token {0}")]
     IdToken(super::jwt::JwtError),
+    #[error("the access token {0}")]
+    AccessToken(super::jwt::JwtError),
+    #[error("the access token expired at {0}; get a new one")]
+    AccessTokenExpired(String),
     #[error(transparent)]
     Workspace(#[from] super::policy::ManagedWorkspaceError),
 }
@@ -57,6 +62,11 @@ pub(crate) enum Identity {
     },
 }
 
+/// An access token given alone: a stored ChatGPT credential without a refresh token.
+fn access_token_only(state: &State) -> bool {
+    state.external.is_none() && matches!(&state.stored, Some(Stored::Chatgpt(t)) if !t.refreshable)
+}
+
 /// Why a backend call has no credentials to use.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum CallCredentialsError {
@@ -73,6 +83,32 @@ pub(crate) struct AuthSetup {
     /// Performs the managed refresh grant.
     pub issuer: Arc<dyn TokenIssuer>,
     pub events: Events,
+    /// Told of every rotation this process stores.
+    pub on_rotation: Option<Arc<dyn RotationHook>>,
+}
+
+/// How fresh a script wants the access token (`login refresh`, `token`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    /// A grant now (`forced`).
+    Now,
+    /// A grant only when a call would make one, or when the access token expires within
+    /// `min_validity`.
+    IfStale { min_validity: Option<Duration> },
+}
+
+/// What [`AuthManager::freshen`] left in effect.
+#[derive(Debug)]
+pub(crate) struct Freshened {
+    pub credentials: ChatgptCredentials,
+    /// Whether the access token in effect changed: a grant made here, or another process's
+    /// rotation adopted under the lock instead of one.
+    pub refreshed: bool,
+    /// The access token's `exp`, when it has one.
+    pub expires_at: Option<i64>,
+    /// False for an access token given alone: it is never refreshed, so once it expires
+    /// only a new one helps.
+    pub renewable: bool,
 }
 
 pub(crate) struct AuthManager {
@@ -95,6 +131,7 @@ impl AuthManager {
             refresh_timeout,
             issuer,
             events,
+            on_rotation,
         } = setup;
         let stored = match store.load() {
             Ok(s) => s,
@@ -121,6 +158,8 @@ impl AuthManager {
             issuer,
             lock_wait: refresh_timeout.max(Duration::from_secs(60)),
             backoff: Default::default(),
+            hook: on_rotation,
+            hook_runs: Default::default(),
         });
         let external = Arc::new(ExternalRecovery {
             state: state.clone(),
@@ -204,7 +243,7 @@ impl AuthManager {
     pub async fn refresh_forced(&self) -> Result<(), AuthError> {
         let generation = {
             let state = self.state.lock();
-            if !state.is_managed() {
+            if !state.is_managed() || access_token_only(&state) {
                 return Ok(());
             }
             state.generation
@@ -213,6 +252,139 @@ impl AuthManager {
             .refresh(generation, RefreshReason::Forced)
             .await
             .map(drop)
+    }
+
+    /// The managed credential made as fresh as `want` asks, through the same single
+    /// flight, lock and re-read as a call's refresh: a command-line refresh and a running
+    /// app-server on one home still make one grant between them.
+    pub async fn freshen(&self, want: Freshness) -> Result<Freshened, CallCredentialsError> {
+        self.managed.notice_store_change().await;
+        let (current, reason, expires_at, renewable) = {
+            let state = self.state.lock();
+            if state.external.is_none()
+                && let (Some(failure), Some(Stored::Chatgpt(_))) =
+                    (state.managed_failure, &state.stored)
+            {
+                return Err(CallCredentialsError::Auth(AuthError::LoginRequired(
+                    failure,
+                )));
+            }
+            let current = state.credentials().map_err(CallCredentialsError::Missing)?;
+            let expires_at = match (&state.external, &state.stored) {
+                (None, Some(Stored::Chatgpt(t))) => t.access_expires,
+                _ => None,
+            };
+            let renewable = !access_token_only(&state);
+            let reason = match want {
+                _ if !state.is_managed() || !renewable => None,
+                Freshness::Now => Some(RefreshReason::Forced),
+                Freshness::IfStale { min_validity } => managed::due(&state).or_else(|| {
+                    let min = min_validity?.as_secs() as i64;
+                    expires_at
+                        .filter(|exp| exp - managed::now_secs() < min)
+                        .map(|_| RefreshReason::ProactiveExpiry)
+                }),
+            };
+            (current, reason, expires_at, renewable)
+        };
+        let Some(reason) = reason else {
+            return Ok(Freshened {
+                credentials: current,
+                refreshed: false,
+                expires_at,
+                renewable,
+            });
+        };
+        let fresh = self
+            .managed
+            .refresh(current.generation, reason)
+            .await
+            .map_err(CallCredentialsError::Auth)?;
+        let refreshed = fresh.access_token.expose_secret() != current.access_token.expose_secret();
+        Ok(Freshened {
+            credentials: fresh,
+            refreshed,
+            expires_at: self.token_details().1,
+            renewable,
+        })
+    }
+
+    /// Waits for the rotation hooks still running: a command that exits right after a
+    /// rotation must not cut its hook off.
+    pub async fn settle(&self) {
+        self.managed.hook_runs.close();
+        self.managed.hook_runs.wait().await;
+        self.managed.hook_runs.reopen();
+    }
+
+    /// Whether the credential in effect is an access token given alone (never refreshed).
+    pub fn is_access_token_only(&self) -> bool {
+        access_token_only(&self.state.lock())
+    }
+
+    /// Signs in with an access token given alone (`login --with-access-token`): its claims
+    /// name the account, read once here; it is stored without a refresh token and used
+    /// until it expires. Returns the refresh token it superseded, for revocation.
+    pub async fn login_access_token(
+        &self,
+        token: SecretString,
+    ) -> Result<Option<SecretText>, LoginError> {
+        self.policy.allow_managed_chatgpt()?;
+        let claims = super::jwt::parse(token.expose_secret()).map_err(LoginError::AccessToken)?;
+        if let Some(exp) = claims.exp.filter(|exp| *exp <= managed::now_secs()) {
+            return Err(LoginError::AccessTokenExpired(
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + Duration::from_secs(exp.max(0) as u64),
+                )
+                .to_string(),
+            ));
+        }
+        self.policy
+            .check_managed_workspace(claims.chatgpt_account_id.as_deref())?;
+        if self.state.lock().external.is_some() {
+            return Err(PolicyError::ExternalActive.into());
+        }
+        let token = SecretText::new(token.expose_secret().to_owned());
+        let account = claims.chatgpt_account_id.clone();
+        let (stored, superseded) = storage::off_runtime(&self.store, move |store| {
+            let previous = store.load_document()?;
+            let superseded = previous
+                .as_ref()
+                .and_then(|d| d.tokens.as_ref())
+                .map(|t| t.refresh_token.clone())
+                .filter(|old| !old.expose().is_empty());
+            let doc = previous.unwrap_or_default().with_access_token(
+                token,
+                account,
+                std::time::SystemTime::now(),
+            );
+            store.save(&doc)?;
+            let stored = Stored::from_document(&doc).ok_or(StorageError::Format {
+                place: "the new credential".into(),
+            })?;
+            Ok((stored, superseded))
+        })
+        .await?;
+        self.watch.remember();
+        let mut state = self.state.lock();
+        state.stored = Some(stored);
+        state.managed_failure = None;
+        self.state.replaced();
+        self.state
+            .changed(&mut state, |status| AuthEvent::LoggedIn {
+                status,
+                login_id: None,
+            });
+        tracing::info!(account = ?claims.chatgpt_account_id, store = %self.store.describe(), "access token stored");
+        Ok(superseded)
+    }
+
+    /// When the stored ChatGPT credential was last refreshed (`last_refresh`).
+    pub fn last_refresh(&self) -> Option<std::time::SystemTime> {
+        match &self.state.lock().stored {
+            Some(Stored::Chatgpt(t)) => t.last_refresh,
+            _ => None,
+        }
     }
 
     /// The latched failure of the managed credential, for `account/read`.
@@ -325,6 +497,11 @@ impl AuthManager {
         &self.store
     }
 
+    /// The store itself, for work that must run off the runtime (`storage::off_runtime`).
+    pub fn store_handle(&self) -> &Arc<CredentialStore> {
+        &self.store
+    }
+
     /// Completes a managed ChatGPT sign-in: checks the workspace policy against the ID
     /// token, stores the credential (keeping unknown fields of the document it replaces)
     /// and puts it in effect. Returns the refresh token it superseded, for revocation.
@@ -415,7 +592,9 @@ impl AuthManager {
                 .load_document()
                 .ok()
                 .flatten()
-                .and_then(|d| d.tokens.map(|t| t.refresh_token.clone()));
+                .and_then(|d| d.tokens.map(|t| t.refresh_token.clone()))
+                // An access token given alone has none to revoke.
+                .filter(|t| !t.expose().is_empty());
             store.delete()?;
             Ok(refresh_token)
         })

@@ -5,7 +5,7 @@
 pub(crate) mod error;
 pub(crate) mod events;
 pub(crate) mod external;
-mod file_lock;
+pub(crate) mod file_lock;
 pub(crate) mod grant;
 pub(crate) mod jwt;
 #[cfg(test)]
@@ -15,14 +15,19 @@ pub(crate) mod manager;
 pub(crate) mod policy;
 mod recovery;
 pub(crate) mod rotation;
+pub(crate) mod rotation_hook;
 pub(crate) mod single_flight;
 mod state;
 pub(crate) mod storage;
 mod store_watch;
+pub(crate) mod transfer;
 
 pub(crate) use error::AuthError;
 pub(crate) use events::{AuthEvent, AuthStatus, Events, Mode};
 pub(crate) use external::{ChannelError, RefreshChannel, SuppliedTokens};
-pub(crate) use manager::{AuthManager, AuthSetup, CallCredentialsError, Identity, LoginError};
+pub(crate) use manager::{
+    AuthManager, AuthSetup, CallCredentialsError, Freshened, Freshness, Identity, LoginError,
+};
 pub(crate) use policy::{Policy, PolicyError};
+pub(crate) use rotation_hook::RotationHook;
 pub(crate) use state::{ChatgptCredentials, NoChatgpt};

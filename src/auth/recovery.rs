@@ -208,6 +208,7 @@ mod tests {
                 refresh_timeout: Duration::from_secs(5),
                 issuer: Arc::new(NoIssuer),
                 events: Default::default(),
+                on_rotation: None,
             })
             .unwrap(),
         );

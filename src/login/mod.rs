@@ -35,6 +35,9 @@ pub(crate) struct LoginSettings {
     pub browser_timeout: Duration,
     pub device_timeout: Duration,
     pub workspaces: Option<Vec<String>>,
+    /// Whether a sign-in revokes the refresh token of the credential it replaces. Off by
+    /// default: that token may be the one other machines still use (openai/codex #22577).
+    pub revoke_replaced: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -241,7 +244,7 @@ impl Logins {
             .login_managed(tokens, api_key, Some(login_id.to_owned()))
             .await
             .map_err(|e| e.to_string())?;
-        if let Some(old) = superseded {
+        if let Some(old) = superseded.filter(|_| self.settings.revoke_replaced) {
             let issuer = self.issuer.clone();
             self.tasks.spawn(async move {
                 if let Err(e) = issuer.revoke(&old).await {

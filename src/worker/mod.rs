@@ -10,7 +10,7 @@
 //! worker's own few messages to the child go on a separate unbounded queue, so the
 //! child-to-parent side never waits on the child's input (which could wait on it in turn).
 
-mod broker_client;
+pub(crate) mod broker_client;
 mod proxy;
 
 use std::ffi::OsString;
@@ -47,7 +47,7 @@ pub struct WorkerOptions {
     pub command: Vec<OsString>,
 }
 
-fn read_token(path: &PathBuf) -> Result<SecretString, String> {
+pub(crate) fn read_token(path: &PathBuf) -> Result<SecretString, String> {
     let text = zeroize::Zeroizing::new(
         std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read --broker-token-file {}: {e}", path.display()))?,

@@ -11,6 +11,7 @@
 pub mod backend;
 pub mod bench;
 pub mod broker;
+pub mod cli;
 pub mod client;
 pub mod conformance;
 pub mod connect_proxy;

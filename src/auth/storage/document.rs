@@ -81,7 +81,13 @@ impl std::fmt::Debug for AuthDocument {
 pub(crate) enum DocumentMode {
     ApiKey,
     Chatgpt,
+    /// A ChatGPT access token given alone (`login --with-access-token`): no refresh token,
+    /// so it is used until it expires and never refreshed.
+    AccessToken,
 }
+
+/// `auth_mode` of a document holding an access token alone.
+pub(crate) const ACCESS_TOKEN_MODE: &str = "chatgptAccessToken";
 
 impl AuthDocument {
     pub fn parse(bytes: &[u8]) -> Option<Self> {
@@ -95,6 +101,7 @@ impl AuthDocument {
         match self.auth_mode.as_deref() {
             Some("apikey") => Some(DocumentMode::ApiKey),
             Some("chatgpt") => Some(DocumentMode::Chatgpt),
+            Some(ACCESS_TOKEN_MODE) => Some(DocumentMode::AccessToken),
             Some(_) => None,
             None if self.api_key.is_some() => Some(DocumentMode::ApiKey),
             None => Some(DocumentMode::Chatgpt),
@@ -146,6 +153,27 @@ impl AuthDocument {
         self.api_key = Some(key);
         self.tokens = None;
         self.last_refresh = None;
+        self
+    }
+
+    /// This document holding an access token alone. The token stands in for the ID token
+    /// too (its claims name the account), and the refresh token is empty: there is none.
+    pub fn with_access_token(
+        mut self,
+        token: SecretText,
+        account_id: Option<String>,
+        now: std::time::SystemTime,
+    ) -> Self {
+        self.auth_mode = Some(ACCESS_TOKEN_MODE.into());
+        self.api_key = None;
+        self.tokens = Some(TokenData {
+            id_token: token.clone(),
+            access_token: token,
+            refresh_token: SecretText::new(String::new()),
+            account_id,
+            other: Map::new(),
+        });
+        self.last_refresh = Some(timestamp(now));
         self
     }
 

@@ -7,6 +7,8 @@
 //! `keyring` feature) or, in tests, its mock store.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -104,6 +106,64 @@ impl Backend for KeyringStore {
     }
 }
 
+/// How long one keyring call may take. A Secret Service that never answers (a locked
+/// session bus, a daemon stuck on a prompt nobody sees) would otherwise hang the command or
+/// the server's store thread for good.
+const CALL_LIMIT: Duration = Duration::from_secs(5);
+
+/// Set while a keyring call that overran [`CALL_LIMIT`] is still stuck. Later calls fail
+/// at once instead of piling up more stuck threads behind it.
+static UNRESPONSIVE: AtomicBool = AtomicBool::new(false);
+
+/// Runs `op` on a thread of its own and waits at most `limit` for it. A call that overruns
+/// counts as "the keyring is unavailable"; its thread is left to finish (or not) by itself,
+/// and `stuck` stays set until it does.
+fn bounded<T: Send + 'static>(
+    limit: Duration,
+    stuck: &'static AtomicBool,
+    op: impl FnOnce() -> Result<T, KeyringError> + Send + 'static,
+) -> Result<T, KeyringError> {
+    if stuck.load(Ordering::SeqCst) {
+        return Err(KeyringError(
+            "keyring: an earlier call is still unanswered; the keyring counts as unavailable"
+                .into(),
+        ));
+    }
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let spawned = std::thread::Builder::new()
+        .name("keyring-call".into())
+        .spawn(move || {
+            let result = op();
+            let _ = tx.send(result);
+            // Whoever gave up on this call may set the flag; its end clears it.
+            stuck.store(false, Ordering::SeqCst);
+        });
+    if spawned.is_err() {
+        return Err(KeyringError::from_static(
+            "keyring: cannot start a thread for the call",
+        ));
+    }
+    match rx.recv_timeout(limit) {
+        Ok(result) => result,
+        Err(_) => {
+            stuck.store(true, Ordering::SeqCst);
+            // The call may have finished between the timeout and the flag.
+            if let Ok(result) = rx.try_recv() {
+                stuck.store(false, Ordering::SeqCst);
+                return result;
+            }
+            Err(KeyringError(format!(
+                "keyring: no answer within {limit:?}; the keyring counts as unavailable"
+            )))
+        }
+    }
+}
+
+/// Whether the keyring answers at all, for `doctor`: one bounded read of Codex's entry.
+pub(crate) fn probe(codex_home: &Path) -> Result<(), KeyringError> {
+    KeyringEntry::new(codex_home).read().map(drop)
+}
+
 /// Codex's entry for one home.
 struct KeyringEntry {
     account: String,
@@ -152,6 +212,28 @@ impl KeyringEntry {
     }
 
     fn read(&self) -> Result<Option<Zeroizing<String>>, KeyringError> {
+        let account = self.account.clone();
+        bounded(CALL_LIMIT, &UNRESPONSIVE, move || {
+            KeyringEntry { account }.read_now()
+        })
+    }
+
+    fn write(&self, value: &str) -> Result<(), KeyringError> {
+        let account = self.account.clone();
+        let value = Zeroizing::new(value.to_owned());
+        bounded(CALL_LIMIT, &UNRESPONSIVE, move || {
+            KeyringEntry { account }.write_now(&value)
+        })
+    }
+
+    fn remove(&self) -> Result<(), KeyringError> {
+        let account = self.account.clone();
+        bounded(CALL_LIMIT, &UNRESPONSIVE, move || {
+            KeyringEntry { account }.remove_now()
+        })
+    }
+
+    fn read_now(&self) -> Result<Option<Zeroizing<String>>, KeyringError> {
         let value = match self.entry(&self.account)?.get_password() {
             Ok(v) => Zeroizing::new(v),
             Err(keyring_core::Error::NoEntry) => return Ok(None),
@@ -177,16 +259,47 @@ impl KeyringEntry {
         Ok(Some(whole))
     }
 
-    fn write(&self, value: &str) -> Result<(), KeyringError> {
+    fn write_now(&self, value: &str) -> Result<(), KeyringError> {
         self.entry(&self.account)?
             .set_password(value)
             .map_err(|e| describe(&e))
     }
 
-    fn remove(&self) -> Result<(), KeyringError> {
+    fn remove_now(&self) -> Result<(), KeyringError> {
         match self.entry(&self.account)?.delete_credential() {
             Ok(()) | Err(keyring_core::Error::NoEntry) => Ok(()),
             Err(e) => Err(describe(&e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_keyring_that_never_answers_counts_as_unavailable_and_hangs_nothing() {
+        static STUCK: AtomicBool = AtomicBool::new(false);
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let started = std::time::Instant::now();
+        let e = bounded(Duration::from_millis(50), &STUCK, move || {
+            let _ = wait.recv();
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("no answer"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // While that call is stuck, the next fails at once without a thread of its own.
+        let e = bounded(Duration::from_secs(30), &STUCK, || Ok(())).unwrap_err();
+        assert!(e.to_string().contains("still unanswered"), "{e}");
+        drop(release);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while STUCK.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(
+            bounded(Duration::from_secs(5), &STUCK, || Ok(7)).unwrap(),
+            7
+        );
     }
 }

@@ -25,6 +25,7 @@ use std::time::{Duration, SystemTime};
 pub(crate) use crate::vocabulary::CredentialsStore;
 pub(crate) use document::{AuthDocument, DocumentMode, SecretText, TokenData};
 pub(crate) use import::{read_import, retire_import};
+pub(crate) use keyring::probe as probe_keyring;
 pub(crate) use stored::{Stored, parse};
 
 pub(crate) const AUTH_FILE: &str = "auth.json";

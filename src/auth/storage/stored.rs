@@ -22,6 +22,9 @@ pub(crate) struct ManagedTokens {
     /// `exp` of the access token, when it has one.
     pub access_expires: Option<i64>,
     pub last_refresh: Option<SystemTime>,
+    /// False for an access token given alone: it has no refresh token and is used until
+    /// it expires.
+    pub refreshable: bool,
 }
 
 #[derive(Clone)]
@@ -44,7 +47,7 @@ impl Stored {
     pub fn from_document(doc: &AuthDocument) -> Option<Self> {
         match (doc.mode()?, &doc.api_key, &doc.tokens) {
             (DocumentMode::ApiKey, Some(_), _) => Some(Stored::ApiKey),
-            (DocumentMode::Chatgpt, _, Some(t)) => {
+            (mode @ (DocumentMode::Chatgpt | DocumentMode::AccessToken), _, Some(t)) => {
                 let claims = jwt::parse(t.id_token.expose()).unwrap_or_default();
                 let access_expires = jwt::parse(t.access_token.expose()).ok().and_then(|c| c.exp);
                 let account_id = t
@@ -60,6 +63,7 @@ impl Stored {
                         .last_refresh
                         .as_deref()
                         .and_then(document::parse_timestamp),
+                    refreshable: mode == DocumentMode::Chatgpt,
                 }))
             }
             _ => None,
