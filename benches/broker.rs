@@ -109,7 +109,8 @@ async fn run(sizes: Sizes, quick: bool, fd_limit: Option<u64>) {
         );
     }
 
-    let file = store_run(Store::File, sizes).await;
+    let mut file = store_run(Store::File, sizes).await;
+    wss_read(&mut file, sizes).await;
     println!("\nfile store (CODEX_HOME/auth.json):");
     file.print();
 
@@ -335,14 +336,16 @@ fn refresh(previous: &str) -> Call {
 }
 
 async fn open(addr: SocketAddr) -> Result<Ws, String> {
-    let target = WsTarget {
-        url: format!("ws://{addr}/"),
-        bearer: None,
-    };
+    let network = authbridge::net::Network::from_env().map_err(|e| e.to_string())?;
+    open_url(format!("ws://{addr}/"), network).await
+}
+
+async fn open_url(url: String, network: authbridge::net::Network) -> Result<Ws, String> {
+    let target = WsTarget { url, bearer: None };
     let options = WsClientOptions {
         read_buffer_bytes: CLIENT_READ_BUFFER,
         connect_timeout: STEP,
-        ..WsClientOptions::new(authbridge::net::Network::from_env().map_err(|e| e.to_string())?)
+        ..WsClientOptions::new(network)
     };
     rpc_client::connect(&target, &options)
         .await
@@ -366,6 +369,72 @@ async fn call(ws: &Ws, what: &Call) -> Result<String, String> {
         .map_err(|e| format!("call failed: {e}"))
 }
 
+/// Round trips of `body` one at a time on `one` after the warm-up, sorted, and the wall
+/// time of the measured ones; every answer must be `expected`.
+async fn one_in_flight(
+    what: &str,
+    one: &Ws,
+    body: &Call,
+    expected: &str,
+    sizes: Sizes,
+) -> (Vec<u64>, Duration) {
+    within(PHASE, &format!("{what}, 1 in flight"), async {
+        let mut samples = Vec::with_capacity(sizes.sequential);
+        let mut started_measuring = Instant::now();
+        for i in 0..sizes.warmup + sizes.sequential {
+            if i == sizes.warmup {
+                started_measuring = Instant::now();
+            }
+            let started = Instant::now();
+            let token = call(one, body)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let elapsed = started.elapsed().as_nanos() as u64;
+            assert_eq!(*token, *expected, "{what}: not the current token");
+            if i >= sizes.warmup {
+                samples.push(elapsed);
+            }
+        }
+        samples.sort_unstable();
+        (samples, started_measuring.elapsed())
+    })
+    .await
+}
+
+/// `credential/read` at 1 in flight over `wss://`, on a file-store broker of its own that
+/// serves a certificate from a private authority, through the library's client trusting
+/// that authority as `CODEX_CA_CERTIFICATE` would make it.
+async fn wss_read(table: &mut Table, sizes: Sizes) {
+    let issuer = MockIssuer::start().await;
+    let authority = kit::pki::Authority::new("bench root");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = authority.issue(&["127.0.0.1"]).write(dir.path(), "server");
+    let root = authority.write(dir.path(), "root.pem");
+    let (_source, auth) = broker::signed_in_file(&issuer);
+    let home = tempfile::tempdir().unwrap();
+    let args = [
+        "--import-auth-json",
+        auth.as_str(),
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    let started = broker::start_listening(&issuer, home.path(), "wss://127.0.0.1:0", &args, &[]);
+    let b = within(STEP, "wss:// broker start", started).await;
+    let trust = authbridge::net::Trust::load(None, Some(("CODEX_CA_CERTIFICATE", root)))
+        .expect("the private root");
+    let proxies = authbridge::net::Proxies::from_env().expect("the proxy variables");
+    let network = authbridge::net::Network::new(trust, proxies);
+    let one = open_url(format!("wss://{}/", b.addr), network)
+        .await
+        .expect("a wss:// connection");
+    let current = call(&one, &read()).await.expect("credential/read");
+    let what = "credential/read over wss://";
+    let (samples, wall) = one_in_flight(what, &one, &read(), &current, sizes).await;
+    table.latency(&format!("{what}, 1 in flight"), &samples, wall);
+}
+
 /// Round trips of `body` at 1 in flight on `one` and at [`LOADED`] in flight on as many
 /// connections, each after its warm-up; every answer must be `expected`. Adds the rows and
 /// hands `one` back.
@@ -380,28 +449,7 @@ async fn latency_rows(
 ) -> Ws {
     let expected: Arc<str> = expected.into();
 
-    // 1 in flight.
-    let (samples, wall) = within(PHASE, &format!("{what}, 1 in flight"), async {
-        let mut samples = Vec::with_capacity(sizes.sequential);
-        let mut started_measuring = Instant::now();
-        for i in 0..sizes.warmup + sizes.sequential {
-            if i == sizes.warmup {
-                started_measuring = Instant::now();
-            }
-            let started = Instant::now();
-            let token = call(&one, body)
-                .await
-                .unwrap_or_else(|e| panic!("{what}: {e}"));
-            let elapsed = started.elapsed().as_nanos() as u64;
-            assert_eq!(*token, *expected, "{what}: not the current token");
-            if i >= sizes.warmup {
-                samples.push(elapsed);
-            }
-        }
-        samples.sort_unstable();
-        (samples, started_measuring.elapsed())
-    })
-    .await;
+    let (samples, wall) = one_in_flight(what, &one, body, &expected, sizes).await;
     table.latency(&format!("{what}, 1 in flight"), &samples, wall);
 
     // LOADED in flight, each on its own connection.

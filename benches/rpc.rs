@@ -102,6 +102,12 @@ async fn run(sizes: Sizes, quick: bool) {
         "reference: websocket echo, async client",
         1.3,
     );
+    table.ratio(
+        "websocket round trip p50 over wss:// against ws://",
+        "websocket over wss:// round trip, async client (account/read)",
+        "websocket round trip, async client (account/read)",
+        1.2,
+    );
     table.print();
 }
 
@@ -398,20 +404,70 @@ async fn websocket(sizes: &Sizes, table: &mut Table) {
         &samples,
         None,
     );
+    let samples = wss_round_trips(sizes).await;
+    table.latency(
+        "websocket over wss:// round trip, async client (account/read)",
+        &samples,
+        None,
+    );
     let echo = ws_echo_server();
     let samples = websocket_round_trips(&echo, sizes, false).await;
     table.latency("reference: websocket echo, async client", &samples, None);
 }
 
 async fn websocket_round_trips(addr: &str, sizes: &Sizes, check: bool) -> Vec<u64> {
-    use futures::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
-    let (mut socket, _) = within(
+    let (socket, _) = within(
         "the WebSocket upgrade",
         tokio_tungstenite::connect_async(format!("ws://{addr}/")),
     )
     .await
     .expect("upgrade");
+    round_trips_on(socket, sizes, check).await
+}
+
+/// The same round trips to the binary serving `wss://` with a certificate from a private
+/// authority the client trusts (TLS 1.3, the handshake before the first sample).
+async fn wss_round_trips(sizes: &Sizes) -> Vec<u64> {
+    let authority = kit::pki::Authority::new("bench root");
+    let dir = tempfile::tempdir().expect("a directory");
+    let (cert, key) = authority.issue(&["127.0.0.1"]).write(dir.path(), "server");
+    let p = Proc::spawn(
+        &[
+            "app-server",
+            "--listen",
+            "wss://127.0.0.1:0",
+            "--tls-cert",
+            cert.to_str().expect("UTF-8"),
+            "--tls-key",
+            key.to_str().expect("UTF-8"),
+        ],
+        Options::default(),
+    );
+    let addr = p.listening_on().await;
+    let socket = within("the TLS handshake and the WebSocket upgrade", async {
+        let tls = kit::client::tls_stream(&addr, kit::pki::client_config(&authority))
+            .await
+            .expect("TLS handshake");
+        tokio_tungstenite::client_async(format!("wss://{addr}/"), tls)
+            .await
+            .expect("upgrade")
+            .0
+    })
+    .await;
+    round_trips_on(socket, sizes, true).await
+}
+
+/// Warm-up, then timed round trips, one at a time, on an upgraded `socket`.
+async fn round_trips_on<S>(
+    mut socket: tokio_tungstenite::WebSocketStream<S>,
+    sizes: &Sizes,
+    check: bool,
+) -> Vec<u64>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
     let mut exchange = async |line: String| -> String {
         socket.send(Message::Text(line.into())).await.expect("send");
         loop {

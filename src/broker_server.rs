@@ -6,7 +6,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{BrokerApi, broker_dispatcher};
@@ -124,16 +123,16 @@ impl Broker {
         })
     }
 
-    /// Serves workers until `shutdown`.
+    /// Serves workers (in clear or over TLS, as `listener` says) until `shutdown`.
     pub async fn serve_ws(
         self: &Arc<Self>,
-        listener: TcpListener,
+        listener: impl Into<ws::Listener>,
         token_sha256: Option<[u8; 32]>,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
         let broker = self.clone();
         let options = WsOptions::from_config(&self.config, token_sha256);
-        ws::serve_sessions(listener, options, shutdown, move |link, shutdown| {
+        ws::serve_sessions(listener.into(), options, shutdown, move |link, shutdown| {
             let broker = broker.clone();
             async move {
                 serve_connection(

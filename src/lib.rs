@@ -58,6 +58,12 @@ pub mod rpc_client {
     pub use crate::rpc::ws_client::{ConnectError, WsClientOptions, WsTarget, connect};
 }
 
+/// Serving `wss://`: the certificate files (followed when renewed) and the listener.
+pub mod ws_tls {
+    pub use crate::transport::tls::{ServerTls, TlsError};
+    pub use crate::transport::ws::Listener;
+}
+
 /// The WebSocket capability token as the command line takes it.
 pub mod ws_token {
     pub use crate::transport::ws::{describe, parse_hex_digest, token_digest};

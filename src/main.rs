@@ -8,6 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+use authbridge::ws_tls::{Listener, ServerTls};
 use authbridge::{Config, Server, cli, default_codex_home, ws_token as ws};
 
 #[derive(Parser)]
@@ -52,9 +53,11 @@ enum Command {
 
 #[derive(clap::Args)]
 struct BrokerArgs {
-    /// ws://IP:PORT to listen on (port 0 takes a free one).
+    /// ws://IP:PORT or wss://IP:PORT to listen on (port 0 takes a free one).
     #[arg(long, value_name = "URL")]
     listen: String,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// File holding the WebSocket bearer token (trimmed).
     #[arg(long, value_name = "PATH", conflicts_with = "ws_token_sha256")]
     ws_token_file: Option<PathBuf>,
@@ -173,11 +176,24 @@ enum WsAuth {
     CapabilityToken,
 }
 
+/// The certificate of a `wss://` listener.
+#[derive(clap::Args)]
+struct TlsArgs {
+    /// PEM certificate chain for --listen wss:// (leaf first); re-read when renewed.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1); re-read when renewed.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
 #[derive(clap::Args)]
 struct AppServerArgs {
-    /// stdio:// (default) or ws://IP:PORT.
+    /// stdio:// (default), ws://IP:PORT or wss://IP:PORT.
     #[arg(long, default_value = "stdio://", value_name = "URL")]
     listen: String,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Accepted for compatibility; the token flags below select capability-token auth.
     #[arg(long, value_enum)]
     ws_auth: Option<WsAuth>,
@@ -192,6 +208,7 @@ struct AppServerArgs {
 enum Listen {
     Stdio,
     Ws(SocketAddr),
+    Wss(SocketAddr),
 }
 
 fn parse_listen(url: &str) -> Result<Listen, String> {
@@ -205,9 +222,31 @@ fn parse_listen(url: &str) -> Result<Listen, String> {
             .map(Listen::Ws)
             .map_err(|_| format!("invalid --listen {url:?}: expected ws://IP:PORT"));
     }
+    if let Some(addr) = url.strip_prefix("wss://") {
+        return addr
+            .trim_end_matches('/')
+            .parse()
+            .map(Listen::Wss)
+            .map_err(|_| format!("invalid --listen {url:?}: expected wss://IP:PORT"));
+    }
     Err(format!(
-        "unsupported --listen {url:?}: use stdio:// or ws://IP:PORT"
+        "unsupported --listen {url:?}: use stdio://, ws://IP:PORT or wss://IP:PORT"
     ))
+}
+
+/// The listener's certificate: `wss://` needs both files, any other scheme takes none.
+/// Loaded here so that an unusable pair stops start-up.
+fn server_tls(listen: &Listen, args: &TlsArgs) -> Result<Option<ServerTls>, String> {
+    match (listen, &args.tls_cert, &args.tls_key) {
+        (Listen::Wss(_), Some(cert), Some(key)) => ServerTls::load(cert, key)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        (Listen::Wss(_), _, _) => {
+            Err("--listen wss:// needs --tls-cert FILE and --tls-key FILE".into())
+        }
+        (_, None, None) => Ok(None),
+        _ => Err("--tls-cert and --tls-key apply only to --listen wss://IP:PORT".into()),
+    }
 }
 
 fn token_digest(
@@ -317,6 +356,7 @@ async fn app_server(overrides: &[String], args: AppServerArgs) -> Result<(), Str
     // Handlers first: a signal during start-up must also end in a clean exit.
     let shutdown = shutdown_on_signals();
     let listen = parse_listen(&args.listen)?;
+    let tls = server_tls(&listen, &args.tls)?;
     let digest = token_digest(&args.ws_token_file, &args.ws_token_sha256)?;
     let config = Config::load(&default_codex_home(), overrides).map_err(|e| e.to_string())?;
     let server = Arc::new(Server::new(config).map_err(|e| e.to_string())?);
@@ -332,19 +372,21 @@ async fn app_server(overrides: &[String], args: AppServerArgs) -> Result<(), Str
             }
             server.serve_stdio(shutdown).await;
         }
-        Listen::Ws(addr) => {
+        Listen::Ws(addr) | Listen::Wss(addr) => {
             if !addr.ip().is_loopback() && digest.is_none() {
                 return Err(format!(
                     "refusing to start a WebSocket listener on non-loopback {addr} without auth; \
                      pass --ws-token-file PATH or --ws-token-sha256 HEX"
                 ));
             }
-            let listener =
-                bind_listener(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-            let bound = listener.local_addr().map_err(|e| e.to_string())?;
-            tracing::info!("listening on {}", ws::describe(bound));
+            let listener = Listener::new(
+                bind_listener(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?,
+                tls,
+            );
+            let url = listener.url().map_err(|e| e.to_string())?;
+            tracing::info!("listening on {url}");
             // One line on stderr that tools can wait for (the port may have been 0).
-            eprintln!("authbridge listening on {}", ws::describe(bound));
+            eprintln!("authbridge listening on {url}");
             server
                 .serve_ws(listener, digest, shutdown)
                 .await
@@ -356,9 +398,13 @@ async fn app_server(overrides: &[String], args: AppServerArgs) -> Result<(), Str
 
 async fn broker(overrides: &[String], args: BrokerArgs) -> Result<(), String> {
     let shutdown = shutdown_on_signals();
-    let Listen::Ws(addr) = parse_listen(&args.listen)? else {
-        return Err("the broker serves WebSocket only: --listen ws://IP:PORT".into());
+    let listen = parse_listen(&args.listen)?;
+    let (Listen::Ws(addr) | Listen::Wss(addr)) = listen else {
+        return Err(
+            "the broker serves WebSocket only: --listen ws://IP:PORT or wss://IP:PORT".into(),
+        );
     };
+    let tls = server_tls(&listen, &args.tls)?;
     let digest = token_digest(&args.ws_token_file, &args.ws_token_sha256)?;
     if !addr.ip().is_loopback() && digest.is_none() {
         return Err(format!(
@@ -372,9 +418,14 @@ async fn broker(overrides: &[String], args: BrokerArgs) -> Result<(), String> {
         authbridge::broker_server::Broker::start(config, store, args.import_auth_json.as_deref())
             .await?,
     );
-    let listener = bind_listener(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let bound = listener.local_addr().map_err(|e| e.to_string())?;
-    eprintln!("authbridge listening on {}", ws::describe(bound));
+    let listener = Listener::new(
+        bind_listener(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?,
+        tls,
+    );
+    eprintln!(
+        "authbridge listening on {}",
+        listener.url().map_err(|e| e.to_string())?
+    );
     broker
         .serve_ws(listener, digest, shutdown)
         .await

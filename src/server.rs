@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, Announcer, Api, Connections, Threads};
@@ -116,21 +115,22 @@ impl Server {
         }
     }
 
-    /// Serves WebSocket connections until `shutdown`, then waits for open sessions to end
-    /// (each within its shutdown grace).
+    /// Serves WebSocket connections (in clear or over TLS, as `listener` says) until
+    /// `shutdown`, then waits for open sessions to end (each within its shutdown grace).
     pub async fn serve_ws(
         self: &Arc<Self>,
-        listener: TcpListener,
+        listener: impl Into<ws::Listener>,
         token_sha256: Option<[u8; 32]>,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
         let server = self.clone();
         let options = WsOptions::from_config(&self.api.config, token_sha256);
-        let served = ws::serve_sessions(listener, options, shutdown, move |link, shutdown| {
-            let server = server.clone();
-            async move { server.serve(link, shutdown).await }
-        })
-        .await;
+        let served =
+            ws::serve_sessions(listener.into(), options, shutdown, move |link, shutdown| {
+                let server = server.clone();
+                async move { server.serve(link, shutdown).await }
+            })
+            .await;
         self.settle_hooks().await;
         served
     }

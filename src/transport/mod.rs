@@ -7,6 +7,7 @@ pub(crate) mod codec;
 #[cfg(test)]
 mod codec_props;
 pub(crate) mod stdio;
+pub(crate) mod tls;
 pub(crate) mod ws;
 
 use std::pin::Pin;

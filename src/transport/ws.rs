@@ -9,6 +9,9 @@
 //! a closed session drains what the client still sends instead of resetting the
 //! connection under its error reply.
 //!
+//! Over `wss://` an accepted socket first goes through the TLS handshake (`tls` holds the
+//! certificate), under the request head's deadline, then becomes the same HTTP connection.
+//!
 //! Two gates stand before any JSON-RPC: a request carrying `Origin` is refused (403), since
 //! a browser page must never drive a server that holds the user's tokens; and when a
 //! capability token is configured, the upgrade needs `Authorization: Bearer <token>`,
@@ -42,6 +45,7 @@ use tokio_tungstenite::tungstenite::{Message, handshake::derive_accept_key};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::tls::ServerTls;
 use super::{Backpressure, Frame, Link, LinkPolicy};
 
 /// Called once per accepted WebSocket; serves it to the end.
@@ -67,7 +71,7 @@ impl WsOptions {
 /// ones to end (each within its own shutdown grace): the loop the app-server and the broker
 /// share.
 pub(crate) async fn serve_sessions<F, Fut>(
-    listener: TcpListener,
+    listener: Listener,
     options: WsOptions,
     shutdown: CancellationToken,
     session: F,
@@ -108,18 +112,55 @@ struct State {
     on_connection: OnConnection,
 }
 
+/// A bound socket to serve, in clear (`ws://`) or behind TLS (`wss://`).
+pub struct Listener {
+    tcp: TcpListener,
+    tls: Option<ServerTls>,
+}
+
+impl Listener {
+    pub fn new(tcp: TcpListener, tls: Option<ServerTls>) -> Self {
+        Self { tcp, tls }
+    }
+
+    /// The address as clients write it, scheme included (the port may have been 0).
+    pub fn url(&self) -> std::io::Result<String> {
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        Ok(format!("{scheme}://{}", self.tcp.local_addr()?))
+    }
+}
+
+impl From<TcpListener> for Listener {
+    fn from(tcp: TcpListener) -> Self {
+        Self::new(tcp, None)
+    }
+}
+
 /// Accepts connections on `listener` until `shutdown` fires. HTTP connections that have
-/// not become WebSocket sessions are dropped then; sessions end through `shutdown` too.
+/// not become WebSocket sessions are dropped then (a TLS handshake still under way
+/// included); sessions end through `shutdown` too.
 pub(crate) async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     options: WsOptions,
     on_connection: OnConnection,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let Listener { tcp: listener, tls } = listener;
+    if tls.is_none()
+        && let Ok(addr) = listener.local_addr()
+        && !addr.ip().is_loopback()
+    {
+        tracing::warn!(
+            "serving ws:// on non-loopback {addr}: the bearer token and every credential \
+             travel in clear; use --listen wss:// with --tls-cert and --tls-key, or a \
+             TLS-terminating proxy in front"
+        );
+    }
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout)
         .keep_alive(true);
+    let handshake_timeout = options.header_read_timeout;
     let state = Arc::new(State {
         options,
         on_connection,
@@ -141,24 +182,27 @@ pub(crate) async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
+        let (state, http, tls) = (state.clone(), http.clone(), tls.clone());
         let shutdown = shutdown.clone();
-        let connection = http
-            .serve_connection(
-                TokioIo::new(stream),
-                hyper::service::service_fn(move |request| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(route(request, &state)) }
-                }),
-            )
-            .with_upgrades();
         pending_http.spawn(async move {
-            tokio::select! {
-                served = connection => {
-                    if let Err(e) = served {
-                        tracing::debug!(error = %e, "HTTP connection ended with an error");
+            let served = async {
+                match tls {
+                    None => http_connection(&http, stream, state).await,
+                    // The handshake gets the request head's deadline: a client that never
+                    // finishes it must not hold a task, nor shutdown.
+                    Some(tls) => {
+                        match tokio::time::timeout(handshake_timeout, tls.acceptor().accept(stream))
+                            .await
+                        {
+                            Ok(Ok(stream)) => http_connection(&http, stream, state).await,
+                            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                            Err(_) => tracing::debug!("TLS handshake not finished in time"),
+                        }
                     }
                 }
+            };
+            tokio::select! {
+                _ = served => {}
                 _ = shutdown.cancelled() => {}
             }
         });
@@ -166,6 +210,26 @@ pub(crate) async fn serve(
     pending_http.close();
     pending_http.wait().await;
     Ok(())
+}
+
+/// One HTTP/1.1 connection, in clear or decrypted: requests routed until it closes or
+/// becomes a WebSocket session.
+async fn http_connection<IO>(http: &hyper::server::conn::http1::Builder, io: IO, state: Arc<State>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let connection = http
+        .serve_connection(
+            TokioIo::new(io),
+            hyper::service::service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(request, &state)) }
+            }),
+        )
+        .with_upgrades();
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, "HTTP connection ended with an error");
+    }
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

@@ -24,13 +24,25 @@ pub async fn start(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> BrokerProc {
+    start_listening(issuer, home, "ws://127.0.0.1:0", args, env).await
+}
+
+/// [`start`] listening on `listen` (`wss://127.0.0.1:0` with `--tls-cert` and `--tls-key`
+/// among `args`, for instance).
+pub async fn start_listening(
+    issuer: &MockIssuer,
+    home: &Path,
+    listen: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> BrokerProc {
     let mut options = Options::default()
         .issuer(issuer)
         .env("CODEX_HOME", home.to_str().unwrap());
     for (k, v) in env {
         options = options.env(k, v);
     }
-    let mut all = vec!["broker", "--listen", "ws://127.0.0.1:0"];
+    let mut all = vec!["broker", "--listen", listen];
     all.extend_from_slice(args);
     let proc = Proc::spawn(&all, options);
     let addr = proc.listening_on().await;

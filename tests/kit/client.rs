@@ -77,6 +77,42 @@ pub fn assert_error(error: &Value, expected_code: i64, expected_message: &str) {
     );
 }
 
+/// The upgrade request for `scheme://addr/` with extra headers.
+fn upgrade_request(
+    scheme: &str,
+    addr: &str,
+    headers: &[(&str, &str)],
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderName;
+    let mut request = format!("{scheme}://{addr}/").into_client_request().unwrap();
+    for (k, v) in headers {
+        request.headers_mut().insert(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    request
+}
+
+/// A TCP connection to `addr` with the TLS handshake done, the host of `addr` as the
+/// server name; for the kit's WebSocket clients and the benches that time the raw socket.
+pub async fn tls_stream(
+    addr: &str,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let (host, _) = addr.rsplit_once(':').expect("HOST:PORT");
+    let name = rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
+        .expect("a server name");
+    let mut config = (*tls).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+}
+
 enum Next {
     Message(Instant, Value),
     Closed,
@@ -148,17 +184,44 @@ impl Client {
         addr: &str,
         headers: &[(&str, &str)],
     ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
-        use tokio_tungstenite::tungstenite::Message;
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        use tokio_tungstenite::tungstenite::http::HeaderName;
-        let mut request = format!("ws://{addr}/").into_client_request().unwrap();
-        for (k, v) in headers {
-            request.headers_mut().insert(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
+        let request = upgrade_request("ws", addr, headers);
         let (stream, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(Client::over_websocket(stream))
+    }
+
+    /// Connects to a `wss://` listener at `addr` trusting what `tls` trusts; the host part
+    /// of `addr` is the name the certificate must hold. A failed TLS handshake comes back
+    /// as the I/O error rustls gives.
+    pub async fn wss(
+        addr: &str,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+        let stream = tls_stream(addr, tls).await?;
+        let request = upgrade_request("wss", addr, headers);
+        let (stream, _) = tokio_tungstenite::client_async(request, stream).await?;
+        Ok(Client::over_websocket(stream))
+    }
+
+    /// [`Client::wss`], bounded, expecting the handshake and the upgrade to succeed.
+    pub async fn connect_tls(
+        addr: &str,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+        headers: &[(&str, &str)],
+    ) -> Client {
+        within(
+            "the TLS handshake and the upgrade",
+            Client::wss(addr, tls, headers),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("wss:// upgrade with {headers:?} failed: {e}"))
+    }
+
+    fn over_websocket<S>(stream: tokio_tungstenite::WebSocketStream<S>) -> Client
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        use tokio_tungstenite::tungstenite::Message;
         let (mut sink, mut source) = stream.split();
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
         let (in_tx, in_rx) = mpsc::unbounded_channel();
@@ -179,7 +242,7 @@ impl Client {
                 }
             }
         });
-        Ok(Client::new(out_tx, in_rx))
+        Client::new(out_tx, in_rx)
     }
 
     /// [`Client::ws`], bounded, expecting the upgrade to succeed.

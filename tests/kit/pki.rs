@@ -90,6 +90,25 @@ impl Leaf {
         (cert, key)
     }
 
+    /// The leaf certificate (DER), as a server presents it.
+    pub fn der(&self) -> Vec<u8> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
+            .expect("certificate PEM")
+            .to_vec()
+    }
+
+    /// Replaces the files at `cert` and `key` with this pair the way cert-manager and ACME
+    /// clients do: each written beside its target, then renamed over it.
+    pub fn install(&self, cert: &Path, key: &Path) {
+        for (path, text) in [(cert, &self.cert_pem), (key, &self.key_pem)] {
+            let staged = path.with_extension("renewing");
+            std::fs::write(&staged, text).expect("write the renewed file");
+            std::fs::rename(&staged, path).expect("rename it into place");
+        }
+    }
+
     /// A rustls server configuration presenting this certificate (HTTP/1.1 only).
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
         use rustls::pki_types::pem::PemObject;
@@ -113,11 +132,18 @@ impl Leaf {
 
 /// A rustls client configuration trusting only `authority` (for the tests' own clients).
 pub fn client_config(authority: &Authority) -> Arc<rustls::ClientConfig> {
+    client_config_trusting(&[authority])
+}
+
+/// A rustls client configuration trusting each of `authorities`.
+pub fn client_config_trusting(authorities: &[&Authority]) -> Arc<rustls::ClientConfig> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(authority.pem().as_bytes()) {
-        roots.add(cert.expect("root PEM")).expect("a usable root");
+    for authority in authorities {
+        for cert in CertificateDer::pem_slice_iter(authority.pem().as_bytes()) {
+            roots.add(cert.expect("root PEM")).expect("a usable root");
+        }
     }
     Arc::new(
         rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -128,4 +154,18 @@ pub fn client_config(authority: &Authority) -> Arc<rustls::ClientConfig> {
         .with_root_certificates(roots)
         .with_no_client_auth(),
     )
+}
+
+/// The leaf certificate (DER) the server at `addr` presents in a full handshake (no
+/// resumption, which would present none), trusting what `tls` trusts.
+pub async fn presented(addr: &str, tls: &rustls::ClientConfig) -> std::io::Result<Vec<u8>> {
+    let mut config = tls.clone();
+    config.resumption = rustls::client::Resumption::disabled();
+    let stream = super::client::tls_stream(addr, Arc::new(config)).await?;
+    let (_, connection) = stream.get_ref();
+    Ok(connection
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .expect("a certificate was presented")
+        .to_vec())
 }

@@ -264,14 +264,15 @@ impl Proc {
         (p, addr)
     }
 
-    /// The address a WebSocket listener reports on stderr, as it reports it.
+    /// The address a WebSocket listener (`ws://` or `wss://`) reports on stderr, without
+    /// the scheme.
     pub async fn listening_on(&self) -> String {
-        const LISTENING: &str = "listening on ws://";
+        const LISTENING: &str = "listening on ws";
         wait::poll("the listening address on stderr", || {
             self.stderr()
                 .lines()
                 .find(|l| l.contains(LISTENING))
-                .map(|l| l.rsplit("ws://").next().unwrap().trim().to_owned())
+                .map(|l| l.rsplit("://").next().unwrap().trim().to_owned())
         })
         .await
     }
