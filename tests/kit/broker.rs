@@ -84,21 +84,33 @@ impl PgBrokers {
         cluster: &super::postgres::PgCluster,
         count: usize,
     ) -> PgBrokers {
+        Self::start_on(issuer, &cluster.url(), count, "ws://127.0.0.1:0", &[]).await
+    }
+
+    /// `count` instances on the store at `url`, each listening on `listen` with `args`
+    /// added (`--tls-cert`, `--tls-key` for `wss://`).
+    pub async fn start_on(
+        issuer: &MockIssuer,
+        url: &str,
+        count: usize,
+        listen: &str,
+        args: &[&str],
+    ) -> PgBrokers {
         let key_dir = tempfile::tempdir().unwrap();
         let key_file = key_dir.path().join("store.key");
         std::fs::write(&key_file, "5a".repeat(32)).unwrap();
         let env = [("AUTHBRIDGE_STORE_KEY_FILE", key_file.to_str().unwrap())];
-        let url = cluster.url();
         let (source, src) = signed_in_file(issuer);
         let mut brokers = Vec::new();
         let mut homes = Vec::new();
         for i in 0..count {
             let home = tempfile::tempdir().unwrap();
-            let mut args = vec!["--store", url.as_str()];
+            let mut all = vec!["--store", url];
+            all.extend_from_slice(args);
             if i == 0 {
-                args.extend(["--import-auth-json", src.as_str()]);
+                all.extend(["--import-auth-json", src.as_str()]);
             }
-            brokers.push(start(issuer, home.path(), &args, &env).await);
+            brokers.push(start_listening(issuer, home.path(), listen, &all, &env).await);
             homes.push(home);
         }
         PgBrokers {

@@ -1,7 +1,7 @@
 //! Every message the server sends in these tests is checked against the official schemas in
 //! the shared reference (never copied into the project): Codex 0.169's and 0.171's, each
 //! message against both, since clients of either version must read it. The location comes
-//! from `AUTHBRIDGE_REFERENCE_SCHEMA` (one directory), else the references beside the
+//! from `AUTHBRIDGE_REFERENCE_SCHEMA` (directories separated as in `PATH`), else the references beside the
 //! repository; when none exists the check is skipped with a note on stderr, and when the
 //! variable is set but wrong, the tests fail.
 
@@ -25,14 +25,17 @@ pub struct Reference {
 pub const VERSIONS: [&str; 2] = ["codex-0.169-schema", "codex-0.171-schema"];
 
 pub fn reference_dirs() -> Vec<PathBuf> {
-    if let Some(dir) = std::env::var_os("AUTHBRIDGE_REFERENCE_SCHEMA") {
-        let dir = PathBuf::from(dir);
-        assert!(
-            dir.join("JSONRPCMessage.json").exists(),
-            "AUTHBRIDGE_REFERENCE_SCHEMA={} holds no schema",
-            dir.display()
-        );
-        return vec![dir];
+    if let Some(dirs) = std::env::var_os("AUTHBRIDGE_REFERENCE_SCHEMA") {
+        // One directory, or several separated as in PATH (CI names both versions).
+        return std::env::split_paths(&dirs)
+            .inspect(|dir| {
+                assert!(
+                    dir.join("JSONRPCMessage.json").exists(),
+                    "AUTHBRIDGE_REFERENCE_SCHEMA names {}, which holds no schema",
+                    dir.display()
+                );
+            })
+            .collect();
     }
     VERSIONS
         .iter()

@@ -59,9 +59,35 @@ pub async fn run_fleet(
     run: Duration,
     every: Duration,
 ) -> FleetReport {
+    let urls: Vec<String> = brokers.iter().map(|b| format!("ws://{b}")).collect();
+    run_fleet_on(
+        issuer,
+        backend,
+        &urls,
+        Options::default,
+        workers,
+        run,
+        every,
+    )
+    .await
+}
+
+/// [`run_fleet`] with the brokers' URLs (`ws://` or `wss://`) and each worker started with
+/// `options()` (its environment: `CODEX_CA_CERTIFICATE`, a proxy).
+pub async fn run_fleet_on(
+    issuer: &MockIssuer,
+    backend: &MockBackend,
+    urls: &[String],
+    options: impl Fn() -> Options,
+    workers: usize,
+    run: Duration,
+    every: Duration,
+) -> FleetReport {
     let mut fleet = Vec::new();
     for i in 0..workers {
-        fleet.push(worker(&brokers[i % brokers.len()], backend, &format!("worker-{i}")).await);
+        let (p, mut c) = spawn_worker(&urls[i % urls.len()], backend, options());
+        c.initialize(&format!("worker-{i}"), false).await;
+        fleet.push((p, c));
     }
     let grants_before = issuer.refreshes().len();
     let start = Instant::now();

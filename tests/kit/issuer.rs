@@ -71,6 +71,9 @@ struct IssuerState {
     /// (as if their client died before the issuer acted).
     hold: tokio::sync::watch::Sender<u8>,
     held: std::sync::atomic::AtomicUsize,
+    /// Whether grants arriving now are held (while `hold` is 1); off, they pass while the
+    /// ones already held stay held.
+    hold_new: std::sync::atomic::AtomicBool,
     /// Grants refused because their token was already spent.
     reused_answers: Mutex<usize>,
     /// `(refresh_reason, presented token)` of every grant, in order.
@@ -245,7 +248,8 @@ async fn token(
                 fields.get("refresh_reason").cloned().unwrap_or_default(),
                 presented.clone(),
             ));
-            if *state.hold.borrow() == 1 {
+            if *state.hold.borrow() == 1 && state.hold_new.load(std::sync::atomic::Ordering::SeqCst)
+            {
                 // Counted while held; the count also drops if the client goes away and
                 // the server abandons this handler.
                 struct Held<'a>(&'a std::sync::atomic::AtomicUsize);
@@ -455,7 +459,18 @@ impl MockIssuer {
     /// Holds every grant that arrives from now on until [`MockIssuer::hold_refreshes`]
     /// with `false`.
     pub fn hold_refreshes(&self, on: bool) {
+        self.state
+            .hold_new
+            .store(on, std::sync::atomic::Ordering::SeqCst);
         self.state.hold.send_replace(if on { 1 } else { 0 });
+    }
+
+    /// Grants arriving from now on pass; the ones held so far stay held (until
+    /// [`MockIssuer::drop_held`] or `hold_refreshes(false)`).
+    pub fn stop_holding_new(&self) {
+        self.state
+            .hold_new
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The held grants end unanswered, without rotating anything.
