@@ -86,7 +86,7 @@ pub(crate) fn managed_auth_to(
         workspaces: config.forced_workspace_ids.clone(),
         login_method: config.forced_login_method,
     };
-    let (roots, proxies) = config.network.describe();
+    let (roots, proxies) = config.network.describe_sources();
     tracing::info!(%roots, %proxies, "outbound connections");
     let warnings = events.clone();
     let store = Arc::new(match access_token_from_env()? {

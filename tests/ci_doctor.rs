@@ -94,7 +94,7 @@ async fn doctor_says_where_settings_came_from_what_is_locked_and_which_variables
     // What the network module made of them: the bundle added, the proxy without its password.
     let described = d["network"]["roots"].as_str().unwrap();
     assert!(
-        described.contains(&format!("SSL_CERT_FILE={roots} (1 certificates)")),
+        described.contains(&format!("SSL_CERT_FILE={roots} (1 certificate)")),
         "{described}"
     );
     assert_eq!(

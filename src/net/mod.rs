@@ -8,6 +8,7 @@ mod proxy;
 mod stream;
 mod trust;
 mod tunnel;
+mod verifier;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -51,7 +52,7 @@ struct Inner {
 impl fmt::Debug for Network {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Network")
-            .field("roots", &self.inner.trust.describe())
+            .field("roots", &self.inner.trust.describe_sources())
             .field("proxies", &self.inner.proxies.describe())
             .finish()
     }
@@ -99,17 +100,32 @@ impl Network {
             .proxy(self.inner.proxies.reqwest())
     }
 
-    /// For `login status` and the logs: the roots and the proxies in effect, no secret.
+    /// For `login status` and `doctor`: the roots (the system store counted, so parsed)
+    /// and the proxies in effect, no secret.
     pub fn describe(&self) -> (String, String) {
         (self.inner.trust.describe(), self.inner.proxies.describe())
     }
+
+    /// The same for the start-up log, without parsing the system store.
+    pub fn describe_sources(&self) -> (String, String) {
+        (
+            self.inner.trust.describe_sources(),
+            self.inner.proxies.describe(),
+        )
+    }
 }
 
-/// The one place a TLS client configuration is made.
+/// The one place a TLS client configuration is made: the roots' usual WebPKI checks, with
+/// the roots parsed on the first handshake (see `verifier.rs`).
 fn client_config(trust: &Trust) -> ClientConfig {
-    ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions")
-        .with_root_certificates(trust.roots())
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier::LazyRoots::new(
+            trust.clone(),
+            provider,
+        )))
         .with_no_client_auth()
 }

@@ -7,7 +7,7 @@
 //! for would only surface later as certificate failures far from their cause.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
@@ -18,12 +18,24 @@ use super::NetworkError;
 /// The variables naming an extra bundle, in the order they are read.
 pub const BUNDLE_VARIABLES: [&str; 2] = ["CODEX_CA_CERTIFICATE", "SSL_CERT_FILE"];
 
-/// The roots in effect and where they came from (for `login status` and the logs).
+/// The roots in effect and where they came from (for `login status` and the logs). Cheap to
+/// clone. The named bundle is read and checked at start-up; the system store, a few hundred
+/// certificates, is parsed only when a first connection needs it, so a server that never
+/// makes one (or not yet) pays neither the milliseconds nor the memory.
 #[derive(Clone)]
 pub struct Trust {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    system_path: Option<PathBuf>,
+    bundle: Option<(&'static str, Source, Vec<CertificateDer<'static>>)>,
+    loaded: OnceLock<Loaded>,
+}
+
+struct Loaded {
     roots: Arc<RootCertStore>,
-    system: Source,
-    bundle: Option<(&'static str, Source)>,
+    system: usize,
 }
 
 /// One file of certificates and how many of them were usable.
@@ -34,7 +46,7 @@ pub struct Source {
 }
 
 impl Trust {
-    /// Reads the system store and the bundle the environment names.
+    /// The system store and the bundle the environment names.
     pub fn from_env() -> Result<Self, NetworkError> {
         let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
         let bundle = BUNDLE_VARIABLES
@@ -43,26 +55,12 @@ impl Trust {
         Self::load(system_bundle().as_deref(), bundle)
     }
 
-    /// The roots of `system` (when the platform has a bundle file) and `bundle`, a file named
-    /// by the variable given with it.
+    /// The roots of `system` (when the platform keeps them in a file) and of `bundle`, a
+    /// file named by the variable given with it, which is read and checked now.
     pub fn load(
         system: Option<&Path>,
         bundle: Option<(&'static str, PathBuf)>,
     ) -> Result<Self, NetworkError> {
-        let mut roots = RootCertStore::empty();
-        let system = match system {
-            Some(path) => Source {
-                path: path.to_owned(),
-                // A broken system store is the platform's business; what loads is used.
-                certificates: read_pem(path)
-                    .map(|certs| roots.add_parsable_certificates(certs).0)
-                    .unwrap_or(0),
-            },
-            None => Source {
-                path: PathBuf::new(),
-                certificates: native_roots(&mut roots),
-            },
-        };
         let bundle = match bundle {
             Some((variable, path)) => {
                 let certs = read_pem(&path).map_err(|reason| NetworkError::Bundle {
@@ -70,75 +68,106 @@ impl Trust {
                     path: path.clone(),
                     reason,
                 })?;
-                // Often the system bundle itself (SSL_CERT_FILE pointing at it): its roots
-                // are in already, and holding them twice only costs memory.
-                let same = system.certificates > 0 && same_file(&path, &system.path);
-                let (added, _) = if same {
-                    let (parsable, ignored) =
-                        RootCertStore::empty().add_parsable_certificates(certs);
-                    (parsable, ignored)
-                } else {
-                    roots.add_parsable_certificates(certs)
-                };
-                if added == 0 {
+                let (usable, _) = RootCertStore::empty().add_parsable_certificates(certs.clone());
+                if usable == 0 {
                     return Err(NetworkError::Bundle {
                         variable,
                         path,
                         reason: "it holds no usable certificate".into(),
                     });
                 }
-                Some((
-                    variable,
-                    Source {
-                        path,
-                        certificates: added,
-                    },
-                ))
+                let source = Source {
+                    path,
+                    certificates: usable,
+                };
+                Some((variable, source, certs))
             }
             None => None,
         };
-        if roots.is_empty() {
-            tracing::warn!(
-                "no trusted root certificates: the system has none and no bundle is named; \
-                 every TLS connection will fail (set CODEX_CA_CERTIFICATE)"
-            );
-        }
         Ok(Self {
-            roots: Arc::new(roots),
-            system,
-            bundle,
+            inner: Arc::new(Inner {
+                system_path: system.map(Path::to_owned),
+                bundle,
+                loaded: OnceLock::new(),
+            }),
         })
     }
 
+    /// Every trusted root: parsed on the first call.
     pub fn roots(&self) -> Arc<RootCertStore> {
-        self.roots.clone()
+        self.loaded().roots.clone()
     }
 
-    pub fn system(&self) -> &Source {
-        &self.system
+    fn loaded(&self) -> &Loaded {
+        self.inner.loaded.get_or_init(|| {
+            let mut roots = RootCertStore::empty();
+            let system = match &self.inner.system_path {
+                // A broken system store is the platform's business; what loads is used.
+                Some(path) => read_pem(path)
+                    .map(|certs| roots.add_parsable_certificates(certs).0)
+                    .unwrap_or(0),
+                None => native_roots(&mut roots),
+            };
+            if let Some((_, source, certs)) = &self.inner.bundle {
+                // Often the system bundle itself (SSL_CERT_FILE pointing at it): its roots are
+                // in already, and holding them twice would only cost memory.
+                let same = system > 0
+                    && self
+                        .inner
+                        .system_path
+                        .as_deref()
+                        .is_some_and(|p| same_file(&source.path, p));
+                if !same {
+                    roots.add_parsable_certificates(certs.iter().cloned());
+                }
+            }
+            if roots.is_empty() {
+                tracing::warn!(
+                    "no trusted root certificates: the system has none and no bundle is \
+                     named; every TLS connection will fail (set CODEX_CA_CERTIFICATE)"
+                );
+            }
+            Loaded {
+                roots: Arc::new(roots),
+                system,
+            }
+        })
     }
 
     /// The variable that named the extra bundle, and the bundle.
     pub fn bundle(&self) -> Option<(&'static str, &Source)> {
-        self.bundle.as_ref().map(|(v, s)| (*v, s))
+        self.inner.bundle.as_ref().map(|(v, s, _)| (*v, s))
     }
 
-    /// One line for people: which roots are trusted.
+    /// One line for people: which roots are trusted, with the system store counted (which
+    /// parses it).
     pub fn describe(&self) -> String {
-        let system = if self.system.path.as_os_str().is_empty() {
-            format!("system store ({} certificates)", self.system.certificates)
-        } else {
-            format!(
-                "system store {} ({} certificates)",
-                self.system.path.display(),
-                self.system.certificates
-            )
+        let system = self.loaded().system;
+        self.describe_with(Some(system))
+    }
+
+    /// The same without parsing the system store: for the start-up log.
+    pub fn describe_sources(&self) -> String {
+        self.describe_with(self.inner.loaded.get().map(|l| l.system))
+    }
+
+    fn describe_with(&self, system_count: Option<usize>) -> String {
+        let count = |n: usize| match n {
+            1 => "1 certificate".to_owned(),
+            n => format!("{n} certificates"),
         };
-        match &self.bundle {
-            Some((variable, source)) => format!(
-                "{system} plus {variable}={} ({} certificates)",
+        let mut system = match &self.inner.system_path {
+            Some(path) => format!("system store {}", path.display()),
+            None => "system store".to_owned(),
+        };
+        if let Some(n) = system_count {
+            system.push_str(&format!(" ({})", count(n)));
+        }
+        match &self.inner.bundle {
+            Some((variable, source, _)) => format!(
+                "{system} plus {variable}={} ({})",
                 source.path.display(),
-                source.certificates
+                count(source.certificates)
             ),
             None => system,
         }
@@ -239,6 +268,19 @@ mod tests {
             b"-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
         );
         assert!(garbage.contains("no usable certificate"), "{garbage}");
+    }
+
+    #[test]
+    fn the_system_store_is_parsed_only_when_a_connection_needs_it() {
+        let trust = Trust::load(system_bundle().as_deref(), None).unwrap();
+        assert!(
+            !trust.describe_sources().contains(" ("),
+            "no count before parsing"
+        );
+        assert!(trust.inner.loaded.get().is_none(), "parsed at start-up");
+        let roots = trust.roots();
+        assert!(trust.inner.loaded.get().is_some());
+        assert!(Arc::ptr_eq(&roots, &trust.roots()), "parsed once");
     }
 
     #[test]
