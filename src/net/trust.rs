@@ -68,7 +68,15 @@ impl Trust {
                     path: path.clone(),
                     reason,
                 })?;
-                let (usable, _) = RootCertStore::empty().add_parsable_certificates(certs.clone());
+                // The system bundle itself (many machines point SSL_CERT_FILE at it) is the
+                // platform's, like the system store: not parsed before it is needed.
+                let usable = if system.is_some_and(|system| same_file(&path, system)) {
+                    certs.len()
+                } else {
+                    RootCertStore::empty()
+                        .add_parsable_certificates(certs.clone())
+                        .0
+                };
                 if usable == 0 {
                     return Err(NetworkError::Bundle {
                         variable,
