@@ -64,6 +64,13 @@ pub mod ws_tls {
     pub use crate::transport::ws::Listener;
 }
 
+/// Serving on a unix domain socket.
+#[cfg(unix)]
+pub mod unix_socket {
+    pub use crate::transport::unix::{UnixError, UnixSocket, default_path};
+    pub use crate::transport::unix_proxy::{ProxyError, run as proxy};
+}
+
 /// The WebSocket capability token as the command line takes it.
 pub mod ws_token {
     pub use crate::transport::ws::{describe, parse_hex_digest, token_digest};

@@ -188,10 +188,15 @@ struct TlsArgs {
 }
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 struct AppServerArgs {
-    /// stdio:// (default), ws://IP:PORT or wss://IP:PORT.
+    #[command(subcommand)]
+    action: Option<AppServerAction>,
+    /// stdio:// (default), ws://IP:PORT, wss://IP:PORT or unix://PATH (unix:// alone: the
+    /// default socket under CODEX_HOME).
+    /// Repeat it to serve one WebSocket listener and one unix socket together.
     #[arg(long, default_value = "stdio://", value_name = "URL")]
-    listen: String,
+    listen: Vec<String>,
     #[command(flatten)]
     tls: TlsArgs,
     /// Accepted for compatibility; the token flags below select capability-token auth.
@@ -205,8 +210,19 @@ struct AppServerArgs {
     ws_token_sha256: Option<String>,
 }
 
+#[derive(Subcommand)]
+enum AppServerAction {
+    /// Join stdin and stdout to a running app-server's unix socket.
+    Proxy {
+        /// The socket (default: app-server-control/app-server-control.sock in CODEX_HOME).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+}
+
 enum Listen {
     Stdio,
+    Unix(PathBuf),
     Ws(SocketAddr),
     Wss(SocketAddr),
 }
@@ -222,6 +238,13 @@ fn parse_listen(url: &str) -> Result<Listen, String> {
             .map(Listen::Ws)
             .map_err(|_| format!("invalid --listen {url:?}: expected ws://IP:PORT"));
     }
+    if let Some(path) = url.strip_prefix("unix://") {
+        return Ok(Listen::Unix(if path.is_empty() {
+            authbridge::unix_socket::default_path(&default_codex_home())
+        } else {
+            PathBuf::from(path)
+        }));
+    }
     if let Some(addr) = url.strip_prefix("wss://") {
         return addr
             .trim_end_matches('/')
@@ -230,7 +253,7 @@ fn parse_listen(url: &str) -> Result<Listen, String> {
             .map_err(|_| format!("invalid --listen {url:?}: expected wss://IP:PORT"));
     }
     Err(format!(
-        "unsupported --listen {url:?}: use stdio://, ws://IP:PORT or wss://IP:PORT"
+        "unsupported --listen {url:?}: use stdio://, ws://IP:PORT, wss://IP:PORT or unix://PATH"
     ))
 }
 
@@ -355,24 +378,25 @@ fn shutdown_on_signals() -> CancellationToken {
 async fn app_server(overrides: &[String], args: AppServerArgs) -> Result<(), String> {
     // Handlers first: a signal during start-up must also end in a clean exit.
     let shutdown = shutdown_on_signals();
-    let listen = parse_listen(&args.listen)?;
-    let tls = server_tls(&listen, &args.tls)?;
+    let (ws_listen, unix_path) = listeners(&args.listen)?;
+    let tls = server_tls(ws_listen.as_ref().unwrap_or(&Listen::Stdio), &args.tls)?;
     let digest = token_digest(&args.ws_token_file, &args.ws_token_sha256)?;
+    if ws_listen.is_none() && digest.is_some() {
+        return Err("--ws-token-file/--ws-token-sha256 apply only to a ws:// listener".into());
+    }
     let config = Config::load(&default_codex_home(), overrides).map_err(|e| e.to_string())?;
     let server = Arc::new(Server::new(config).map_err(|e| e.to_string())?);
     if shutdown.is_cancelled() {
         return Ok(());
     }
-    match listen {
-        Listen::Stdio => {
-            if digest.is_some() {
-                return Err(
-                    "--ws-token-file/--ws-token-sha256 apply only to a ws:// listener".into(),
-                );
-            }
-            server.serve_stdio(shutdown).await;
-        }
-        Listen::Ws(addr) | Listen::Wss(addr) => {
+    if ws_listen.is_none() && unix_path.is_none() {
+        server.serve_stdio(shutdown).await;
+        return Ok(());
+    }
+    // Everything is bound before anything is served: a taken port or a refused socket
+    // directory stops start-up instead of leaving half a server.
+    let ws = match ws_listen {
+        Some(Listen::Ws(addr) | Listen::Wss(addr)) => {
             if !addr.ip().is_loopback() && digest.is_none() {
                 return Err(format!(
                     "refusing to start a WebSocket listener on non-loopback {addr} without auth; \
@@ -384,16 +408,70 @@ async fn app_server(overrides: &[String], args: AppServerArgs) -> Result<(), Str
                 tls,
             );
             let url = listener.url().map_err(|e| e.to_string())?;
-            tracing::info!("listening on {url}");
-            // One line on stderr that tools can wait for (the port may have been 0).
-            eprintln!("authbridge listening on {url}");
-            server
-                .serve_ws(listener, digest, shutdown)
+            Some((listener, url))
+        }
+        _ => None,
+    };
+    #[cfg(unix)]
+    let unix = match unix_path {
+        Some(path) => {
+            Some(authbridge::unix_socket::UnixSocket::bind(&path).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
+    // One line per listener on stderr that tools can wait for (the port may have been 0).
+    let ws = ws.map(|(listener, url)| {
+        tracing::info!("listening on {url}");
+        eprintln!("authbridge listening on {url}");
+        listener
+    });
+    let serve_ws = async {
+        match ws {
+            Some(listener) => server
+                .serve_ws(listener, digest, shutdown.clone())
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    };
+    #[cfg(unix)]
+    let serve_unix = async {
+        if let Some(socket) = unix {
+            tracing::info!("listening on {}", socket.url());
+            eprintln!("authbridge listening on {}", socket.url());
+            server.serve_unix(socket, shutdown.clone()).await;
+        }
+    };
+    #[cfg(not(unix))]
+    let serve_unix = async {};
+    let (served, ()) = tokio::join!(serve_ws, serve_unix);
+    served
+}
+
+/// The `--listen` values as at most one WebSocket listener and at most one unix socket
+/// (served together, sharing one server); `stdio://` stands alone.
+fn listeners(urls: &[String]) -> Result<(Option<Listen>, Option<PathBuf>), String> {
+    let (mut ws, mut unix) = (None, None);
+    for url in urls {
+        match parse_listen(url)? {
+            Listen::Stdio if urls.len() == 1 => {}
+            Listen::Stdio => return Err("--listen stdio:// cannot be combined with another".into()),
+            Listen::Unix(path) => {
+                if unix.replace(path).is_some() {
+                    return Err("at most one --listen unix:// is served".into());
+                }
+            }
+            listen => {
+                if ws.replace(listen).is_some() {
+                    return Err("at most one --listen ws:// or wss:// is served".into());
+                }
+            }
         }
     }
-    Ok(())
+    if cfg!(not(unix)) && unix.is_some() {
+        return Err("--listen unix:// needs a unix system".into());
+    }
+    Ok((ws, unix))
 }
 
 async fn broker(overrides: &[String], args: BrokerArgs) -> Result<(), String> {
@@ -621,6 +699,25 @@ fn main() -> ExitCode {
                 .build()
                 .expect("a tokio runtime");
             let result = runtime.block_on(broker(&cli.overrides, args));
+            runtime.shutdown_background();
+            result
+        }
+        Command::AppServer(AppServerArgs {
+            action: Some(AppServerAction::Proxy { socket }),
+            ..
+        }) => {
+            #[cfg(unix)]
+            signals::unblock();
+            let path = socket
+                .unwrap_or_else(|| authbridge::unix_socket::default_path(&default_codex_home()));
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            let result = runtime
+                .block_on(authbridge::unix_socket::proxy(&path))
+                .map_err(|e| e.to_string());
+            // A read of stdin may still be parked on a blocking thread; do not wait for it.
             runtime.shutdown_background();
             result
         }

@@ -134,4 +134,27 @@ impl Server {
         self.settle_hooks().await;
         served
     }
+
+    /// Serves connections on a unix socket until `shutdown`, then waits for open sessions
+    /// to end; the socket file is removed once no more are accepted.
+    #[cfg(unix)]
+    pub async fn serve_unix(
+        self: &Arc<Self>,
+        socket: crate::transport::unix::UnixSocket,
+        shutdown: CancellationToken,
+    ) {
+        use crate::transport::unix::{self, UnixOptions};
+        let server = self.clone();
+        let config = &self.api.config;
+        let options = UnixOptions {
+            max_message_bytes: config.max_message_bytes,
+            max_outgoing_bytes: config.max_outgoing_bytes,
+        };
+        unix::serve_sessions(socket, options, shutdown, move |link, shutdown| {
+            let server = server.clone();
+            async move { server.serve(link, shutdown).await }
+        })
+        .await;
+        self.settle_hooks().await;
+    }
 }

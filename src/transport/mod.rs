@@ -8,6 +8,10 @@ pub(crate) mod codec;
 mod codec_props;
 pub(crate) mod stdio;
 pub(crate) mod tls;
+#[cfg(unix)]
+pub(crate) mod unix;
+#[cfg(unix)]
+pub(crate) mod unix_proxy;
 pub(crate) mod ws;
 
 use std::pin::Pin;
