@@ -174,6 +174,7 @@ struct DoctorArgs {
 #[derive(Clone, Copy, ValueEnum)]
 enum WsAuth {
     CapabilityToken,
+    SignedBearerToken,
 }
 
 /// The certificate of a `wss://` listener.
@@ -199,9 +200,12 @@ struct AppServerArgs {
     listen: Vec<String>,
     #[command(flatten)]
     tls: TlsArgs,
-    /// Accepted for compatibility; the token flags below select capability-token auth.
+    /// capability-token (the default: the token flags below) or signed-bearer-token (an
+    /// HS256 JWT signed with --ws-shared-secret-file).
     #[arg(long, value_enum)]
     ws_auth: Option<WsAuth>,
+    #[command(flatten)]
+    signed: SignedBearerArgs,
     /// File holding the WebSocket bearer token (trimmed).
     #[arg(long, value_name = "PATH", conflicts_with = "ws_token_sha256")]
     ws_token_file: Option<PathBuf>,
@@ -218,6 +222,50 @@ enum AppServerAction {
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
     },
+}
+
+/// `--ws-auth signed-bearer-token` and what its tokens must carry.
+#[derive(clap::Args)]
+struct SignedBearerArgs {
+    /// File holding the HS256 secret (at least 32 bytes, trimmed) for signed-bearer-token.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["ws_token_file", "ws_token_sha256"])]
+    ws_shared_secret_file: Option<PathBuf>,
+    /// The `iss` a signed bearer token must carry.
+    #[arg(long, value_name = "ISSUER", requires = "ws_shared_secret_file")]
+    ws_issuer: Option<String>,
+    /// An `aud` a signed bearer token must carry.
+    #[arg(long, value_name = "AUDIENCE", requires = "ws_shared_secret_file")]
+    ws_audience: Option<String>,
+    /// Clock skew allowed for `exp`, `nbf` and `iat` (default 30).
+    #[arg(long, value_name = "SECONDS", requires = "ws_shared_secret_file")]
+    ws_max_clock_skew_seconds: Option<u64>,
+}
+
+/// The JWT verifier when `--ws-auth signed-bearer-token` is chosen; its flags without it,
+/// or it without a secret, stop start-up.
+fn signed_bearer(
+    mode: Option<WsAuth>,
+    args: SignedBearerArgs,
+) -> Result<Option<authbridge::ws_signed_bearer::SignedBearer>, String> {
+    match (mode, args.ws_shared_secret_file) {
+        (Some(WsAuth::SignedBearerToken), Some(path)) => {
+            authbridge::ws_signed_bearer::SignedBearer::load(
+                &path,
+                args.ws_issuer,
+                args.ws_audience,
+                args.ws_max_clock_skew_seconds,
+            )
+            .map(Some)
+            .map_err(|e| e.to_string())
+        }
+        (Some(WsAuth::SignedBearerToken), None) => {
+            Err("--ws-auth signed-bearer-token needs --ws-shared-secret-file FILE".into())
+        }
+        (_, Some(_)) => {
+            Err("--ws-shared-secret-file applies only to --ws-auth signed-bearer-token".into())
+        }
+        (_, None) => Ok(None),
+    }
 }
 
 enum Listen {
@@ -381,8 +429,11 @@ async fn app_server(overrides: &[String], args: AppServerArgs) -> Result<(), Str
     let (ws_listen, unix_path) = listeners(&args.listen)?;
     let tls = server_tls(ws_listen.as_ref().unwrap_or(&Listen::Stdio), &args.tls)?;
     let digest = token_digest(&args.ws_token_file, &args.ws_token_sha256)?;
-    if ws_listen.is_none() && digest.is_some() {
-        return Err("--ws-token-file/--ws-token-sha256 apply only to a ws:// listener".into());
+    let verifier = signed_bearer(args.ws_auth, args.signed)?;
+    if ws_listen.is_none() && (digest.is_some() || verifier.is_some()) {
+        return Err(
+            "--ws-token-file/--ws-token-sha256/--ws-auth apply only to a ws:// listener".into(),
+        );
     }
     let config = Config::load(&default_codex_home(), overrides).map_err(|e| e.to_string())?;
     let server = Arc::new(Server::new(config).map_err(|e| e.to_string())?);
@@ -397,10 +448,11 @@ async fn app_server(overrides: &[String], args: AppServerArgs) -> Result<(), Str
     // directory stops start-up instead of leaving half a server.
     let ws = match ws_listen {
         Some(Listen::Ws(addr) | Listen::Wss(addr)) => {
-            if !addr.ip().is_loopback() && digest.is_none() {
+            if !addr.ip().is_loopback() && digest.is_none() && verifier.is_none() {
                 return Err(format!(
                     "refusing to start a WebSocket listener on non-loopback {addr} without auth; \
-                     pass --ws-token-file PATH or --ws-token-sha256 HEX"
+                     pass --ws-token-file PATH, --ws-token-sha256 HEX or \
+                     --ws-auth signed-bearer-token --ws-shared-secret-file FILE"
                 ));
             }
             let listener = Listener::new(
@@ -426,13 +478,16 @@ async fn app_server(overrides: &[String], args: AppServerArgs) -> Result<(), Str
         listener
     });
     let serve_ws = async {
-        match ws {
-            Some(listener) => server
-                .serve_ws(listener, digest, shutdown.clone())
-                .await
-                .map_err(|e| e.to_string()),
-            None => Ok(()),
-        }
+        let served = match (ws, verifier) {
+            (Some(listener), Some(verifier)) => {
+                server
+                    .serve_ws_signed_bearer(listener, verifier, shutdown.clone())
+                    .await
+            }
+            (Some(listener), None) => server.serve_ws(listener, digest, shutdown.clone()).await,
+            (None, _) => Ok(()),
+        };
+        served.map_err(|e| e.to_string())
     };
     #[cfg(unix)]
     let serve_unix = async {

@@ -6,6 +6,7 @@
 pub(crate) mod codec;
 #[cfg(test)]
 mod codec_props;
+pub(crate) mod signed_bearer;
 pub(crate) mod stdio;
 pub(crate) mod tls;
 #[cfg(unix)]
