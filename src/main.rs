@@ -466,9 +466,11 @@ async fn app_server(overrides: &[String], args: AppServerArgs) -> Result<(), Str
     };
     #[cfg(unix)]
     let unix = match unix_path {
-        Some(path) => {
-            Some(authbridge::unix_socket::UnixSocket::bind(&path).map_err(|e| e.to_string())?)
-        }
+        Some(path) => Some(
+            authbridge::unix_socket::UnixSocket::bind(&path)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
         None => None,
     };
     // One line per listener on stderr that tools can wait for (the port may have been 0).

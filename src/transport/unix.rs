@@ -75,14 +75,14 @@ pub struct UnixSocket {
 
 impl UnixSocket {
     /// Binds `path` after checking its directory, replacing the socket of a server that
-    /// died without removing it. Must run inside a tokio runtime.
-    pub fn bind(path: &Path) -> Result<Self, UnixError> {
+    /// died without removing it.
+    pub async fn bind(path: &Path) -> Result<Self, UnixError> {
         let dir = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
             _ => PathBuf::from("."),
         };
         private_directory(&dir)?;
-        clear_stale(path)?;
+        clear_stale(path).await?;
         let listener = UnixListener::bind(path).map_err(io("listen on", path))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(io("restrict", path))?;
@@ -139,8 +139,9 @@ fn private_directory(dir: &Path) -> Result<(), UnixError> {
     Ok(())
 }
 
-/// Removes a socket nobody answers on; refuses a live one, and anything not a socket.
-fn clear_stale(path: &Path) -> Result<(), UnixError> {
+/// Removes a socket nobody answers on; refuses a live one, and anything not a socket. A
+/// server that neither accepts nor refuses within [`PROBE`] (its backlog full) is live.
+async fn clear_stale(path: &Path) -> Result<(), UnixError> {
     use std::os::unix::fs::FileTypeExt;
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
@@ -152,17 +153,21 @@ fn clear_stale(path: &Path) -> Result<(), UnixError> {
             path: path.to_owned(),
         });
     }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => Err(UnixError::Live {
-            path: path.to_owned(),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+    let live = || UnixError::Live {
+        path: path.to_owned(),
+    };
+    match tokio::time::timeout(PROBE, tokio::net::UnixStream::connect(path)).await {
+        Ok(Ok(_)) | Err(_) => Err(live()),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             tracing::info!(path = %path.display(), "replacing the socket of a server that is gone");
             std::fs::remove_file(path).map_err(io("remove the stale socket", path))
         }
-        Err(e) => Err(io("probe", path)(e)),
+        Ok(Err(e)) => Err(io("probe", path)(e)),
     }
 }
+
+/// How long the probe of an existing socket may take.
+const PROBE: Duration = Duration::from_secs(2);
 
 /// Limits of each connection's codec and outbox.
 #[derive(Debug, Clone, Copy)]
@@ -251,7 +256,7 @@ mod tests {
     async fn a_missing_directory_is_created_private_and_the_socket_is_0600() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("new/dir/s.sock");
-        let socket = UnixSocket::bind(&path).unwrap();
+        let socket = UnixSocket::bind(&path).await.unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o777;
         assert_eq!(mode(&tmp.path().join("new/dir")), 0o700);
         assert_eq!(mode(&path), 0o600);
@@ -265,7 +270,7 @@ mod tests {
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         let path = tmp.path().join("s.sock");
         std::fs::write(&path, "keep me").unwrap();
-        let err = UnixSocket::bind(&path).err().unwrap();
+        let err = UnixSocket::bind(&path).await.err().unwrap();
         assert!(matches!(err, UnixError::NotSocket { .. }), "{err}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "keep me");
     }

@@ -16,6 +16,8 @@
 //! a browser page must never drive a server that holds the user's tokens; and when a
 //! capability token is configured, the upgrade needs `Authorization: Bearer <token>`,
 //! compared by SHA-256 digest in constant time (401 otherwise).
+//! With `--ws-auth signed-bearer-token` that header carries instead an HS256 JWT, checked
+//! by `signed_bearer` (the same 401 for every refusal).
 
 use std::convert::Infallible;
 use std::future::Future;
