@@ -64,6 +64,20 @@ pub mod ws_tls {
     pub use crate::transport::ws::Listener;
 }
 
+/// Serving on a unix domain socket.
+#[cfg(unix)]
+pub mod unix_socket {
+    pub use crate::transport::unix::{UnixError, UnixSocket, default_path};
+    pub use crate::transport::unix_proxy::{ProxyError, run as proxy};
+}
+
+/// `--ws-auth signed-bearer-token`: the HS256 verifier and its shared secret.
+pub mod ws_signed_bearer {
+    pub use crate::transport::signed_bearer::{
+        DEFAULT_MAX_CLOCK_SKEW_SECONDS, MIN_SECRET_BYTES, SecretError, SignedBearer,
+    };
+}
+
 /// The WebSocket capability token as the command line takes it.
 pub mod ws_token {
     pub use crate::transport::ws::{describe, parse_hex_digest, token_digest};

@@ -174,6 +174,7 @@ struct DoctorArgs {
 #[derive(Clone, Copy, ValueEnum)]
 enum WsAuth {
     CapabilityToken,
+    SignedBearerToken,
 }
 
 /// The certificate of a `wss://` listener.
@@ -188,15 +189,23 @@ struct TlsArgs {
 }
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 struct AppServerArgs {
-    /// stdio:// (default), ws://IP:PORT or wss://IP:PORT.
+    #[command(subcommand)]
+    action: Option<AppServerAction>,
+    /// stdio:// (default), ws://IP:PORT, wss://IP:PORT or unix://PATH (unix:// alone: the
+    /// default socket under CODEX_HOME).
+    /// Repeat it to serve one WebSocket listener and one unix socket together.
     #[arg(long, default_value = "stdio://", value_name = "URL")]
-    listen: String,
+    listen: Vec<String>,
     #[command(flatten)]
     tls: TlsArgs,
-    /// Accepted for compatibility; the token flags below select capability-token auth.
+    /// capability-token (the default: the token flags below) or signed-bearer-token (an
+    /// HS256 JWT signed with --ws-shared-secret-file).
     #[arg(long, value_enum)]
     ws_auth: Option<WsAuth>,
+    #[command(flatten)]
+    signed: SignedBearerArgs,
     /// File holding the WebSocket bearer token (trimmed).
     #[arg(long, value_name = "PATH", conflicts_with = "ws_token_sha256")]
     ws_token_file: Option<PathBuf>,
@@ -205,8 +214,63 @@ struct AppServerArgs {
     ws_token_sha256: Option<String>,
 }
 
+#[derive(Subcommand)]
+enum AppServerAction {
+    /// Join stdin and stdout to a running app-server's unix socket.
+    Proxy {
+        /// The socket (default: app-server-control/app-server-control.sock in CODEX_HOME).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+}
+
+/// `--ws-auth signed-bearer-token` and what its tokens must carry.
+#[derive(clap::Args)]
+struct SignedBearerArgs {
+    /// File holding the HS256 secret (at least 32 bytes, trimmed) for signed-bearer-token.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["ws_token_file", "ws_token_sha256"])]
+    ws_shared_secret_file: Option<PathBuf>,
+    /// The `iss` a signed bearer token must carry.
+    #[arg(long, value_name = "ISSUER", requires = "ws_shared_secret_file")]
+    ws_issuer: Option<String>,
+    /// An `aud` a signed bearer token must carry.
+    #[arg(long, value_name = "AUDIENCE", requires = "ws_shared_secret_file")]
+    ws_audience: Option<String>,
+    /// Clock skew allowed for `exp`, `nbf` and `iat` (default 30).
+    #[arg(long, value_name = "SECONDS", requires = "ws_shared_secret_file")]
+    ws_max_clock_skew_seconds: Option<u64>,
+}
+
+/// The JWT verifier when `--ws-auth signed-bearer-token` is chosen; its flags without it,
+/// or it without a secret, stop start-up.
+fn signed_bearer(
+    mode: Option<WsAuth>,
+    args: SignedBearerArgs,
+) -> Result<Option<authbridge::ws_signed_bearer::SignedBearer>, String> {
+    match (mode, args.ws_shared_secret_file) {
+        (Some(WsAuth::SignedBearerToken), Some(path)) => {
+            authbridge::ws_signed_bearer::SignedBearer::load(
+                &path,
+                args.ws_issuer,
+                args.ws_audience,
+                args.ws_max_clock_skew_seconds,
+            )
+            .map(Some)
+            .map_err(|e| e.to_string())
+        }
+        (Some(WsAuth::SignedBearerToken), None) => {
+            Err("--ws-auth signed-bearer-token needs --ws-shared-secret-file FILE".into())
+        }
+        (_, Some(_)) => {
+            Err("--ws-shared-secret-file applies only to --ws-auth signed-bearer-token".into())
+        }
+        (_, None) => Ok(None),
+    }
+}
+
 enum Listen {
     Stdio,
+    Unix(PathBuf),
     Ws(SocketAddr),
     Wss(SocketAddr),
 }
@@ -222,6 +286,13 @@ fn parse_listen(url: &str) -> Result<Listen, String> {
             .map(Listen::Ws)
             .map_err(|_| format!("invalid --listen {url:?}: expected ws://IP:PORT"));
     }
+    if let Some(path) = url.strip_prefix("unix://") {
+        return Ok(Listen::Unix(if path.is_empty() {
+            authbridge::unix_socket::default_path(&default_codex_home())
+        } else {
+            PathBuf::from(path)
+        }));
+    }
     if let Some(addr) = url.strip_prefix("wss://") {
         return addr
             .trim_end_matches('/')
@@ -230,7 +301,7 @@ fn parse_listen(url: &str) -> Result<Listen, String> {
             .map_err(|_| format!("invalid --listen {url:?}: expected wss://IP:PORT"));
     }
     Err(format!(
-        "unsupported --listen {url:?}: use stdio://, ws://IP:PORT or wss://IP:PORT"
+        "unsupported --listen {url:?}: use stdio://, ws://IP:PORT, wss://IP:PORT or unix://PATH"
     ))
 }
 
@@ -355,28 +426,33 @@ fn shutdown_on_signals() -> CancellationToken {
 async fn app_server(overrides: &[String], args: AppServerArgs) -> Result<(), String> {
     // Handlers first: a signal during start-up must also end in a clean exit.
     let shutdown = shutdown_on_signals();
-    let listen = parse_listen(&args.listen)?;
-    let tls = server_tls(&listen, &args.tls)?;
+    let (ws_listen, unix_path) = listeners(&args.listen)?;
+    let tls = server_tls(ws_listen.as_ref().unwrap_or(&Listen::Stdio), &args.tls)?;
     let digest = token_digest(&args.ws_token_file, &args.ws_token_sha256)?;
+    let verifier = signed_bearer(args.ws_auth, args.signed)?;
+    if ws_listen.is_none() && (digest.is_some() || verifier.is_some()) {
+        return Err(
+            "--ws-token-file/--ws-token-sha256/--ws-auth apply only to a ws:// listener".into(),
+        );
+    }
     let config = Config::load(&default_codex_home(), overrides).map_err(|e| e.to_string())?;
     let server = Arc::new(Server::new(config).map_err(|e| e.to_string())?);
     if shutdown.is_cancelled() {
         return Ok(());
     }
-    match listen {
-        Listen::Stdio => {
-            if digest.is_some() {
-                return Err(
-                    "--ws-token-file/--ws-token-sha256 apply only to a ws:// listener".into(),
-                );
-            }
-            server.serve_stdio(shutdown).await;
-        }
-        Listen::Ws(addr) | Listen::Wss(addr) => {
-            if !addr.ip().is_loopback() && digest.is_none() {
+    if ws_listen.is_none() && unix_path.is_none() {
+        server.serve_stdio(shutdown).await;
+        return Ok(());
+    }
+    // Everything is bound before anything is served: a taken port or a refused socket
+    // directory stops start-up instead of leaving half a server.
+    let ws = match ws_listen {
+        Some(Listen::Ws(addr) | Listen::Wss(addr)) => {
+            if !addr.ip().is_loopback() && digest.is_none() && verifier.is_none() {
                 return Err(format!(
                     "refusing to start a WebSocket listener on non-loopback {addr} without auth; \
-                     pass --ws-token-file PATH or --ws-token-sha256 HEX"
+                     pass --ws-token-file PATH, --ws-token-sha256 HEX or \
+                     --ws-auth signed-bearer-token --ws-shared-secret-file FILE"
                 ));
             }
             let listener = Listener::new(
@@ -384,16 +460,75 @@ async fn app_server(overrides: &[String], args: AppServerArgs) -> Result<(), Str
                 tls,
             );
             let url = listener.url().map_err(|e| e.to_string())?;
-            tracing::info!("listening on {url}");
-            // One line on stderr that tools can wait for (the port may have been 0).
-            eprintln!("authbridge listening on {url}");
-            server
-                .serve_ws(listener, digest, shutdown)
+            Some((listener, url))
+        }
+        _ => None,
+    };
+    #[cfg(unix)]
+    let unix = match unix_path {
+        Some(path) => Some(
+            authbridge::unix_socket::UnixSocket::bind(&path)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
+    // One line per listener on stderr that tools can wait for (the port may have been 0).
+    let ws = ws.map(|(listener, url)| {
+        tracing::info!("listening on {url}");
+        eprintln!("authbridge listening on {url}");
+        listener
+    });
+    let serve_ws = async {
+        let served = match (ws, verifier) {
+            (Some(listener), Some(verifier)) => {
+                server
+                    .serve_ws_signed_bearer(listener, verifier, shutdown.clone())
+                    .await
+            }
+            (Some(listener), None) => server.serve_ws(listener, digest, shutdown.clone()).await,
+            (None, _) => Ok(()),
+        };
+        served.map_err(|e| e.to_string())
+    };
+    #[cfg(unix)]
+    let serve_unix = async {
+        if let Some(socket) = unix {
+            tracing::info!("listening on {}", socket.url());
+            eprintln!("authbridge listening on {}", socket.url());
+            server.serve_unix(socket, shutdown.clone()).await;
+        }
+    };
+    #[cfg(not(unix))]
+    let serve_unix = async {};
+    let (served, ()) = tokio::join!(serve_ws, serve_unix);
+    served
+}
+
+/// The `--listen` values as at most one WebSocket listener and at most one unix socket
+/// (served together, sharing one server); `stdio://` stands alone.
+fn listeners(urls: &[String]) -> Result<(Option<Listen>, Option<PathBuf>), String> {
+    let (mut ws, mut unix) = (None, None);
+    for url in urls {
+        match parse_listen(url)? {
+            Listen::Stdio if urls.len() == 1 => {}
+            Listen::Stdio => return Err("--listen stdio:// cannot be combined with another".into()),
+            Listen::Unix(path) => {
+                if unix.replace(path).is_some() {
+                    return Err("at most one --listen unix:// is served".into());
+                }
+            }
+            listen => {
+                if ws.replace(listen).is_some() {
+                    return Err("at most one --listen ws:// or wss:// is served".into());
+                }
+            }
         }
     }
-    Ok(())
+    if cfg!(not(unix)) && unix.is_some() {
+        return Err("--listen unix:// needs a unix system".into());
+    }
+    Ok((ws, unix))
 }
 
 async fn broker(overrides: &[String], args: BrokerArgs) -> Result<(), String> {
@@ -621,6 +756,25 @@ fn main() -> ExitCode {
                 .build()
                 .expect("a tokio runtime");
             let result = runtime.block_on(broker(&cli.overrides, args));
+            runtime.shutdown_background();
+            result
+        }
+        Command::AppServer(AppServerArgs {
+            action: Some(AppServerAction::Proxy { socket }),
+            ..
+        }) => {
+            #[cfg(unix)]
+            signals::unblock();
+            let path = socket
+                .unwrap_or_else(|| authbridge::unix_socket::default_path(&default_codex_home()));
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            let result = runtime
+                .block_on(authbridge::unix_socket::proxy(&path))
+                .map_err(|e| e.to_string());
+            // A read of stdin may still be parked on a blocking thread; do not wait for it.
             runtime.shutdown_background();
             result
         }

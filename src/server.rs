@@ -11,6 +11,7 @@ use crate::auth::Events;
 use crate::backend::{BackendClient, BackendOptions};
 use crate::config::Config;
 use crate::rpc::{ConnectionOptions, Dispatcher, serve_connection};
+use crate::transport::signed_bearer::SignedBearer;
 use crate::transport::ws::{self, WsOptions};
 use crate::transport::{Link, stdio};
 use crate::wiring::{StartError, logins, managed_auth_to};
@@ -123,15 +124,59 @@ impl Server {
         token_sha256: Option<[u8; 32]>,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
-        let server = self.clone();
         let options = WsOptions::from_config(&self.api.config, token_sha256);
-        let served =
-            ws::serve_sessions(listener.into(), options, shutdown, move |link, shutdown| {
-                let server = server.clone();
-                async move { server.serve(link, shutdown).await }
-            })
-            .await;
+        self.serve_ws_with(listener.into(), options, shutdown).await
+    }
+
+    /// [`Server::serve_ws`] with each upgrade's bearer token checked as an HS256 JWT
+    /// (`--ws-auth signed-bearer-token`) instead of compared with one capability token.
+    pub async fn serve_ws_signed_bearer(
+        self: &Arc<Self>,
+        listener: impl Into<ws::Listener>,
+        verifier: SignedBearer,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        let mut options = WsOptions::from_config(&self.api.config, None);
+        options.signed_bearer = Some(Arc::new(verifier));
+        self.serve_ws_with(listener.into(), options, shutdown).await
+    }
+
+    async fn serve_ws_with(
+        self: &Arc<Self>,
+        listener: ws::Listener,
+        options: WsOptions,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        let server = self.clone();
+        let served = ws::serve_sessions(listener, options, shutdown, move |link, shutdown| {
+            let server = server.clone();
+            async move { server.serve(link, shutdown).await }
+        })
+        .await;
         self.settle_hooks().await;
         served
+    }
+
+    /// Serves connections on a unix socket until `shutdown`, then waits for open sessions
+    /// to end; the socket file is removed once no more are accepted.
+    #[cfg(unix)]
+    pub async fn serve_unix(
+        self: &Arc<Self>,
+        socket: crate::transport::unix::UnixSocket,
+        shutdown: CancellationToken,
+    ) {
+        use crate::transport::unix::{self, UnixOptions};
+        let server = self.clone();
+        let config = &self.api.config;
+        let options = UnixOptions {
+            max_message_bytes: config.max_message_bytes,
+            max_outgoing_bytes: config.max_outgoing_bytes,
+        };
+        unix::serve_sessions(socket, options, shutdown, move |link, shutdown| {
+            let server = server.clone();
+            async move { server.serve(link, shutdown).await }
+        })
+        .await;
+        self.settle_hooks().await;
     }
 }

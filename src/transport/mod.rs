@@ -6,8 +6,13 @@
 pub(crate) mod codec;
 #[cfg(test)]
 mod codec_props;
+pub(crate) mod signed_bearer;
 pub(crate) mod stdio;
 pub(crate) mod tls;
+#[cfg(unix)]
+pub(crate) mod unix;
+#[cfg(unix)]
+pub(crate) mod unix_proxy;
 pub(crate) mod ws;
 
 use std::pin::Pin;

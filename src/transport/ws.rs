@@ -16,6 +16,8 @@
 //! a browser page must never drive a server that holds the user's tokens; and when a
 //! capability token is configured, the upgrade needs `Authorization: Bearer <token>`,
 //! compared by SHA-256 digest in constant time (401 otherwise).
+//! With `--ws-auth signed-bearer-token` that header carries instead an HS256 JWT, checked
+//! by `signed_bearer` (the same 401 for every refusal).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -45,6 +47,7 @@ use tokio_tungstenite::tungstenite::{Message, handshake::derive_accept_key};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::signed_bearer::{Refusal, SignedBearer};
 use super::tls::ServerTls;
 use super::{Backpressure, Frame, Link, LinkPolicy};
 
@@ -60,6 +63,7 @@ impl WsOptions {
     ) -> Self {
         Self {
             token_sha256,
+            signed_bearer: None,
             max_message_bytes: config.max_message_bytes,
             max_outgoing_bytes: config.max_outgoing_bytes,
             header_read_timeout: config.header_read_timeout,
@@ -95,6 +99,8 @@ where
 pub(crate) struct WsOptions {
     /// SHA-256 of the capability token, when one is required.
     pub token_sha256: Option<[u8; 32]>,
+    /// The JWT verifier, when `--ws-auth signed-bearer-token` replaces the token.
+    pub signed_bearer: Option<Arc<SignedBearer>>,
     pub max_message_bytes: usize,
     pub max_outgoing_bytes: usize,
     pub header_read_timeout: Duration,
@@ -254,6 +260,14 @@ fn route(request: Request<Body>, state: &Arc<State>) -> Response<Full<Bytes>> {
     {
         return text(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
     }
+    if let Some(verifier) = &state.options.signed_bearer
+        && let Err(refusal) = bearer(request.headers())
+            .ok_or(Refusal::Malformed)
+            .and_then(|token| verifier.verify_now(token))
+    {
+        tracing::debug!(?refusal, "WebSocket upgrade refused: signed bearer token");
+        return text(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
+    }
     let Some(accept) = upgrade_key(&request) else {
         return text(
             StatusCode::BAD_REQUEST,
@@ -302,20 +316,20 @@ fn upgrade_key(request: &Request<Body>) -> Option<String> {
     valid.then(|| derive_accept_key(key.as_bytes()))
 }
 
+/// The token of an `Authorization: Bearer` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
 /// Whether `headers` carry the expected bearer token.
 fn authorized(headers: &HeaderMap, expected: &[u8; 32]) -> bool {
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(token) = bearer(headers) else {
         return false;
     };
-    let Some((scheme, token)) = value.split_once(' ') else {
-        return false;
-    };
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return false;
-    }
     let digest: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
     digest.ct_eq(expected).into()
 }

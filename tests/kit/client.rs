@@ -179,6 +179,13 @@ impl Client {
         Client::new(out_tx, in_rx)
     }
 
+    /// Connects to a unix socket listener at `path`.
+    #[cfg(unix)]
+    pub async fn unix(path: &std::path::Path) -> std::io::Result<Client> {
+        let (reader, writer) = tokio::net::UnixStream::connect(path).await?.into_split();
+        Ok(Client::over_io(reader, writer))
+    }
+
     /// Connects to a WebSocket listener at `addr` with optional extra headers.
     pub async fn ws(
         addr: &str,

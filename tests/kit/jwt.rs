@@ -35,3 +35,20 @@ pub fn token(account: &str, plan: &str, email: &str, nonce: &str) -> String {
 pub fn signature_of(token: &str) -> &str {
     token.rsplit('.').next().unwrap_or_default()
 }
+
+/// A token with `claims` signed HS256 with `secret`, as a client of
+/// `--ws-auth signed-bearer-token` presents it.
+pub fn hs256(claims: &Value, secret: &[u8]) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let signed = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).expect("any key length");
+    mac.update(signed.as_bytes());
+    format!(
+        "{signed}.{}",
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    )
+}

@@ -264,6 +264,21 @@ impl Proc {
         (p, addr)
     }
 
+    /// A unix socket listener in a directory of the home that the server creates (private);
+    /// returns the socket's path once it is listening.
+    #[cfg(unix)]
+    pub async fn unix(mut options: Options) -> (Proc, PathBuf) {
+        let home = options
+            .home
+            .take()
+            .unwrap_or_else(|| tempfile::tempdir().unwrap());
+        let socket = home.path().join("run").join("app-server.sock");
+        let listen = format!("unix://{}", socket.display());
+        let p = Proc::spawn(&["app-server", "--listen", &listen], options.home(home));
+        p.wait_stderr(&format!("listening on {listen}")).await;
+        (p, socket)
+    }
+
     /// The address a WebSocket listener (`ws://` or `wss://`) reports on stderr, without
     /// the scheme.
     pub async fn listening_on(&self) -> String {
