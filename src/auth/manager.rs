@@ -365,16 +365,7 @@ impl AuthManager {
             Ok((stored, superseded))
         })
         .await?;
-        self.watch.remember();
-        let mut state = self.state.lock();
-        state.stored = Some(stored);
-        state.managed_failure = None;
-        self.state.replaced();
-        self.state
-            .changed(&mut state, |status| AuthEvent::LoggedIn {
-                status,
-                login_id: None,
-            });
+        self.adopt_sign_in(stored, None);
         tracing::info!(account = ?claims.chatgpt_account_id, store = %self.store.describe(), "access token stored");
         Ok(superseded)
     }
@@ -542,6 +533,15 @@ impl AuthManager {
             Ok((stored, superseded))
         })
         .await?;
+        self.adopt_sign_in(stored, login_id);
+        tracing::info!(account = ?claims.chatgpt_account_id, store = %self.store.describe(), "ChatGPT sign-in stored");
+        Ok(superseded)
+    }
+
+    /// A new sign-in just written to the store becomes the credential in effect: its
+    /// fingerprint is remembered (so it is not taken for another process's change), the old
+    /// one's back-off and latch are forgotten, and the login is announced in order.
+    fn adopt_sign_in(&self, stored: Stored, login_id: Option<String>) {
         self.watch.remember();
         self.managed.reset_backoff();
         let mut state = self.state.lock();
@@ -553,8 +553,6 @@ impl AuthManager {
                 status,
                 login_id,
             });
-        tracing::info!(account = ?claims.chatgpt_account_id, store = %self.store.describe(), "ChatGPT sign-in stored");
-        Ok(superseded)
     }
 
     /// Reports a managed sign-in that ended without success, in order with every other
