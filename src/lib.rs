@@ -47,6 +47,7 @@ pub mod worker;
 
 pub use config::{Config, ConfigError, default_codex_home};
 pub use server::Server;
+pub use vocabulary::CredentialName;
 pub use wiring::StartError;
 
 /// A JSON-RPC client on the engine the server runs on (ids never reused, a timeout per

@@ -82,6 +82,9 @@ struct WorkerArgs {
     /// File holding the broker's bearer token (trimmed).
     #[arg(long, value_name = "PATH")]
     broker_token_file: Option<PathBuf>,
+    /// The broker's credential to log the child in with.
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    credential: authbridge::CredentialName,
     /// The app-server to run, after `--`: `authbridge app-server` or `codex app-server`.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<std::ffi::OsString>,
@@ -156,9 +159,14 @@ struct TokenArgs {
     /// File holding the broker's bearer token (trimmed).
     #[arg(long, value_name = "PATH", requires = "broker")]
     broker_token_file: Option<PathBuf>,
-    /// The broker's credential (each broker serves one, `default`).
-    #[arg(long, value_name = "NAME", requires = "broker")]
-    credential: Option<String>,
+    /// The broker's credential (`default` when not given).
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "broker",
+        default_value = "default"
+    )]
+    credential: authbridge::CredentialName,
 }
 
 #[derive(clap::Args)]
@@ -803,6 +811,7 @@ fn main() -> ExitCode {
             let options = authbridge::worker::WorkerOptions {
                 broker: args.broker,
                 broker_token_file: args.broker_token_file,
+                credential: args.credential,
                 command: args.command,
             };
             // The signal handlers first: they unblock SIGINT/SIGTERM, which the child

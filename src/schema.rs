@@ -41,6 +41,8 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         entry::<ThreadTokenUsageUpdatedNotification>("ThreadTokenUsageUpdatedNotification"),
         entry::<AccountRateLimitsUpdatedNotification>("AccountRateLimitsUpdatedNotification"),
         entry::<AuthRecoveryNotification>("AuthRecoveryNotification"),
+        // The broker's.
+        entry::<crate::protocol::credential::CredentialChanged>("CredentialChangedNotification"),
     ]);
     files
 }

@@ -10,6 +10,7 @@ use crate::protocol::credential::{
     CredentialReadParams, CredentialRefreshParams, IssuedCredential,
 };
 use crate::rpc::{Dispatcher, RequestContext};
+use crate::vocabulary::CredentialName;
 
 pub(crate) struct BrokerApi {
     pub owner: Arc<dyn CredentialOwner>,
@@ -18,8 +19,9 @@ pub(crate) struct BrokerApi {
 async fn read(
     api: &BrokerApi,
     _ctx: &RequestContext,
-    _p: CredentialReadParams,
+    p: CredentialReadParams,
 ) -> Result<IssuedCredential, ApiError> {
+    served(&p.credential)?;
     api.owner.read().await.map_err(ApiError::Credential)
 }
 
@@ -28,6 +30,7 @@ async fn refresh(
     _ctx: &RequestContext,
     p: CredentialRefreshParams,
 ) -> Result<IssuedCredential, ApiError> {
+    served(&p.credential)?;
     let previous = match (p.previous_access_token, p.previous_access_token_sha256) {
         (Some(token), _) => Previous::Token(token),
         (None, Some(hex)) => Previous::Sha256(
@@ -39,6 +42,15 @@ async fn refresh(
         .refresh(previous)
         .await
         .map_err(ApiError::Credential)
+}
+
+/// The broker serves one credential, `default`, so far.
+fn served(name: &CredentialName) -> Result<(), ApiError> {
+    if name.is_default() {
+        Ok(())
+    } else {
+        Err(ApiError::UnknownCredential(name.clone()))
+    }
 }
 
 pub(crate) fn broker_dispatcher(api: Arc<BrokerApi>) -> Dispatcher {

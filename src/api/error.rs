@@ -39,6 +39,10 @@ pub(crate) enum ApiError {
     /// The broker could not hand out a credential.
     #[error("{0}")]
     Credential(AuthError),
+    /// A credential name the broker does not serve to this caller: asked for one that does
+    /// not exist or one the caller is not bound to, the answer is the same.
+    #[error("no credential named {0:?}")]
+    UnknownCredential(crate::vocabulary::CredentialName),
     #[error(transparent)]
     Login(#[from] LoginError),
     #[error(transparent)]
@@ -88,6 +92,8 @@ impl ApiError {
                 RpcError::new(INVALID_PARAMS, format!("Invalid params: {message}"))
             }
             ApiError::Credential(ref e) => auth_error(message.clone(), e),
+            ApiError::UnknownCredential(_) => RpcError::new(INVALID_PARAMS, message)
+                .with_data(json!({ "authError": "unknownCredential" })),
             ApiError::Unavailable { feature, .. } => {
                 let error = RpcError::new(INVALID_REQUEST, message);
                 match feature {

@@ -15,11 +15,8 @@ use super::refresh::{classify, given_alone_expired};
 use super::status::lasts;
 use crate::auth::{AuthError, CallCredentialsError, Freshness};
 use crate::config::Config;
+use crate::vocabulary::CredentialName;
 use crate::worker::broker_client::{BrokerClient, BrokerTarget};
-
-/// The one credential a broker serves (its PostgreSQL row id, and the name `--credential`
-/// may give).
-const BROKER_CREDENTIAL: &str = "default";
 
 /// Where the token comes from.
 pub enum Source {
@@ -29,7 +26,7 @@ pub enum Source {
     Broker {
         url: String,
         token_file: Option<PathBuf>,
-        credential: Option<String>,
+        credential: CredentialName,
     },
 }
 
@@ -100,7 +97,7 @@ async fn from_home(
 async fn from_broker(
     url: String,
     token_file: Option<PathBuf>,
-    credential: Option<String>,
+    credential: CredentialName,
     min_validity: Option<Duration>,
     out: &mut dyn Write,
     err: &mut dyn Write,
@@ -108,12 +105,6 @@ async fn from_broker(
     if !(url.starts_with("ws://") || url.starts_with("wss://")) {
         return Err(format!(
             "unsupported --broker {url:?}: use ws://HOST:PORT or wss://HOST:PORT"
-        ));
-    }
-    if let Some(name) = credential.filter(|n| n != BROKER_CREDENTIAL) {
-        return Err(format!(
-            "the broker serves one credential ({BROKER_CREDENTIAL:?}), not {name:?}; run one \
-             broker per credential"
         ));
     }
     let token = token_file
@@ -125,6 +116,7 @@ async fn from_broker(
         url,
         token,
         network,
+        credential,
     });
     let mut answer = broker.read().await;
     if let (Ok(current), Some(min)) = (&answer, min_validity)

@@ -114,3 +114,6 @@ pub const THREAD_TOKEN_USAGE_UPDATED: &str = "thread/tokenUsage/updated";
 pub const ACCOUNT_RATE_LIMITS_UPDATED: &str = "account/rateLimits/updated";
 pub const AUTH_RECOVERY_STARTED: &str = "modelProvider/authRecoveryStarted";
 pub const AUTH_RECOVERY_COMPLETED: &str = "modelProvider/authRecoveryCompleted";
+/// The broker's one notification: [`super::credential::CredentialChanged`].
+#[allow(dead_code)] // sent by the broker and read by the worker in the fleet's next steps
+pub const CREDENTIAL_CHANGED: &str = "credential/changed";

@@ -12,16 +12,18 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize, Serializer};
+use secrecy::SecretString;
 use serde_json::Value;
 use tokio::sync::watch;
 
+use crate::protocol::credential::{
+    CredentialReadParams, CredentialRefreshParams, IssuedCredential,
+};
 use crate::protocol::methods;
 use crate::rpc::client::{CallError, Client, ClientOptions, ClientRequest};
 use crate::rpc::ws_client::{self, WsClientOptions, WsTarget};
 
-use crate::vocabulary::PermanentFailure;
+use crate::vocabulary::{CredentialName, PermanentFailure};
 
 /// Besides a dead refresh token ([`PermanentFailure`]), what the broker reports that no
 /// retry can fix before a new sign-in.
@@ -44,53 +46,13 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
 const MAX_MESSAGE: usize = 1 << 20;
 
 /// A credential as the broker hands it out: never a refresh token.
-#[derive(Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Credential {
-    pub access_token: SecretString,
-    #[serde(default)]
-    pub account_id: Option<String>,
-    #[serde(default)]
-    pub plan_type: Option<String>,
-    #[serde(default)]
-    pub expires_at: Option<i64>,
-    #[serde(default)]
-    pub generation: u64,
-}
-
-impl fmt::Debug for Credential {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credential")
-            .field("access_token", &"[redacted]")
-            .field("account_id", &self.account_id)
-            .field("plan_type", &self.plan_type)
-            .field("expires_at", &self.expires_at)
-            .field("generation", &self.generation)
-            .finish()
-    }
-}
-
-/// `credential/read` takes no params.
-#[derive(Serialize)]
-struct NoParams {}
-
-/// `credential/refresh {previousAccessToken}`: the token that got the 401.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct RefreshParams {
-    #[serde(serialize_with = "expose")]
-    previous_access_token: SecretString,
-}
-
-fn expose<S: Serializer>(token: &SecretString, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(token.expose_secret())
-}
+pub type Credential = IssuedCredential;
 
 struct CredentialRead;
 
 impl ClientRequest for CredentialRead {
     const METHOD: &'static str = <methods::CredentialRead as methods::Method>::NAME;
-    type Params = NoParams;
+    type Params = CredentialReadParams;
     type Result = Credential;
 }
 
@@ -98,7 +60,7 @@ struct CredentialRefresh;
 
 impl ClientRequest for CredentialRefresh {
     const METHOD: &'static str = <methods::CredentialRefresh as methods::Method>::NAME;
-    type Params = RefreshParams;
+    type Params = CredentialRefreshParams;
     type Result = Credential;
 }
 
@@ -202,6 +164,8 @@ pub struct BrokerTarget {
     pub token: Option<SecretString>,
     /// The roots and proxies the connection is made with.
     pub network: crate::net::Network,
+    /// The one credential this client reads and refreshes.
+    pub credential: CredentialName,
 }
 
 impl fmt::Debug for BrokerTarget {
@@ -227,25 +191,35 @@ enum State {
 #[derive(Clone)]
 pub struct BrokerClient {
     state: watch::Receiver<State>,
+    credential: CredentialName,
 }
 
 impl BrokerClient {
     /// Starts the connection task (it connects at once).
     pub fn start(target: BrokerTarget) -> BrokerClient {
         let (tx, rx) = watch::channel(State::Connecting);
+        let credential = target.credential.clone();
         tokio::spawn(connection_task(target, tx));
-        BrokerClient { state: rx }
+        BrokerClient {
+            state: rx,
+            credential,
+        }
     }
 
-    /// `credential/read`.
+    /// `credential/read {credential}` of the target's credential.
     pub async fn read(&self) -> Result<Credential, BrokerError> {
-        self.call::<CredentialRead>(&NoParams {}).await
+        let params = CredentialReadParams {
+            credential: self.credential.clone(),
+        };
+        self.call::<CredentialRead>(&params).await
     }
 
-    /// `credential/refresh {previousAccessToken}`.
+    /// `credential/refresh {credential, previousAccessToken}`.
     pub async fn refresh(&self, previous: &SecretString) -> Result<Credential, BrokerError> {
-        let params = RefreshParams {
-            previous_access_token: previous.clone(),
+        let params = CredentialRefreshParams {
+            credential: self.credential.clone(),
+            previous_access_token: Some(previous.clone()),
+            previous_access_token_sha256: None,
         };
         self.call::<CredentialRefresh>(&params).await
     }
@@ -404,6 +378,7 @@ mod tests {
             url: "ws://127.0.0.1:1".into(),
             token: Some("bearer-secret".into()),
             network: crate::net::Network::from_env().unwrap(),
+            credential: CredentialName::default(),
         };
         assert!(!format!("{t:?}").contains("bearer-secret"));
     }

@@ -43,6 +43,8 @@ pub struct WorkerOptions {
     pub broker: String,
     /// A file holding the broker's bearer token (trimmed).
     pub broker_token_file: Option<PathBuf>,
+    /// The broker's credential the child is logged in with.
+    pub credential: crate::vocabulary::CredentialName,
     /// The child's program and arguments.
     pub command: Vec<OsString>,
 }
@@ -66,6 +68,7 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> Result<
     let WorkerOptions {
         broker,
         broker_token_file,
+        credential,
         command,
     } = options;
     if !(broker.starts_with("ws://") || broker.starts_with("wss://")) {
@@ -93,6 +96,7 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> Result<
         url: broker,
         token,
         network,
+        credential,
     });
     let (to_child, to_child_rx) = mpsc::channel(QUEUE);
     let (to_child_own, to_child_own_rx) = mpsc::unbounded_channel();
