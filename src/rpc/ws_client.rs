@@ -92,14 +92,19 @@ pub enum ConnectError {
 /// Connects and serves the connection as a client whose handler takes the defaults
 /// (notifications dropped, the server's requests refused).
 pub async fn connect(target: &WsTarget, options: &WsClientOptions) -> Result<Client, ConnectError> {
+    connect_with(target, options, std::sync::Arc::new(Ignore)).await
+}
+
+/// [`connect`] with `handler` receiving what the server sends unasked.
+pub(crate) async fn connect_with(
+    target: &WsTarget,
+    options: &WsClientOptions,
+    handler: std::sync::Arc<dyn super::client::ClientHandler>,
+) -> Result<Client, ConnectError> {
     let link = tokio::time::timeout(options.connect_timeout, link(target, options))
         .await
         .map_err(|_| ConnectError::Timeout(options.connect_timeout))??;
-    Ok(Client::start(
-        link,
-        std::sync::Arc::new(Ignore),
-        options.client.clone(),
-    ))
+    Ok(Client::start(link, handler, options.client.clone()))
 }
 
 async fn link(target: &WsTarget, options: &WsClientOptions) -> Result<Link, ConnectError> {

@@ -8,6 +8,10 @@
 //! broker restart costs no call); once the pauses have grown past a second the broker
 //! counts as down and requests fail at once as transient: the child asks again on its
 //! next 401, and the login is retried before the parent's next request.
+//!
+//! What the broker says unasked arrives as [`News`]: the newest generation that
+//! `credential/changed` announced for this client's credential, and how many connections
+//! were made (a reconnect may have missed a notification, so the worker reads again).
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -17,10 +21,11 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::protocol::credential::{
-    CredentialReadParams, CredentialRefreshParams, IssuedCredential,
+    CredentialChanged, CredentialReadParams, CredentialRefreshParams, IssuedCredential,
 };
 use crate::protocol::methods;
-use crate::rpc::client::{CallError, Client, ClientOptions, ClientRequest};
+use crate::rpc::client::{CallError, Client, ClientHandler, ClientOptions, ClientRequest};
+use crate::rpc::envelope::SecretJson;
 use crate::rpc::ws_client::{self, WsClientOptions, WsTarget};
 
 use crate::vocabulary::{CredentialName, PermanentFailure};
@@ -187,10 +192,49 @@ enum State {
     Down,
 }
 
+/// What the broker told this client unasked, as of now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct News {
+    /// The newest generation `credential/changed` announced for the credential.
+    pub generation: Option<u64>,
+    /// Connections made so far: a growing count after the first is a reconnect.
+    pub connections: u64,
+}
+
+/// Keeps the announcements for this client's credential; the rest are not its business.
+struct Notices {
+    credential: CredentialName,
+    news: watch::Sender<News>,
+}
+
+impl ClientHandler for Notices {
+    fn notification(&self, method: &str, params: Option<SecretJson>) {
+        if method != methods::CREDENTIAL_CHANGED {
+            tracing::trace!(method, "notification from the broker ignored");
+            return;
+        }
+        let params = params.as_ref().map_or("null", SecretJson::get);
+        match serde_json::from_str::<CredentialChanged>(params) {
+            Ok(changed) if changed.credential == self.credential => {
+                self.news.send_if_modified(|news| {
+                    let newer = news.generation.is_none_or(|g| changed.generation > g);
+                    if newer {
+                        news.generation = Some(changed.generation);
+                    }
+                    newer
+                });
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!("a credential/changed from the broker did not fit: {e}"),
+        }
+    }
+}
+
 /// A cloneable handle on the connection task. The task ends when every handle is gone.
 #[derive(Clone)]
 pub struct BrokerClient {
     state: watch::Receiver<State>,
+    news: watch::Receiver<News>,
     credential: CredentialName,
 }
 
@@ -198,12 +242,20 @@ impl BrokerClient {
     /// Starts the connection task (it connects at once).
     pub fn start(target: BrokerTarget) -> BrokerClient {
         let (tx, rx) = watch::channel(State::Connecting);
+        let (news_tx, news) = watch::channel(News::default());
         let credential = target.credential.clone();
-        tokio::spawn(connection_task(target, tx));
+        tokio::spawn(connection_task(target, tx, news_tx));
         BrokerClient {
             state: rx,
+            news,
             credential,
         }
+    }
+
+    /// What the broker said unasked; changes when it announces a newer generation or the
+    /// connection is made again.
+    pub fn news(&self) -> watch::Receiver<News> {
+        self.news.clone()
     }
 
     /// `credential/read {credential}` of the target's credential.
@@ -269,7 +321,11 @@ impl BrokerClient {
     }
 }
 
-async fn connection_task(target: BrokerTarget, link: watch::Sender<State>) {
+async fn connection_task(
+    target: BrokerTarget,
+    link: watch::Sender<State>,
+    news: watch::Sender<News>,
+) {
     let ws_target = WsTarget {
         url: target.url.clone(),
         bearer: target.token.clone(),
@@ -285,13 +341,17 @@ async fn connection_task(target: BrokerTarget, link: watch::Sender<State>) {
         },
         network: target.network.clone(),
     };
+    let notices = std::sync::Arc::new(Notices {
+        credential: target.credential.clone(),
+        news,
+    });
     let mut backoff = BACKOFF_MIN;
     // Whether the last attempt failed: only the first failure of a row is a warning.
     let mut failing = false;
     loop {
         link.send_replace(State::Connecting);
         let attempt = tokio::select! {
-            attempt = ws_client::connect(&ws_target, &options) => attempt,
+            attempt = ws_client::connect_with(&ws_target, &options, notices.clone()) => attempt,
             () = link.closed() => return,
         };
         match attempt {
@@ -300,6 +360,7 @@ async fn connection_task(target: BrokerTarget, link: watch::Sender<State>) {
                 failing = false;
                 let since = Instant::now();
                 link.send_replace(State::Up(client.clone()));
+                notices.news.send_modify(|news| news.connections += 1);
                 tokio::select! {
                     () = client.closed() => {}
                     // Every handle is gone: dropping the client ends the connection.

@@ -12,6 +12,7 @@
 
 pub(crate) mod broker_client;
 mod proxy;
+mod resend;
 
 use std::ffi::OsString;
 use std::path::PathBuf;

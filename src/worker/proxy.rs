@@ -13,6 +13,14 @@
 //! requests, and the `account/login/completed` / `account/updated` its logins cause, are
 //! swallowed. `account/chatgptAuthTokens/refresh` requests are answered from the broker
 //! (see [`answer_refresh`]); every other line goes to the parent as it came.
+//!
+//! The same login runs again whenever the child should hold a newer token: the broker
+//! announced a newer generation (`credential/changed`), the broker connection was made
+//! again (a notice may have been missed: the worker reads and compares), or the child
+//! answered a parent's request with the backend's 401 without asking for a refresh (see
+//! [`super::resend`]: the token is reported, and the request is sent once more after the
+//! login). While such a login runs the gate is shut, so the parent's next request reaches
+//! the child only once it holds the new token; every step of the login is bounded.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -27,7 +35,8 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
-use super::broker_client::{BrokerClient, BrokerError, Credential};
+use super::broker_client::{BrokerClient, BrokerError, Credential, News};
+use super::resend::InFlight;
 use crate::rpc::RpcError;
 use crate::rpc::envelope::{ErrorObject, RequestId, encode};
 
@@ -143,6 +152,10 @@ pub struct Shared {
     /// Asks the child-to-parent side to log the child in now.
     login_now: mpsc::UnboundedSender<()>,
     tokens: Mutex<Tokens>,
+    /// Copies of the parent's requests the worker may send again.
+    in_flight: InFlight,
+    /// The child's refresh requests being answered right now.
+    refreshing: watch::Sender<usize>,
 }
 
 /// What the child holds, as far as the worker knows, and a remembered permanent failure.
@@ -150,6 +163,8 @@ pub struct Shared {
 struct Tokens {
     access: Option<SecretString>,
     account: Option<String>,
+    /// The broker's generation of `access`.
+    generation: Option<u64>,
     latch: Option<Latch>,
 }
 
@@ -182,6 +197,8 @@ impl Shared {
             login_owed: AtomicBool::new(false),
             login_now,
             tokens: Mutex::new(Tokens::default()),
+            in_flight: InFlight::default(),
+            refreshing: watch::channel(0).0,
         };
         (Arc::new(shared), gate_rx, login_rx)
     }
@@ -190,6 +207,33 @@ impl Shared {
         let mut tokens = self.tokens.lock().unwrap();
         tokens.access = Some(credential.access_token.clone());
         tokens.account = Some(account.to_owned());
+        tokens.generation = Some(credential.generation);
+    }
+
+    /// Whether the child holds `generation` or newer once the refreshes being answered
+    /// are over: the broker announces the grant a refresh of ours made too, possibly before
+    /// its answer reaches us. Bounded by the refreshes' own bound.
+    async fn holds_after_refreshes(&self, generation: u64) -> bool {
+        let mut refreshing = self.refreshing.subscribe();
+        let idle = refreshing.wait_for(|n| *n == 0);
+        let _ = tokio::time::timeout(super::broker_client::REQUEST_TIMEOUT, idle).await;
+        self.tokens
+            .lock()
+            .unwrap()
+            .generation
+            .is_some_and(|held| held >= generation)
+    }
+
+    fn held_token(&self) -> Option<SecretString> {
+        self.tokens.lock().unwrap().access.clone()
+    }
+}
+
+fn same_token(a: Option<&SecretString>, b: Option<&SecretString>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.expose_secret() == b.expose_secret(),
+        (None, None) => true,
+        _ => false,
     }
 }
 
@@ -230,6 +274,10 @@ pub async fn parent_to_child(
                 }
             }
             _ => {}
+        }
+        if let Kind::Request { id, method } = classify(&outgoing) {
+            let token = shared.held_token();
+            shared.in_flight.track(id, &method, &outgoing, token, false);
         }
         if to_child.send(outgoing).await.is_err() {
             return;
@@ -276,10 +324,29 @@ fn with_experimental_api(line: &str) -> Option<String> {
     Some(message.to_string())
 }
 
+/// The broker's answer; `None` when the child turned out to hold the announced generation
+/// already (its own refresh made it) and nothing was asked.
+type Fetched = Option<Result<Credential, BrokerError>>;
+
+/// Why the worker is fetching a credential for the child.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Why {
+    /// The first login after `initialize`, or one still owed: without it the child has no
+    /// broker token, so a failure is remembered and tried again.
+    Initial,
+    /// The broker announced this newer generation.
+    Pushed(u64),
+    /// The broker connection was made again: read and compare, the parent's requests
+    /// still flowing unless the token turns out to have changed.
+    Recheck,
+    /// The child answered a parent's request with the backend's 401: report the token.
+    Resend,
+}
+
 enum Stage {
     Idle,
-    /// Waiting for `credential/read`.
-    Fetching,
+    /// Waiting for the broker's answer.
+    Fetching(Why),
     /// The login was sent under `id`; waiting for its result.
     AwaitingResult {
         id: String,
@@ -303,9 +370,30 @@ pub struct ChildToParent {
     next_id: u64,
     suppress_completed: usize,
     suppress_updated: usize,
-    fetched_tx: mpsc::UnboundedSender<Result<Credential, BrokerError>>,
-    fetched_rx: mpsc::UnboundedReceiver<Result<Credential, BrokerError>>,
+    fetched_tx: mpsc::UnboundedSender<Fetched>,
+    fetched_rx: mpsc::UnboundedReceiver<Fetched>,
     login_rx: mpsc::UnboundedReceiver<()>,
+    news: watch::Receiver<News>,
+    /// False once the broker client is gone (no more news).
+    news_open: bool,
+    /// Broker connections made, as last seen.
+    connections: u64,
+    /// A login the news asked for, to start once the current one is over.
+    wanted: Option<Why>,
+    /// The parent's requests the child answered with the backend's 401, waiting for the
+    /// child to hold another token.
+    resends: Vec<Resend>,
+}
+
+/// A parent's request to send to the child once more, or whose 401 goes to the parent.
+struct Resend {
+    request: String,
+    /// The child's answer, for the parent should no new token come.
+    answer: String,
+    /// The token the child failed with.
+    failed: Option<SecretString>,
+    /// The broker was already asked for a token to replace it.
+    reported: bool,
 }
 
 impl ChildToParent {
@@ -315,6 +403,8 @@ impl ChildToParent {
         login_rx: mpsc::UnboundedReceiver<()>,
     ) -> ChildToParent {
         let (fetched_tx, fetched_rx) = mpsc::unbounded_channel();
+        let mut news = shared.broker.news();
+        let connections = news.borrow_and_update().connections;
         ChildToParent {
             shared,
             to_parent,
@@ -326,6 +416,11 @@ impl ChildToParent {
             fetched_tx,
             fetched_rx,
             login_rx,
+            news,
+            news_open: true,
+            connections,
+            wanted: None,
+            resends: Vec::new(),
         }
     }
 
@@ -336,7 +431,7 @@ impl ChildToParent {
                 Stage::AwaitingResult { deadline, .. } | Stage::AwaitingCompleted { deadline } => {
                     Some(*deadline)
                 }
-                Stage::Idle | Stage::Fetching => None,
+                Stage::Idle | Stage::Fetching(_) => None,
             };
             tokio::select! {
                 line = lines.recv() => match line {
@@ -346,9 +441,85 @@ impl ChildToParent {
                 Some(fetched) = self.fetched_rx.recv() => self.fetched(fetched).await,
                 Some(()) = self.login_rx.recv() => self.start_login().await,
                 () = sleep_until(deadline), if deadline.is_some() => self.timed_out().await,
+                changed = self.news.changed(), if self.news_open => match changed {
+                    Ok(()) => self.heard(),
+                    Err(_) => self.news_open = false,
+                },
+            }
+            if matches!(self.stage, Stage::Idle) {
+                self.next_login().await;
             }
         }
         self.release().await;
+        for resend in std::mem::take(&mut self.resends) {
+            let _ = self.to_parent.send(resend.answer).await;
+        }
+    }
+
+    /// Takes in what the broker said unasked: a login is wanted when the child's token is
+    /// older than the announced generation, or the connection was made again. Before the
+    /// child holds any broker token, the first login reads the newest anyway.
+    fn heard(&mut self) {
+        let news = *self.news.borrow_and_update();
+        let (holds, generation) = {
+            let tokens = self.shared.tokens.lock().unwrap();
+            (tokens.access.is_some(), tokens.generation)
+        };
+        let reconnected = news.connections > self.connections;
+        self.connections = news.connections;
+        if !holds {
+            return;
+        }
+        let newer = news
+            .generation
+            .is_some_and(|g| generation.is_none_or(|held| g > held));
+        if let (true, Some(announced)) = (newer, news.generation) {
+            self.wanted = Some(Why::Pushed(announced));
+        } else if reconnected && self.wanted.is_none() {
+            self.wanted = Some(Why::Recheck);
+        }
+    }
+
+    /// Once no login runs: the requests waiting on a new token, else what the news asked.
+    async fn next_login(&mut self) {
+        if !self.resends.is_empty() {
+            return self.settle_resends().await;
+        }
+        if let Some(why) = self.wanted.take() {
+            self.fetch(why);
+        }
+    }
+
+    /// Sends each waiting request again if the child now holds another token than the one
+    /// it failed with; asks the broker for one if it was not asked yet; else gives the
+    /// parent the child's answer.
+    async fn settle_resends(&mut self) {
+        let held = self.shared.held_token();
+        let mut report = false;
+        for mut resend in std::mem::take(&mut self.resends) {
+            if !same_token(held.as_ref(), resend.failed.as_ref()) {
+                self.send_again(resend.request);
+            } else if resend.reported {
+                let _ = self.to_parent.send(resend.answer).await;
+            } else {
+                resend.reported = true;
+                report = true;
+                self.resends.push(resend);
+            }
+        }
+        if report {
+            self.fetch(Why::Resend);
+        }
+    }
+
+    fn send_again(&mut self, request: String) {
+        if let Kind::Request { id, method } = classify(&request) {
+            let token = self.shared.held_token();
+            self.shared
+                .in_flight
+                .track(id, &method, &request, token, true);
+        }
+        let _ = self.shared.to_child_own.send(request);
     }
 
     async fn child_line(&mut self, line: String) {
@@ -369,6 +540,23 @@ impl ChildToParent {
                     .map(str::to_owned);
                 if let Some(own) = own {
                     self.own_response(&own, is_error, &line).await;
+                    return;
+                }
+                if let Some(sent) = self.shared.in_flight.take(id)
+                    && is_error
+                    && !sent.resent
+                    && sent.is_backend_401(&line)
+                {
+                    tracing::info!(
+                        "the child answered a parent's request with the backend's 401; \
+                         getting it a new token and sending the request again"
+                    );
+                    self.resends.push(Resend {
+                        request: sent.line,
+                        answer: line,
+                        failed: sent.token,
+                        reported: false,
+                    });
                     return;
                 }
                 let is_init = {
@@ -439,39 +627,84 @@ impl ChildToParent {
         }
     }
 
-    /// Starts a login unless one is under way.
+    /// Starts the first login (or an owed one) unless one is under way.
     async fn start_login(&mut self) {
         if !matches!(self.stage, Stage::Idle) {
             return;
         }
-        self.shared.gate.send_replace(false);
-        self.stage = Stage::Fetching;
-        let broker = self.shared.broker.clone();
+        self.fetch(Why::Initial);
+    }
+
+    /// Asks the broker for the credential to log the child in with: a read, or for a 401
+    /// a refresh reporting the token the child holds. Only a recheck leaves the gate open.
+    fn fetch(&mut self, why: Why) {
+        if why != Why::Recheck {
+            self.shared.gate.send_replace(false);
+        }
+        self.stage = Stage::Fetching(why);
+        let shared = self.shared.clone();
         let fetched = self.fetched_tx.clone();
         tokio::spawn(async move {
-            let _ = fetched.send(broker.read().await);
+            let outcome = match why {
+                Why::Resend => Some(
+                    refresh(&shared, None)
+                        .await
+                        .map(|(credential, _)| credential),
+                ),
+                Why::Pushed(announced) if shared.holds_after_refreshes(announced).await => None,
+                Why::Initial | Why::Pushed(_) | Why::Recheck => Some(shared.broker.read().await),
+            };
+            let _ = fetched.send(outcome);
         });
     }
 
-    async fn fetched(&mut self, fetched: Result<Credential, BrokerError>) {
-        if !matches!(self.stage, Stage::Fetching) {
+    async fn fetched(&mut self, fetched: Fetched) {
+        let Stage::Fetching(why) = self.stage else {
             return;
-        }
+        };
+        let Some(fetched) = fetched else {
+            return self.release().await;
+        };
         let credential = match fetched {
             Ok(credential) => credential,
-            Err(e) => {
+            Err(e) if why == Why::Initial => {
                 tracing::warn!(
                     "the credential broker gave no credential, so the child is not logged in \
                      (trying again before the parent's next request): {e}"
                 );
                 return self.owe_login().await;
             }
+            Err(e) => {
+                tracing::warn!(
+                    "the credential broker gave no newer credential; the child keeps its \
+                     token: {e}"
+                );
+                return self.release().await;
+            }
         };
+        // A refresh for a 401 installed its token already: the child still needs it.
+        if why != Why::Resend
+            && why != Why::Initial
+            && same_token(
+                self.shared.held_token().as_ref(),
+                Some(&credential.access_token),
+            )
+        {
+            return self.release().await;
+        }
+        if why == Why::Recheck {
+            tracing::info!("the broker has another credential since the connection dropped");
+            self.shared.gate.send_replace(false);
+        }
         let Some(account) = account_of(&credential, None) else {
             tracing::warn!(
                 "the broker's credential names no ChatGPT account; not logging the child in"
             );
-            return self.owe_login().await;
+            return if why == Why::Initial {
+                self.owe_login().await
+            } else {
+                self.release().await
+            };
         };
         self.next_id += 1;
         let id = format!("{WRAPPER_ID_PREFIX}{}", self.next_id);
@@ -522,10 +755,29 @@ impl ChildToParent {
                 .as_ref()
                 .map_or("no message", |r| r.error.message.as_str());
             tracing::warn!("the child refused the worker's login: {message}");
-            return self.owe_login().await;
+            return if self.shared.tokens.lock().unwrap().access.is_none() {
+                self.owe_login().await
+            } else {
+                self.release().await
+            };
         }
         self.shared.install(credential, account);
         self.shared.login_owed.store(false, Ordering::SeqCst);
+        {
+            // A token other than the one the broker refused for good is a new sign-in.
+            let mut tokens = self.shared.tokens.lock().unwrap();
+            let signed_in_again = tokens.latch.as_ref().is_some_and(|latch| {
+                latch.token.expose_secret() != credential.access_token.expose_secret()
+            });
+            if signed_in_again {
+                tracing::info!("the credential broker has a new credential; refreshes resume");
+                tokens.latch = None;
+            }
+        }
+        tracing::info!(
+            generation = credential.generation,
+            "the child holds the broker's access token"
+        );
         if self.shared.opted_out_completed.load(Ordering::SeqCst) {
             // No account/login/completed will come; account/updated still may.
             if !self.shared.opted_out_updated.load(Ordering::SeqCst) {
@@ -548,7 +800,7 @@ impl ChildToParent {
                 self.owe_login().await;
             }
             Stage::AwaitingCompleted { .. } => self.release().await,
-            Stage::Idle | Stage::Fetching => {}
+            Stage::Idle | Stage::Fetching(_) => {}
         }
     }
 
@@ -636,6 +888,15 @@ fn account_of(credential: &Credential, fallback: Option<&str>) -> Option<String>
 
 /// Answers one `account/chatgptAuthTokens/refresh` from the child.
 async fn answer_refresh(shared: Arc<Shared>, id: RequestId, previous_account: Option<String>) {
+    /// Counts this answer as under way until it is dropped, panics and all.
+    struct Refreshing<'a>(&'a watch::Sender<usize>);
+    impl Drop for Refreshing<'_> {
+        fn drop(&mut self) {
+            self.0.send_modify(|n| *n -= 1);
+        }
+    }
+    shared.refreshing.send_modify(|n| *n += 1);
+    let refreshing = Refreshing(&shared.refreshing);
     let answer = match refresh(&shared, previous_account.as_deref()).await {
         Ok((credential, account)) => {
             let result = ExternalTokens {
@@ -658,6 +919,7 @@ async fn answer_refresh(shared: Arc<Shared>, id: RequestId, previous_account: Op
         }
     };
     let _ = shared.to_child_own.send(answer);
+    drop(refreshing);
 }
 
 fn refusal(id: &RequestId, error: &RpcError) -> String {

@@ -3,16 +3,18 @@
 //! `credential/refresh {previousAccessToken}`. It holds a settable current token, can make
 //! a "grant" (switch to a queued token when asked with the current one), counts the calls,
 //! can require a bearer token at the upgrade, and can be switched to fail reads or
-//! refreshes permanently (`data.authError`) or transiently.
+//! refreshes permanently (`data.authError`) or transiently. Like the broker, it sends
+//! `credential/changed {credential: "default", generation}` to every connection that read
+//! or refreshed, whenever the generation moves (unless told to keep quiet).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
@@ -40,6 +42,7 @@ struct Counters {
     refreshes: AtomicUsize,
     connections: AtomicUsize,
     refused_upgrades: AtomicUsize,
+    notifications: AtomicUsize,
 }
 
 struct State {
@@ -54,6 +57,19 @@ struct State {
     counters: Counters,
     /// Bumped to drop every open connection.
     drop_connections: watch::Sender<u64>,
+    /// Each new generation, for the connections to announce.
+    changes: broadcast::Sender<u64>,
+    /// Whether changes are announced.
+    announce: AtomicBool,
+}
+
+impl State {
+    /// Moves the current credential to `access` under the next generation and announces it.
+    fn switch(&self, current: &mut Current, access: String) {
+        current.access = access;
+        current.generation += 1;
+        let _ = self.changes.send(current.generation);
+    }
 }
 
 pub struct StandInBroker {
@@ -97,6 +113,8 @@ impl StandInBroker {
             previous: Mutex::default(),
             counters: Counters::default(),
             drop_connections: watch::channel(0).0,
+            changes: broadcast::channel(64).0,
+            announce: AtomicBool::new(true),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -122,8 +140,22 @@ impl StandInBroker {
     /// or a new sign-in would.
     pub fn set_token(&self, access: &str) {
         let mut current = self.state.current.lock().unwrap();
-        current.access = access.to_owned();
-        current.generation += 1;
+        self.state.switch(&mut current, access.to_owned());
+    }
+
+    /// Whether new generations are announced from now on (they are at the start).
+    pub fn announce(&self, on: bool) {
+        self.state.announce.store(on, Ordering::SeqCst);
+    }
+
+    /// `credential/changed` notifications sent so far, over all connections.
+    pub fn notifications(&self) -> usize {
+        self.state.counters.notifications.load(Ordering::SeqCst)
+    }
+
+    /// The current generation.
+    pub fn generation(&self) -> u64 {
+        self.state.current.lock().unwrap().generation
     }
 
     /// The next refresh with the current token switches to `access` (one grant).
@@ -201,14 +233,34 @@ async fn serve(state: Arc<State>, stream: tokio::net::TcpStream) {
     state.counters.connections.fetch_add(1, Ordering::SeqCst);
     let mut dropped = state.drop_connections.subscribe();
     dropped.mark_unchanged();
+    let mut changes = state.changes.subscribe();
+    // Only a connection that asked for the credential hears of its changes.
+    let mut asked = false;
     let (mut sink, mut source) = ws.split();
     loop {
         tokio::select! {
             _ = dropped.changed() => return,
+            change = changes.recv() => {
+                let generation = match change {
+                    Ok(generation) => generation,
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if !asked || !state.announce.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let notice = json!({"jsonrpc": "2.0", "method": "credential/changed",
+                    "params": {"credential": "default", "generation": generation}});
+                state.counters.notifications.fetch_add(1, Ordering::SeqCst);
+                if sink.send(Message::text(notice.to_string())).await.is_err() {
+                    return;
+                }
+            }
             message = source.next() => {
                 let Some(Ok(message)) = message else { return };
                 let Message::Text(text) = message else { continue };
                 let Ok(request) = serde_json::from_str::<Value>(text.as_str()) else { continue };
+                asked |= request["method"].as_str().is_some_and(|m| m.starts_with("credential/"));
                 let answer = answer(&state, &request);
                 if sink.send(Message::text(answer.to_string())).await.is_err() {
                     return;
@@ -242,8 +294,7 @@ fn answer(state: &State, request: &Value) -> Value {
                     if current.access == previous
                         && let Some(next) = state.grants.lock().unwrap().pop_front()
                     {
-                        current.access = next;
-                        current.generation += 1;
+                        state.switch(&mut current, next);
                     }
                     Ok(current.clone())
                 }
