@@ -2,7 +2,9 @@
 //! allowed bearer tokens and 401 otherwise, and counts every call by path and token. A
 //! token can be allowed for good or for a number of uses, after which it 401s as an
 //! expired one would. The usage answer can be made oversized, to test body limits. The
-//! Responses endpoint streams scripted answers (see `responses`).
+//! Responses endpoint streams scripted answers (see `responses`). The workspace check
+//! a Codex app-server makes after a ChatGPT login (`wham/accounts/check`) lists the
+//! account the request names.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -52,8 +54,10 @@ fn usage_body() -> Value {
     json!({
         "plan_type": "plus",
         "rate_limit": {
-            "primary_window": {"used_percent": 42, "limit_window_seconds": 18000, "reset_at": 1_800_000_000},
-            "secondary_window": {"used_percent": 5, "limit_window_seconds": 604800, "reset_at": 1_800_100_000}
+            "allowed": true,
+            "limit_reached": false,
+            "primary_window": {"used_percent": 42, "limit_window_seconds": 18000, "reset_at": 1_800_000_000, "reset_after_seconds": 3600},
+            "secondary_window": {"used_percent": 5, "limit_window_seconds": 604800, "reset_at": 1_800_100_000, "reset_after_seconds": 7200}
         },
         "credits": {"has_credits": true, "unlimited": false, "balance": "10"}
     })
@@ -100,12 +104,22 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
     }
     let is_responses = path.ends_with("/codex/responses");
     let is_security = path.ends_with("/wham/security-setup");
+    let is_accounts = path.ends_with("/wham/accounts/check");
+    let account = request
+        .headers()
+        .get("chatgpt-account-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     if is_responses {
         let body = axum::body::to_bytes(request.into_body(), 64 << 20)
             .await
             .unwrap_or_default();
         state.responses.record(&body);
-    } else if !(is_security || path.ends_with("/wham/usage") || path.ends_with("/api/codex/usage"))
+    } else if !(is_security
+        || is_accounts
+        || path.ends_with("/wham/usage")
+        || path.ends_with("/api/codex/usage"))
     {
         return (StatusCode::NOT_FOUND, "no such path").into_response();
     }
@@ -130,6 +144,18 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
     }
     if is_responses {
         return state.responses.respond();
+    }
+    if is_accounts {
+        // The one account the token is for, with no routing of its own: the client keeps
+        // the backend it was given.
+        return axum::Json(json!({
+            "accounts": [{"id": account, "structure": "personal",
+                "workspace_backend_origin": "NO_CONSTRAINT",
+                "account_routing_override": "NO_CONSTRAINT"}],
+            "account_ordering": [account],
+            "default_account_id": account,
+        }))
+        .into_response();
     }
     if is_security {
         return match state.security_notice.lock().unwrap().clone() {

@@ -13,6 +13,7 @@ pub mod bench;
 pub mod broker;
 pub mod cli;
 pub mod client;
+pub mod codex;
 pub mod conformance;
 pub mod connect_proxy;
 pub mod fleet;
