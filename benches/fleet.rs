@@ -1,8 +1,10 @@
 //! A fleet of worker wrappers (`authbridge worker -- authbridge app-server`) served by the
 //! credential broker, calling the backend in a loop while the access token expires every
 //! few seconds: prints grants per expiry, `refresh_token_reused` answers, failed worker
-//! calls and the fleet's call rate; once with one broker on `CODEX_HOME`, once with two
-//! instances on one PostgreSQL (skipped, and said so, without PostgreSQL).
+//! calls, the backend's 401s per expiry (how many workers met the expiry themselves rather
+//! than being handed the new token) and the fleet's call rate; once with one broker on
+//! `CODEX_HOME`, once with two instances on one PostgreSQL (skipped, and said so, without
+//! PostgreSQL).
 //!
 //! Run: `cargo bench --bench fleet` (add `-- --quick` for a shorter run).
 
@@ -22,6 +24,10 @@ fn rows(label: &str, r: &FleetReport) -> Vec<Vec<String>> {
         vec![
             format!("{label}: grants per expiry"),
             format!("{:.2}", r.grants as f64 / r.expiries.max(1) as f64),
+        ],
+        vec![
+            format!("{label}: backend 401s per expiry"),
+            format!("{:.2}", r.unauthorized as f64 / r.expiries.max(1) as f64),
         ],
         vec![
             format!("{label}: refresh_token_reused"),

@@ -35,6 +35,8 @@ struct MockState {
     responses: ResponsesState,
     /// What the security-setup path answers (`None`: 404, as when there is no reminder).
     security_notice: Mutex<Option<Value>>,
+    /// 401 answers so far.
+    unauthorized: std::sync::atomic::AtomicUsize,
 }
 
 pub struct MockBackend {
@@ -136,6 +138,9 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
         },
     };
     if !allowed {
+        state
+            .unauthorized
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         return (
             StatusCode::UNAUTHORIZED,
             axum::Json(json!({"detail": "token expired"})),
@@ -254,6 +259,13 @@ impl MockBackend {
     /// Response streams the server holds open right now.
     pub fn open_streams(&self) -> usize {
         self.state.responses.open_streams()
+    }
+
+    /// Calls answered 401 (a token refused), on any path.
+    pub fn unauthorized(&self) -> usize {
+        self.state
+            .unauthorized
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Calls to `path` with any token.

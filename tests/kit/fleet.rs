@@ -14,6 +14,9 @@ pub struct FleetReport {
     pub grants: usize,
     pub reused: usize,
     pub calls: usize,
+    /// Calls the backend refused with 401 during the run: one per expiry when the
+    /// broker's notices reach every worker before its next call, one per worker without.
+    pub unauthorized: usize,
     pub failed: usize,
     /// The first few failures, for the assertion message.
     pub failures: Vec<String>,
@@ -90,6 +93,7 @@ pub async fn run_fleet_on(
         fleet.push((p, c));
     }
     let grants_before = issuer.refreshes().len();
+    let unauthorized_before = backend.unauthorized();
     let start = Instant::now();
     let deadline = start + run;
     let loops = fleet.iter_mut().map(|(_, c)| async move {
@@ -121,6 +125,7 @@ pub async fn run_fleet_on(
         grants: issuer.refreshes().len() - grants_before,
         reused: issuer.reuses(),
         calls: 0,
+        unauthorized: backend.unauthorized() - unauthorized_before,
         failed: 0,
         failures: Vec::new(),
         elapsed: start.elapsed(),
