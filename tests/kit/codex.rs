@@ -51,7 +51,10 @@ pub fn installed(test: &str) -> Vec<Codex> {
         .map(|bin| Codex { bin })
         .collect();
     if found.is_empty() {
-        eprintln!(
+        // Straight to stderr: the harness captures `eprintln!` of a passing test.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED: {test}: no Codex app-server installed (set AUTHBRIDGE_CODEX_BIN or run .ci/run)"
         );
     }
