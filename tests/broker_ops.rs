@@ -76,6 +76,47 @@ async fn keep_warm_refreshes_an_idle_credential_once() {
 }
 
 #[tokio::test]
+async fn two_postgres_instances_keep_one_idle_credential_warm_with_one_grant() {
+    let issuer = MockIssuer::start().await;
+    let Some(cluster) = kit::postgres::PgCluster::start() else {
+        return;
+    };
+    // An eighth of 16 s: each instance looks every 2 s or so.
+    let pg = broker::PgBrokers::start_on(
+        &issuer,
+        &cluster.url(),
+        2,
+        "ws://127.0.0.1:0",
+        &["-c", "authbridge.keep_warm_after=16"],
+    )
+    .await;
+    let mut a = pg.brokers[0].client().await;
+    let first = a.ok("credential/read", json!({})).await;
+    assert!(issuer.refreshes().is_empty());
+    // Nobody refreshed it for a month.
+    cluster
+        .connect()
+        .await
+        .batch_execute("UPDATE authbridge_credential SET last_refresh = now() - interval '30 days'")
+        .await
+        .unwrap();
+    kit::wait::until("keep-warm's grant", || issuer.refreshes().len() == 1).await;
+    assert_eq!(issuer.refreshes()[0].0, "scheduled");
+    // Both instances look again, and find it fresh.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        issuer.refreshes().len(),
+        1,
+        "one grant between two instances"
+    );
+    assert_eq!(issuer.reuses(), 0);
+    let mut b = pg.brokers[1].client().await;
+    let warmed = b.ok("credential/read", json!({})).await;
+    assert_ne!(token_of(&warmed), token_of(&first));
+    assert!(warmed["generation"].as_u64() > first["generation"].as_u64());
+}
+
+#[tokio::test]
 async fn keep_warm_skips_a_latched_credential() {
     let issuer = MockIssuer::start().await;
     let home = tempfile::tempdir().unwrap();
