@@ -305,7 +305,7 @@ async fn metrics_show_grants_calls_workers_and_expiry() {
     issuer.access_lifetime(3600);
     let home = tempfile::tempdir().unwrap();
     broker::signed_in_home(&issuer, home.path(), Duration::ZERO);
-    let b = with_metrics(&issuer, home.path(), &[]).await;
+    let mut b = with_metrics(&issuer, home.path(), &[]).await;
     let url = b.metrics_url().await;
     assert!(
         url.starts_with("http://127.0.0.1:") && url.ends_with("/metrics"),
@@ -373,6 +373,13 @@ async fn metrics_show_grants_calls_workers_and_expiry() {
     assert_eq!(scrape(&format!("{base}/metrics/x")).await.0, 404);
     let post = reqwest::Client::new().post(&url).send().await.unwrap();
     assert_eq!(post.status().as_u16(), 404);
+
+    // A scraper holding a connection open does not hold up shutdown.
+    let _idle = tokio::net::TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    b.proc.signal("TERM");
+    assert_eq!(b.proc.exit_code().await, 0);
 }
 
 #[tokio::test]
