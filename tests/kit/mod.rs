@@ -26,6 +26,7 @@ pub mod process;
 pub mod provider;
 pub mod race;
 pub mod raw;
+pub mod relay;
 pub mod responses;
 pub mod stand_in_broker;
 pub mod tls_front;
