@@ -250,12 +250,12 @@ async fn refresh_interval_reruns_a_stale_token_and_zero_keeps_it() {
     let script = AuthScript::counting("0");
     provider.accept_newest(&script);
     let mut settings = corp(&provider);
-    settings.extend(script.settings("corp", &["refresh_interval_ms=400"]));
+    settings.extend(script.settings("corp", &["refresh_interval_ms=2000"]));
     let (_p, mut c, thread) = serve(&settings, Options::default()).await;
     assert_completed(&c.run_turn(&thread, "one").await);
     assert_completed(&c.run_turn(&thread, "two").await);
     assert_eq!(script.runs(), 1, "fresh: reused");
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
     let events = c.run_turn(&thread, "three").await;
     assert_completed(&events);
     assert_eq!(script.runs(), 2, "stale: run again before the call");

@@ -244,10 +244,10 @@ mod tests {
     #[tokio::test]
     async fn an_interval_makes_a_stale_token_run_again() {
         let dir = tempfile::tempdir().unwrap();
-        let auth = counting(dir.path(), Some(Duration::from_millis(150)), "0");
+        let auth = counting(dir.path(), Some(Duration::from_millis(1000)), "0");
         assert_eq!(token(&auth).await, "tok-1");
         assert_eq!(token(&auth).await, "tok-1");
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
         assert_eq!(token(&auth).await, "tok-2");
     }
 }
