@@ -10,12 +10,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{BrokerApi, broker_dispatcher};
 use crate::auth::storage::{self, TokenData};
+use crate::broker::ops::{
+    AuditTarget, BrokerOps, DEFAULT_PRINCIPAL, KeepWarm, MetricsListener, WarmSet, Warmable,
+};
 use crate::broker::owner::{CredentialOwner, HomeOwner, PgOwner};
 use crate::broker::{ImportedCredential, PgOptions, PgStore, SealKey};
 use crate::config::Config;
 use crate::login::IssuerClient;
 use crate::rpc::{ConnectionHooks, ConnectionId, ConnectionOptions, Dispatcher, serve_connection};
 use crate::transport::ws::{self, WsOptions};
+use crate::vocabulary::CredentialName;
 
 /// Where the broker keeps the credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,23 +55,31 @@ pub struct Broker {
     dispatcher: Arc<Dispatcher>,
     options: ConnectionOptions,
     config: Arc<Config>,
+    ops: Arc<BrokerOps>,
+    keep_warm: Arc<KeepWarm>,
+    warm_set: WarmSet,
 }
 
 impl Broker {
     /// Opens the store and, with `import`, moves a sign-in into it first: the source file
-    /// keeps no usable refresh token afterwards.
+    /// keeps no usable refresh token afterwards. Audit lines go to `audit`.
     pub async fn start(
         config: Config,
         store: BrokerStore,
         import: Option<&Path>,
+        audit: &AuditTarget,
     ) -> Result<Self, String> {
+        let ops = BrokerOps::new(audit).map_err(|e| e.to_string())?;
+        let credential = CredentialName::default();
         let imported = match import {
             Some(path) => Some((path, storage::read_import(path).map_err(|e| e.to_string())?)),
             None => None,
         };
-        let owner: Arc<dyn CredentialOwner> = match store {
+        let (owner, warmable): (Arc<dyn CredentialOwner>, Arc<dyn Warmable>) = match store {
             BrokerStore::Home => {
-                let (auth, _) = crate::wiring::managed_auth(&config).map_err(|e| e.to_string())?;
+                let (auth, _) =
+                    crate::wiring::managed_auth(&config, |issuer| ops.meter(&credential, issuer))
+                        .map_err(|e| e.to_string())?;
                 if let Some((path, doc)) = &imported {
                     let own = config.codex_home.join(storage::AUTH_FILE);
                     if !same_file(path, &own) {
@@ -85,7 +97,8 @@ impl Broker {
                         storage::retire_import(path, doc.clone()).map_err(|e| e.to_string())?;
                     }
                 }
-                Arc::new(HomeOwner { auth })
+                let owner = Arc::new(HomeOwner { auth });
+                (owner.clone(), owner)
             }
             BrokerStore::Postgres(url) => {
                 let issuer = IssuerClient::new(
@@ -108,11 +121,20 @@ impl Broker {
                         .map_err(|e| format!("cannot import {}: {e}", path.display()))?;
                     storage::retire_import(path, doc.clone()).map_err(|e| e.to_string())?;
                 }
-                Arc::new(PgOwner::new(pg, issuer))
+                let owner = Arc::new(PgOwner::new(pg, ops.meter(&credential, Arc::new(issuer))));
+                (owner.clone(), owner)
             }
         };
-        let dispatcher = Arc::new(broker_dispatcher(Arc::new(BrokerApi { owner })));
+        let dispatcher = Arc::new(broker_dispatcher(Arc::new(BrokerApi {
+            owner,
+            ops: ops.clone(),
+        })));
+        let keep_warm = KeepWarm::new(config.keep_warm_after, ops.metrics().clone());
+        let warm_set: WarmSet = Arc::new(move || vec![(credential.clone(), warmable.clone())]);
         Ok(Self {
+            ops,
+            keep_warm,
+            warm_set,
             dispatcher,
             options: ConnectionOptions {
                 shutdown_grace: config.shutdown_grace,
@@ -135,6 +157,7 @@ impl Broker {
         ws::serve_sessions(listener.into(), options, shutdown, move |link, shutdown| {
             let broker = broker.clone();
             async move {
+                let _connected = broker.ops.connected(DEFAULT_PRINCIPAL);
                 serve_connection(
                     broker.dispatcher.clone(),
                     link,
@@ -146,6 +169,33 @@ impl Broker {
             }
         })
         .await
+    }
+}
+
+impl Broker {
+    /// Keep-warm and, with `metrics`, the metrics listener, until `shutdown`.
+    pub async fn operate(&self, metrics: Option<MetricsListener>, shutdown: CancellationToken) {
+        let keep_warm = self
+            .keep_warm
+            .clone()
+            .run(self.warm_set.clone(), shutdown.clone());
+        let serve_metrics = async {
+            if let Some(listener) = metrics {
+                crate::broker::ops::serve_metrics(
+                    listener,
+                    self.ops.metrics().clone(),
+                    self.config.header_read_timeout,
+                    shutdown.clone(),
+                )
+                .await
+            }
+        };
+        tokio::join!(keep_warm, serve_metrics);
+    }
+
+    /// Writes out the audit lines still queued (bounded): once the connections are done.
+    pub fn close_audit(&self) {
+        self.ops.close();
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::auth::grant::TokenIssuer;
 use crate::auth::storage::{AuthDocument, CredentialStore, SecretText, StorageError};
 use crate::auth::{AuthEvent, AuthManager, AuthSetup, Events, Policy};
 use crate::backend::ClientBuildError;
@@ -70,17 +71,27 @@ fn access_token_from_env() -> Result<Option<CredentialStore>, StartError> {
 
 /// The auth state every command builds the same way: the configured store (seeded from
 /// `CODEX_AUTH_JSON`), the policy, and the issuer client that performs the refresh grant.
-/// Without clients to tell (the broker), events go nowhere.
+/// Without clients to tell (the broker), events go nowhere; its grants go through
+/// `grants`, given the issuer client (the broker counts and times them).
 pub(crate) fn managed_auth(
     config: &Config,
+    grants: impl FnOnce(Arc<dyn TokenIssuer>) -> Arc<dyn TokenIssuer>,
 ) -> Result<(Arc<AuthManager>, IssuerClient), StartError> {
-    managed_auth_to(config, Events::default())
+    managed_auth_with(config, Events::default(), grants)
 }
 
-/// [`managed_auth`] whose events (a warning of the store included) go to `events`.
+/// The auth state whose events (a warning of the store included) go to `events`.
 pub(crate) fn managed_auth_to(
     config: &Config,
     events: Events,
+) -> Result<(Arc<AuthManager>, IssuerClient), StartError> {
+    managed_auth_with(config, events, |issuer| issuer)
+}
+
+fn managed_auth_with(
+    config: &Config,
+    events: Events,
+    grants: impl FnOnce(Arc<dyn TokenIssuer>) -> Arc<dyn TokenIssuer>,
 ) -> Result<(Arc<AuthManager>, IssuerClient), StartError> {
     let policy = Policy {
         workspaces: config.forced_workspace_ids.clone(),
@@ -111,7 +122,7 @@ pub(crate) fn managed_auth_to(
         store,
         policy,
         refresh_timeout: config.refresh_timeout,
-        issuer: Arc::new(issuer.clone()),
+        issuer: grants(Arc::new(issuer.clone())),
         events,
         on_rotation: config
             .on_credential_change

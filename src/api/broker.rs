@@ -5,15 +5,43 @@
 use std::sync::Arc;
 
 use super::{ApiError, Table};
+use crate::broker::ops::{BrokerOps, Call, DEFAULT_PRINCIPAL};
 use crate::broker::owner::{CredentialOwner, Previous};
 use crate::protocol::credential::{
     CredentialReadParams, CredentialRefreshParams, IssuedCredential,
 };
+use crate::protocol::methods::{CredentialRead, CredentialRefresh, Method};
 use crate::rpc::{Dispatcher, RequestContext};
 use crate::vocabulary::CredentialName;
 
 pub(crate) struct BrokerApi {
     pub owner: Arc<dyn CredentialOwner>,
+    /// Audit and metrics: told of every call's end.
+    pub ops: Arc<BrokerOps>,
+}
+
+/// Tells the audit log and the metrics how a call ended.
+fn report<M: Method>(
+    api: &BrokerApi,
+    credential: &CredentialName,
+    answer: &Result<IssuedCredential, ApiError>,
+) {
+    let (outcome, served) = match answer {
+        Ok(_) => ("ok", true),
+        Err(ApiError::Credential(e)) => (e.kind(), true),
+        Err(ApiError::UnknownCredential(_)) => ("unknownCredential", false),
+        Err(_) => ("invalidParams", true),
+    };
+    let issued = answer.as_ref().ok();
+    api.ops.called(Call {
+        principal: DEFAULT_PRINCIPAL,
+        credential,
+        served,
+        method: M::NAME,
+        outcome,
+        generation: issued.map(|i| i.generation),
+        expires_at: issued.and_then(|i| i.expires_at),
+    });
 }
 
 async fn read(
@@ -21,13 +49,28 @@ async fn read(
     _ctx: &RequestContext,
     p: CredentialReadParams,
 ) -> Result<IssuedCredential, ApiError> {
-    served(&p.credential)?;
-    api.owner.read().await.map_err(ApiError::Credential)
+    let answer = async {
+        served(&p.credential)?;
+        api.owner.read().await.map_err(ApiError::Credential)
+    }
+    .await;
+    report::<CredentialRead>(api, &p.credential, &answer);
+    answer
 }
 
 async fn refresh(
     api: &BrokerApi,
     _ctx: &RequestContext,
+    p: CredentialRefreshParams,
+) -> Result<IssuedCredential, ApiError> {
+    let credential = p.credential.clone();
+    let answer = refresh_of(api, p).await;
+    report::<CredentialRefresh>(api, &credential, &answer);
+    answer
+}
+
+async fn refresh_of(
+    api: &BrokerApi,
     p: CredentialRefreshParams,
 ) -> Result<IssuedCredential, ApiError> {
     served(&p.credential)?;
@@ -54,7 +97,6 @@ fn served(name: &CredentialName) -> Result<(), ApiError> {
 }
 
 pub(crate) fn broker_dispatcher(api: Arc<BrokerApi>) -> Dispatcher {
-    use crate::protocol::methods::{CredentialRead, CredentialRefresh};
     let mut t = Table::new(api);
     method!(t, CredentialRead, read);
     method!(t, CredentialRefresh, refresh);

@@ -241,17 +241,27 @@ impl AuthManager {
 
     /// `account/read {refreshToken: true}` in managed mode: a grant now. Other modes: no-op.
     pub async fn refresh_forced(&self) -> Result<(), AuthError> {
-        let generation = {
-            let state = self.state.lock();
-            if !state.is_managed() || access_token_only(&state) {
-                return Ok(());
-            }
-            state.generation
-        };
-        self.managed
-            .refresh(generation, RefreshReason::Forced)
+        let generation = self.state.lock().generation;
+        self.refresh_at(generation, RefreshReason::Forced)
             .await
             .map(drop)
+    }
+
+    /// A grant for the managed credential of `generation` through the single flight (the
+    /// broker's keep-warm): none when the credential moved on since, and `None` when
+    /// nothing here can be refreshed.
+    pub(crate) async fn refresh_at(
+        &self,
+        generation: u64,
+        reason: RefreshReason,
+    ) -> Result<Option<ChatgptCredentials>, AuthError> {
+        {
+            let state = self.state.lock();
+            if !state.is_managed() || access_token_only(&state) {
+                return Ok(None);
+            }
+        }
+        self.managed.refresh(generation, reason).await.map(Some)
     }
 
     /// The managed credential made as fresh as `want` asks, through the same single
@@ -414,7 +424,7 @@ impl AuthManager {
                 plan: t.claims.chatgpt_plan_type.unwrap_or(PlanType::Unknown),
                 user_id: t.claims.chatgpt_user_id.clone(),
             }),
-            (None, Some(Stored::ApiKey)) => Some(Identity::ApiKey),
+            (None, Some(Stored::ApiKey(_))) => Some(Identity::ApiKey),
             (None, None) => None,
         }
     }
@@ -464,6 +474,7 @@ impl AuthManager {
         if self.state.lock().external.is_some() {
             return Err(PolicyError::ExternalActive.into());
         }
+        let in_memory = key.clone();
         let key = SecretText::new(key.expose_secret().to_owned());
         storage::off_runtime(&self.store, move |store| {
             let doc = store.load_document()?.unwrap_or_default();
@@ -472,7 +483,7 @@ impl AuthManager {
         .await?;
         self.watch.remember();
         let mut state = self.state.lock();
-        state.stored = Some(Stored::ApiKey);
+        state.stored = Some(Stored::ApiKey(in_memory));
         state.managed_failure = None;
         self.state.replaced();
         self.state
@@ -482,6 +493,15 @@ impl AuthManager {
             });
         tracing::info!(store = %self.store.describe(), "API key stored");
         Ok(())
+    }
+
+    /// The stored API key, when it is the credential in effect (external tokens hide it).
+    pub fn api_key(&self) -> Option<SecretString> {
+        let state = self.state.lock();
+        match (&state.external, &state.stored) {
+            (None, Some(Stored::ApiKey(key))) => Some(key.clone()),
+            _ => None,
+        }
     }
 
     pub fn store(&self) -> &CredentialStore {

@@ -8,6 +8,7 @@
 
 mod error;
 mod listen;
+pub mod ops;
 pub(crate) mod owner;
 mod pg_store;
 mod pg_tls;

@@ -6,6 +6,8 @@
 //! got a 401: give me a better one". The second makes a grant only when the token that
 //! failed is still the current one; every caller holding it shares that one grant.
 
+mod warm;
+
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -15,11 +17,10 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use super::{GrantTokens, PgStore, StoreError, row::CredentialRow};
-use crate::auth::grant::{PROACTIVE_MARGIN, PermanentFailure, RefreshReason};
+use crate::auth::grant::{PROACTIVE_MARGIN, PermanentFailure, RefreshReason, TokenIssuer};
 use crate::auth::single_flight::{SingleFlight, Waited};
 use crate::auth::storage::SecretText;
 use crate::auth::{AuthError, AuthManager, CallCredentialsError};
-use crate::login::IssuerClient;
 use crate::protocol::credential::IssuedCredential;
 
 /// The token a worker says failed.
@@ -101,7 +102,7 @@ impl CredentialOwner for HomeOwner {
 /// between instances, and one shared task orders them within this one.
 pub(crate) struct PgOwner {
     store: Arc<PgStore>,
-    issuer: IssuerClient,
+    issuer: Arc<dyn TokenIssuer>,
     /// The grant in flight here, by the generation it replaces.
     grants: SingleFlight<i64, Result<CredentialRow, AuthError>>,
     /// The row as `LISTEN/NOTIFY` last delivered it: reads are served from here.
@@ -155,7 +156,7 @@ fn expiring(row: &CredentialRow) -> bool {
 }
 
 impl PgOwner {
-    pub fn new(store: Arc<PgStore>, issuer: IssuerClient) -> Self {
+    pub fn new(store: Arc<PgStore>, issuer: Arc<dyn TokenIssuer>) -> Self {
         let feed = store.subscribe();
         Self {
             store,
@@ -190,20 +191,22 @@ impl PgOwner {
     }
 
     /// One grant task for `generation` in this instance, which no caller can interrupt
-    /// between the grant and the commit.
-    async fn grant(&self, generation: i64, got_401: bool) -> Result<CredentialRow, AuthError> {
+    /// between the grant and the commit. Only a proactive refresh lets a row whose token
+    /// is far from expiry stand; a 401 or keep-warm grants whenever `generation` is still
+    /// the row's.
+    async fn grant(
+        &self,
+        generation: i64,
+        reason: RefreshReason,
+    ) -> Result<CredentialRow, AuthError> {
         let store = self.store.clone();
         let issuer = self.issuer.clone();
-        let reason = if got_401 {
-            RefreshReason::UnauthorizedRecovery
-        } else {
-            RefreshReason::ProactiveExpiry
-        };
+        let must_grant = reason != RefreshReason::ProactiveExpiry;
         let start = move || async move {
             store
-                .rotate(generation, got_401, |refresh_token| async move {
+                .rotate(generation, must_grant, |refresh_token| async move {
                     let token = SecretText::new(refresh_token.expose_secret().to_owned());
-                    let r = issuer.refresh_grant(&token, reason).await?;
+                    let r = issuer.refresh(token, reason).await?;
                     let secret = |t: SecretText| SecretString::from(t.expose());
                     Ok(GrantTokens {
                         id_token: r.id_token.map(secret),
@@ -246,7 +249,10 @@ impl CredentialOwner for PgOwner {
         Box::pin(async move {
             let row = self.cached().await?;
             if expiring(&row) {
-                match self.grant(row.generation, false).await {
+                match self
+                    .grant(row.generation, RefreshReason::ProactiveExpiry)
+                    .await
+                {
                     Ok(fresh) => return Ok(issued_row(&fresh)),
                     Err(e @ AuthError::LoginRequired(_)) => return Err(e),
                     Err(e) => {
@@ -265,7 +271,9 @@ impl CredentialOwner for PgOwner {
             if !previous.matches(&row.access_token) {
                 return Ok(issued_row(&row));
             }
-            let fresh = self.grant(row.generation, true).await?;
+            let fresh = self
+                .grant(row.generation, RefreshReason::UnauthorizedRecovery)
+                .await?;
             Ok(issued_row(&fresh))
         })
     }
