@@ -1,20 +1,22 @@
 //! `authbridge broker`, the serving half (beside the app-server's `server`): serves the
-//! one credential it owns to workers over authenticated
-//! WebSocket. The store is `$CODEX_HOME` (as the app-server's managed mode keeps it) or a
-//! PostgreSQL row several broker instances share.
+//! named credentials it owns to workers over authenticated WebSocket, each principal the
+//! ones it is bound to. The store is `$CODEX_HOME` (as the app-server's managed mode keeps
+//! it) or PostgreSQL rows several broker instances share.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{BrokerApi, broker_dispatcher};
 use crate::auth::storage::{self, TokenData};
-use crate::broker::owner::{CredentialOwner, HomeOwner, PgOwner};
+use crate::broker::credentials::Credentials;
+use crate::broker::principals::{Admitted, PrincipalGate, Principals};
+use crate::broker::sign_in::SignIns;
 use crate::broker::{ImportedCredential, PgOptions, PgStore, SealKey};
 use crate::config::Config;
 use crate::login::IssuerClient;
-use crate::rpc::{ConnectionHooks, ConnectionId, ConnectionOptions, Dispatcher, serve_connection};
+use crate::rpc::{ConnectionOptions, Dispatcher, serve_connection};
 use crate::transport::ws::{self, WsOptions};
 
 /// Where the broker keeps the credential.
@@ -40,32 +42,58 @@ impl BrokerStore {
     }
 }
 
-/// Connections keep no state in the broker.
-struct Stateless;
-
-impl ConnectionHooks for Stateless {
-    fn closed(&self, _id: ConnectionId) {}
+/// Who may connect: `--principals FILE`, or one admin principal over `default` known by
+/// `--ws-token-file`/`--ws-token-sha256` (or, on loopback, anyone).
+#[derive(Debug, Clone)]
+pub enum BrokerAccess {
+    Principals(PathBuf),
+    Token(Option<[u8; 32]>),
 }
 
 pub struct Broker {
     dispatcher: Arc<Dispatcher>,
+    api: Arc<BrokerApi>,
     options: ConnectionOptions,
     config: Arc<Config>,
+    gate: Arc<PrincipalGate>,
+    /// Ends the sign-ins still waiting for their user when the broker stops.
+    sign_ins_stop: CancellationToken,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.sign_ins_stop.cancel();
+    }
 }
 
 impl Broker {
-    /// Opens the store and, with `import`, moves a sign-in into it first: the source file
-    /// keeps no usable refresh token afterwards.
+    /// Opens the store and, with `import`, moves a sign-in into its `default` first: the
+    /// source file keeps no usable refresh token afterwards. A principals file that cannot
+    /// be used stops start-up here.
     pub async fn start(
         config: Config,
         store: BrokerStore,
         import: Option<&Path>,
+        access: BrokerAccess,
     ) -> Result<Self, String> {
+        let gate = match access {
+            BrokerAccess::Principals(path) => {
+                PrincipalGate::from_file(&path).map_err(|e| e.to_string())?
+            }
+            BrokerAccess::Token(digest) => PrincipalGate::fixed(Principals::single(digest)),
+        };
         let imported = match import {
             Some(path) => Some((path, storage::read_import(path).map_err(|e| e.to_string())?)),
             None => None,
         };
-        let owner: Arc<dyn CredentialOwner> = match store {
+        let issuer = IssuerClient::new(
+            &config.network,
+            config.issuer.clone(),
+            config.backend_connect_timeout,
+            config.issuer_timeout,
+        )?;
+        let config = Arc::new(config);
+        let credentials = match store {
             BrokerStore::Home => {
                 let (auth, _) = crate::wiring::managed_auth(&config).map_err(|e| e.to_string())?;
                 if let Some((path, doc)) = &imported {
@@ -85,15 +113,9 @@ impl Broker {
                         storage::retire_import(path, doc.clone()).map_err(|e| e.to_string())?;
                     }
                 }
-                Arc::new(HomeOwner { auth })
+                Credentials::home(config.clone(), issuer.clone(), gate.clone(), auth)
             }
             BrokerStore::Postgres(url) => {
-                let issuer = IssuerClient::new(
-                    &config.network,
-                    config.issuer.clone(),
-                    config.backend_connect_timeout,
-                    config.issuer_timeout,
-                )?;
                 let key = SealKey::from_env().map_err(|e| e.to_string())?;
                 let pg = Arc::new(
                     PgStore::connect_with(&url, key, pg_options(&config))
@@ -108,44 +130,93 @@ impl Broker {
                         .map_err(|e| format!("cannot import {}: {e}", path.display()))?;
                     storage::retire_import(path, doc.clone()).map_err(|e| e.to_string())?;
                 }
-                Arc::new(PgOwner::new(pg, issuer))
+                Credentials::postgres(pg, issuer.clone(), gate.clone())
             }
         };
-        let dispatcher = Arc::new(broker_dispatcher(Arc::new(BrokerApi { owner })));
+        let sign_ins_stop = CancellationToken::new();
+        let api = Arc::new(BrokerApi {
+            credentials,
+            gate: gate.clone(),
+            sign_ins: SignIns::new(issuer, config.device_code_timeout, sign_ins_stop.clone()),
+        });
+        let dispatcher = Arc::new(broker_dispatcher(api.clone()));
         Ok(Self {
             dispatcher,
+            api,
             options: ConnectionOptions {
                 shutdown_grace: config.shutdown_grace,
                 handshake: false,
                 ..ConnectionOptions::default()
             },
-            config: Arc::new(config),
+            config,
+            gate,
+            sign_ins_stop,
         })
     }
 
-    /// Serves workers (in clear or over TLS, as `listener` says) until `shutdown`.
+    /// Serves workers (in clear or over TLS, as `listener` says) until `shutdown`. A
+    /// connection whose token leaves the principals file is closed.
     pub async fn serve_ws(
         self: &Arc<Self>,
         listener: impl Into<ws::Listener>,
-        token_sha256: Option<[u8; 32]>,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
         let broker = self.clone();
-        let options = WsOptions::from_config(&self.config, token_sha256);
+        let mut options = WsOptions::from_config(&self.config, None);
+        options.gate = Some(self.gate.clone());
+        self.gate.watch_file(shutdown.clone());
         ws::serve_sessions(listener.into(), options, shutdown, move |link, shutdown| {
             let broker = broker.clone();
             async move {
+                let stop = shutdown.child_token();
+                let admitted = link
+                    .admitted
+                    .clone()
+                    .and_then(|a| a.downcast::<Admitted>().ok());
+                if let Some(admitted) = admitted {
+                    tokio::spawn(close_when_refused(
+                        broker.gate.clone(),
+                        admitted,
+                        stop.clone(),
+                    ));
+                }
                 serve_connection(
                     broker.dispatcher.clone(),
                     link,
                     broker.options.clone(),
-                    shutdown,
-                    Arc::new(Stateless),
+                    stop.clone(),
+                    broker.api.clone(),
                 )
-                .await
+                .await;
+                stop.cancel();
             }
         })
         .await
+    }
+}
+
+/// Ends a connection (through `stop`) once the principals in effect no longer know the
+/// token it was admitted with; ends by itself when the connection does.
+async fn close_when_refused(
+    gate: Arc<PrincipalGate>,
+    admitted: Arc<Admitted>,
+    stop: CancellationToken,
+) {
+    let mut sets = gate.subscribe();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = sets.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+        if gate.principal_of(&admitted).is_none() {
+            tracing::info!("closing a connection whose bearer token was removed");
+            stop.cancel();
+            return;
+        }
     }
 }
 

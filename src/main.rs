@@ -8,6 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+use authbridge::broker_server::BrokerAccess;
 use authbridge::ws_tls::{Listener, ServerTls};
 use authbridge::{Config, Server, cli, default_codex_home, ws_token as ws};
 
@@ -58,12 +59,17 @@ struct BrokerArgs {
     listen: String,
     #[command(flatten)]
     tls: TlsArgs,
-    /// File holding the WebSocket bearer token (trimmed).
-    #[arg(long, value_name = "PATH", conflicts_with = "ws_token_sha256")]
+    /// File holding the WebSocket bearer token (trimmed): one admin principal over the
+    /// credential `default`.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["ws_token_sha256", "principals"])]
     ws_token_file: Option<PathBuf>,
     /// SHA-256 (hex) of the WebSocket bearer token.
-    #[arg(long, value_name = "HEX")]
+    #[arg(long, value_name = "HEX", conflicts_with = "principals")]
     ws_token_sha256: Option<String>,
+    /// TOML file of principals (`[[principal]]`: name, token_sha256, credentials, admin),
+    /// re-read when it changes.
+    #[arg(long, value_name = "FILE")]
+    principals: Option<PathBuf>,
     /// `file` (the credential of CODEX_HOME) or postgres://USER@HOST:PORT/DB (the sealing
     /// key is read from the file named by AUTHBRIDGE_STORE_KEY_FILE).
     #[arg(long, default_value = "file", value_name = "STORE")]
@@ -548,18 +554,29 @@ async fn broker(overrides: &[String], args: BrokerArgs) -> Result<(), String> {
         );
     };
     let tls = server_tls(&listen, &args.tls)?;
-    let digest = token_digest(&args.ws_token_file, &args.ws_token_sha256)?;
-    if !addr.ip().is_loopback() && digest.is_none() {
-        return Err(format!(
-            "refusing to serve credentials on non-loopback {addr} without auth; \
-             pass --ws-token-file PATH or --ws-token-sha256 HEX"
-        ));
-    }
+    let access = match &args.principals {
+        Some(path) => BrokerAccess::Principals(path.clone()),
+        None => {
+            let digest = token_digest(&args.ws_token_file, &args.ws_token_sha256)?;
+            if !addr.ip().is_loopback() && digest.is_none() {
+                return Err(format!(
+                    "refusing to serve credentials on non-loopback {addr} without auth; \
+                     pass --principals FILE, --ws-token-file PATH or --ws-token-sha256 HEX"
+                ));
+            }
+            BrokerAccess::Token(digest)
+        }
+    };
     let store = authbridge::broker_server::BrokerStore::parse(&args.store)?;
     let config = Config::load(&default_codex_home(), overrides).map_err(|e| e.to_string())?;
     let broker = Arc::new(
-        authbridge::broker_server::Broker::start(config, store, args.import_auth_json.as_deref())
-            .await?,
+        authbridge::broker_server::Broker::start(
+            config,
+            store,
+            args.import_auth_json.as_deref(),
+            access,
+        )
+        .await?,
     );
     let listener = Listener::new(
         bind_listener(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?,
@@ -570,7 +587,7 @@ async fn broker(overrides: &[String], args: BrokerArgs) -> Result<(), String> {
         listener.url().map_err(|e| e.to_string())?
     );
     broker
-        .serve_ws(listener, digest, shutdown)
+        .serve_ws(listener, shutdown)
         .await
         .map_err(|e| e.to_string())
 }

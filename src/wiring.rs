@@ -82,6 +82,23 @@ pub(crate) fn managed_auth_to(
     config: &Config,
     events: Events,
 ) -> Result<(Arc<AuthManager>, IssuerClient), StartError> {
+    build_managed_auth(config, events, true)
+}
+
+/// [`managed_auth`] over `config`'s home alone: the environment's one-off credentials
+/// (`CODEX_AUTH_JSON`, `CODEX_ACCESS_TOKEN`) are not looked at. The broker's named
+/// credentials, each in a home of its own, are built so.
+pub(crate) fn managed_auth_in(
+    config: &Config,
+) -> Result<(Arc<AuthManager>, IssuerClient), StartError> {
+    build_managed_auth(config, Events::default(), false)
+}
+
+fn build_managed_auth(
+    config: &Config,
+    events: Events,
+    from_env: bool,
+) -> Result<(Arc<AuthManager>, IssuerClient), StartError> {
     let policy = Policy {
         workspaces: config.forced_workspace_ids.clone(),
         login_method: config.forced_login_method,
@@ -89,7 +106,12 @@ pub(crate) fn managed_auth_to(
     let (roots, proxies) = config.network.describe_sources();
     tracing::info!(%roots, %proxies, "outbound connections");
     let warnings = events.clone();
-    let store = Arc::new(match access_token_from_env()? {
+    let from_env_token = if from_env {
+        access_token_from_env()?
+    } else {
+        None
+    };
+    let store = Arc::new(match from_env_token {
         Some(store) => store,
         None => CredentialStore::new(
             &config.codex_home,
@@ -99,7 +121,9 @@ pub(crate) fn managed_auth_to(
             })),
         ),
     });
-    seed_from_env(&store)?;
+    if from_env {
+        seed_from_env(&store)?;
+    }
     let issuer = IssuerClient::new(
         &config.network,
         config.issuer.clone(),

@@ -1,36 +1,100 @@
-//! The credential broker's methods (`credential/read`, `credential/refresh`) over the same
-//! JSON-RPC machinery as the app-server. Workers need no `initialize`: the broker has no
-//! per-connection state, and the capability token already said who may ask.
+//! The credential broker's methods over the same JSON-RPC machinery as the app-server:
+//! `credential/read` and `credential/refresh` for any principal bound to the credential,
+//! and the admin methods (list, import, delete, sign-in) for admin principals. Workers need
+//! no `initialize`: the bearer token already said who asks, and the connection carries
+//! that principal (its [`Admitted`]) from the upgrade to every handler.
 
 use std::sync::Arc;
 
 use super::{ApiError, Table};
-use crate::broker::owner::{CredentialOwner, Previous};
-use crate::protocol::credential::{
-    CredentialReadParams, CredentialRefreshParams, IssuedCredential,
-};
-use crate::rpc::{Dispatcher, RequestContext};
+use crate::broker::credentials::{Credentials, Entry};
+use crate::broker::owner::Previous;
+use crate::broker::principals::{Admitted, Principal, PrincipalGate};
+use crate::broker::sign_in::SignIns;
+use crate::protocol::account::CancelLoginAccountStatus;
+use crate::protocol::credential::*;
+use crate::rpc::{ConnectionHooks, ConnectionId, Dispatcher, RequestContext};
 use crate::vocabulary::CredentialName;
 
 pub(crate) struct BrokerApi {
-    pub owner: Arc<dyn CredentialOwner>,
+    pub credentials: Arc<Credentials>,
+    pub gate: Arc<PrincipalGate>,
+    pub sign_ins: Arc<SignIns>,
+}
+
+impl ConnectionHooks for BrokerApi {
+    fn closed(&self, id: ConnectionId) {
+        self.credentials.closed(id);
+    }
+}
+
+impl BrokerApi {
+    /// Whom the calling connection was admitted as, and its principal now.
+    fn principal(&self, ctx: &RequestContext) -> Result<(Arc<Admitted>, Arc<Principal>), ApiError> {
+        let admitted = ctx
+            .peer
+            .admission::<Admitted>()
+            .ok_or(ApiError::PrincipalGone)?;
+        let principal = self
+            .gate
+            .principal_of(&admitted)
+            .ok_or(ApiError::PrincipalGone)?;
+        Ok((admitted, principal))
+    }
+
+    /// `name`'s owner for a principal bound to it. A name it is not bound to answers as
+    /// one that does not exist.
+    async fn bound(
+        &self,
+        ctx: &RequestContext,
+        name: &CredentialName,
+    ) -> Result<(Arc<Entry>, Arc<Admitted>), ApiError> {
+        let (admitted, principal) = self.principal(ctx)?;
+        if !principal.may_use(name) {
+            return Err(ApiError::UnknownCredential(name.clone()));
+        }
+        Ok((self.credentials.get(name).await?, admitted))
+    }
+
+    /// A read or refresh is over: the connection hears of the credential's changes after
+    /// the generation it was handed (any, after a failure).
+    fn used(
+        ctx: &RequestContext,
+        (entry, admitted): (Arc<Entry>, Arc<Admitted>),
+        outcome: Result<IssuedCredential, crate::auth::AuthError>,
+    ) -> Result<IssuedCredential, ApiError> {
+        let generation = outcome.as_ref().map_or(0, |issued| issued.generation);
+        entry.subscribe(&ctx.peer, admitted, generation);
+        outcome.map_err(ApiError::Credential)
+    }
+
+    fn admin(&self, ctx: &RequestContext, method: &'static str) -> Result<(), ApiError> {
+        let (_, principal) = self.principal(ctx)?;
+        if principal.admin {
+            tracing::info!(principal = %principal.name, method, "admin method");
+            Ok(())
+        } else {
+            tracing::info!(principal = %principal.name, method, "admin method refused");
+            Err(ApiError::NotAdmin { method })
+        }
+    }
 }
 
 async fn read(
     api: &BrokerApi,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     p: CredentialReadParams,
 ) -> Result<IssuedCredential, ApiError> {
-    served(&p.credential)?;
-    api.owner.read().await.map_err(ApiError::Credential)
+    let bound = api.bound(ctx, &p.credential).await?;
+    let outcome = bound.0.owner.read().await;
+    BrokerApi::used(ctx, bound, outcome)
 }
 
 async fn refresh(
     api: &BrokerApi,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     p: CredentialRefreshParams,
 ) -> Result<IssuedCredential, ApiError> {
-    served(&p.credential)?;
     let previous = match (p.previous_access_token, p.previous_access_token_sha256) {
         (Some(token), _) => Previous::Token(token),
         (None, Some(hex)) => Previous::Sha256(
@@ -38,25 +102,92 @@ async fn refresh(
         ),
         (None, None) => Previous::Unknown,
     };
-    api.owner
-        .refresh(previous)
-        .await
-        .map_err(ApiError::Credential)
+    let bound = api.bound(ctx, &p.credential).await?;
+    let outcome = bound.0.owner.refresh(previous).await;
+    BrokerApi::used(ctx, bound, outcome)
 }
 
-/// The broker serves one credential, `default`, so far.
-fn served(name: &CredentialName) -> Result<(), ApiError> {
-    if name.is_default() {
-        Ok(())
-    } else {
-        Err(ApiError::UnknownCredential(name.clone()))
+async fn list(
+    api: &BrokerApi,
+    ctx: &RequestContext,
+    _: CredentialListParams,
+) -> Result<CredentialListResponse, ApiError> {
+    api.admin(ctx, "credential/list")?;
+    let mut credentials = Vec::new();
+    for name in api.credentials.names().await? {
+        let entry = api.credentials.get(&name).await?;
+        if let Some(summary) = entry.owner.summary(&name).await? {
+            credentials.push(summary);
+        }
     }
+    Ok(CredentialListResponse { credentials })
+}
+
+async fn import(
+    api: &BrokerApi,
+    ctx: &RequestContext,
+    p: CredentialImportParams,
+) -> Result<CredentialImportResponse, ApiError> {
+    api.admin(ctx, "credential/import")?;
+    let doc = crate::auth::storage::AuthDocument::parse(p.auth_json.expose().as_bytes())
+        .ok_or(ApiError::NotAuthJson)?;
+    let entry = api.credentials.get(&p.credential).await?;
+    let generation = entry.owner.import(doc).await?;
+    tracing::info!(credential = %p.credential, generation, "credential imported");
+    Ok(CredentialImportResponse { generation })
+}
+
+async fn delete(
+    api: &BrokerApi,
+    ctx: &RequestContext,
+    p: CredentialDeleteParams,
+) -> Result<CredentialDeleteResponse, ApiError> {
+    api.admin(ctx, "credential/delete")?;
+    let entry = api.credentials.get(&p.credential).await?;
+    if !entry.owner.delete(p.revoke).await? {
+        return Err(ApiError::UnknownCredential(p.credential));
+    }
+    tracing::info!(credential = %p.credential, revoked = p.revoke, "credential deleted");
+    Ok(CredentialDeleteResponse {})
+}
+
+async fn login_start(
+    api: &BrokerApi,
+    ctx: &RequestContext,
+    p: CredentialLoginStartParams,
+) -> Result<CredentialLoginStartResponse, ApiError> {
+    api.admin(ctx, "credential/login/start")?;
+    let CredentialLoginType::ChatgptDeviceCode = p.kind;
+    let entry = api.credentials.get(&p.credential).await?;
+    Ok(api.sign_ins.start(entry, ctx.peer.clone()).await?)
+}
+
+async fn login_cancel(
+    api: &BrokerApi,
+    ctx: &RequestContext,
+    p: CredentialLoginCancelParams,
+) -> Result<CredentialLoginCancelResponse, ApiError> {
+    api.admin(ctx, "credential/login/cancel")?;
+    let status = if api.sign_ins.cancel(&p.login_id) {
+        CancelLoginAccountStatus::Canceled
+    } else {
+        CancelLoginAccountStatus::NotFound
+    };
+    Ok(CredentialLoginCancelResponse { status })
 }
 
 pub(crate) fn broker_dispatcher(api: Arc<BrokerApi>) -> Dispatcher {
-    use crate::protocol::methods::{CredentialRead, CredentialRefresh};
+    use crate::protocol::methods::{
+        CredentialDelete, CredentialImport, CredentialList, CredentialLoginCancel,
+        CredentialLoginStart, CredentialRead, CredentialRefresh,
+    };
     let mut t = Table::new(api);
     method!(t, CredentialRead, read);
     method!(t, CredentialRefresh, refresh);
+    method!(t, CredentialList, list);
+    method!(t, CredentialImport, import);
+    method!(t, CredentialDelete, delete);
+    method!(t, CredentialLoginStart, login_start);
+    method!(t, CredentialLoginCancel, login_cancel);
     t.dispatcher
 }

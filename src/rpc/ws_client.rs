@@ -177,6 +177,7 @@ async fn link(target: &WsTarget, options: &WsClientOptions) -> Result<Link, Conn
             backpressure: Backpressure::Wait,
             max_outgoing_bytes: options.max_outgoing_bytes,
         },
+        admitted: None,
     })
 }
 
