@@ -45,8 +45,10 @@ enum Command {
     /// Show where each setting came from, the store, the credential's state, held locks,
     /// CA and proxy variables and the keyring's availability (never a secret).
     Doctor(DoctorArgs),
-    /// Own one ChatGPT credential and serve its access tokens to workers over WebSocket.
+    /// Own named ChatGPT credentials and serve their access tokens to workers over WebSocket.
     Broker(BrokerArgs),
+    /// List, import, delete or sign in a broker's credentials (an admin principal's token).
+    BrokerAdmin(BrokerAdminArgs),
     /// Run an app-server (CMD) as a child over stdio, logged in and refreshed from the
     /// credential broker; the parent's messages pass through unchanged.
     Worker(WorkerArgs),
@@ -78,6 +80,44 @@ struct BrokerArgs {
     /// usable refresh token afterwards.
     #[arg(long, value_name = "PATH")]
     import_auth_json: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct BrokerAdminArgs {
+    /// The credential broker: ws://HOST:PORT or wss://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    broker: String,
+    /// File holding an admin principal's bearer token (trimmed).
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    #[command(subcommand)]
+    action: BrokerAdminAction,
+}
+
+#[derive(Subcommand)]
+enum BrokerAdminAction {
+    /// The stored credentials: who, plan, expiry, last refresh, generation, state.
+    List {
+        /// The broker's answer as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move the ChatGPT sign-in of an auth.json into NAME (replacing what it held); the
+    /// file keeps no usable refresh token afterwards.
+    Import {
+        name: authbridge::CredentialName,
+        path: PathBuf,
+    },
+    /// Delete NAME.
+    Delete {
+        name: authbridge::CredentialName,
+        /// Revoke its refresh token at the issuer first (kept if that fails).
+        #[arg(long)]
+        revoke: bool,
+    },
+    /// Have the broker sign NAME in with a device code: prints the URL and the code, waits
+    /// for the result.
+    Login { name: authbridge::CredentialName },
 }
 
 #[derive(clap::Args)]
@@ -725,6 +765,7 @@ fn account_command(overrides: &[String], command: Command) -> Result<ExitCode, S
             Command::AppServer(_)
             | Command::GenerateJsonSchema { .. }
             | Command::Broker(_)
+            | Command::BrokerAdmin(_)
             | Command::Worker(_) => {
                 unreachable!("served by main")
             }
@@ -818,6 +859,34 @@ fn main() -> ExitCode {
             // A read of stdin may still be parked on a blocking thread; do not wait for it.
             runtime.shutdown_background();
             result
+        }
+        Command::BrokerAdmin(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            let command = match args.action {
+                BrokerAdminAction::List { json } => cli::AdminCommand::List { json },
+                BrokerAdminAction::Import { name, path } => {
+                    cli::AdminCommand::Import { name, path }
+                }
+                BrokerAdminAction::Delete { name, revoke } => {
+                    cli::AdminCommand::Delete { name, revoke }
+                }
+                BrokerAdminAction::Login { name } => cli::AdminCommand::Login { name },
+            };
+            let result = runtime.block_on(cli::broker_admin(
+                &args.broker,
+                args.token_file.as_deref(),
+                command,
+                &mut std::io::stdout(),
+                &mut std::io::stderr(),
+            ));
+            runtime.shutdown_background();
+            match result {
+                Ok(code) => return ExitCode::from(code),
+                Err(message) => Err(message),
+            }
         }
         Command::Worker(args) => {
             // One thread, like the app-server: the worker only moves lines and waits.

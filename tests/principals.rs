@@ -563,3 +563,152 @@ async fn named_credentials_on_postgres_each_grant_alone_and_reach_the_other_inst
     assert_eq!(list["credentials"][1]["accountId"], "ws-a2");
     assert_eq!(issuer.reuses(), 0);
 }
+
+/// `authbridge broker-admin --broker ws://ADDR --token-file F ARGS…`.
+fn admin_args<'a>(b: &'a BrokerProc, token_file: &'a str, args: &[&'a str]) -> Vec<String> {
+    let url = format!("ws://{}", b.addr);
+    let mut all = vec![
+        "broker-admin".to_owned(),
+        "--broker".to_owned(),
+        url,
+        "--token-file".to_owned(),
+        token_file.to_owned(),
+    ];
+    all.extend(args.iter().map(|a| a.to_string()));
+    all
+}
+
+async fn broker_admin(b: &BrokerProc, token_file: &str, args: &[&str]) -> (i32, String, String) {
+    let all = admin_args(b, token_file, args);
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    let out = kit::process::output(&all).await;
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn broker_admin_lists_imports_signs_in_and_deletes_from_the_command_line() {
+    use tokio::io::AsyncBufReadExt;
+
+    let issuer = MockIssuer::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let file = home.path().join("principals.toml");
+    write_principals(&file, &two_teams());
+    let b = file_broker(&issuer, home.path(), &file).await;
+    let laptop = tempfile::tempdir().unwrap();
+    let admin_token = laptop.path().join("admin-token");
+    std::fs::write(&admin_token, format!("{ADMIN}\n")).unwrap();
+    let admin_token = admin_token.to_str().unwrap();
+    let team_token = laptop.path().join("team-token");
+    std::fs::write(&team_token, TEAM_A).unwrap();
+    let team_token = team_token.to_str().unwrap();
+
+    // import: the sign-in moves to the broker; the laptop's file keeps no refresh token.
+    let doc = sign_in(&issuer, "ws-a");
+    let source = laptop.path().join("auth.json");
+    std::fs::write(&source, doc.to_string()).unwrap();
+    let (code, out, err) = broker_admin(
+        &b,
+        admin_token,
+        &["import", "team-a", source.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("imported team-a (generation 1)"), "{out}");
+    let retired = kit::home::auth_json(laptop.path()).unwrap();
+    assert_eq!(
+        retired["tokens"]["refresh_token"],
+        "moved-to-authbridge-broker"
+    );
+    let mut a = b.client_as(TEAM_A).await;
+    let served = read(&mut a, "team-a").await["result"].clone();
+    assert_eq!(
+        token_of(&served),
+        doc["tokens"]["access_token"].as_str().unwrap()
+    );
+
+    // list: a table without a secret; --json is the broker's answer.
+    let (code, out, err) = broker_admin(&b, admin_token, &["list"]).await;
+    assert_eq!(code, 0, "{err}");
+    let row = out.lines().find(|l| l.starts_with("team-a")).expect(&out);
+    assert!(
+        row.contains("ws-a@example.com") && row.contains(" ok "),
+        "{row}"
+    );
+    for token in ["id_token", "access_token", "refresh_token"] {
+        assert!(!out.contains(doc["tokens"][token].as_str().unwrap()));
+    }
+    let (code, out, _) = broker_admin(&b, admin_token, &["list", "--json"]).await;
+    assert_eq!(code, 0);
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list["credentials"][0]["accountId"], "ws-a");
+
+    // login: the URL and the code, then the outcome once the user entered it.
+    let all = admin_args(&b, admin_token, &["login", "team-b"]);
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    let mut login = kit::Proc::spawn(&all, kit::Options::default());
+    let (_stdin, stdout) = login.pipes();
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let first = kit::wait::within("the code on stdout", lines.next_line())
+        .await
+        .unwrap()
+        .expect("a line");
+    assert!(
+        first.contains("ABCD-1234") && first.contains("http"),
+        "{first}"
+    );
+    issuer.set_identity("ws-b", "team", "b@example.com");
+    issuer.approve_device();
+    let last = kit::wait::within("the outcome on stdout", lines.next_line())
+        .await
+        .unwrap()
+        .expect("a line");
+    assert_eq!(last, "signed in team-b");
+    assert_eq!(login.exit_code().await, 0, "{}", login.stderr());
+    let mut other = b.client_as(TEAM_B).await;
+    assert_eq!(
+        read(&mut other, "team-b").await["result"]["accountId"],
+        "ws-b"
+    );
+
+    // delete, and what fails: exit 1 with the reason, 3 when the broker is not there.
+    let (code, out, _) = broker_admin(&b, admin_token, &["delete", "team-a", "--revoke"]).await;
+    assert_eq!(
+        (code, out.trim()),
+        (0, "deleted team-a (refresh token revoked)")
+    );
+    assert_eq!(
+        issuer.revoked(),
+        [doc["tokens"]["refresh_token"].as_str().unwrap()]
+    );
+    let (code, _, err) = broker_admin(&b, admin_token, &["delete", "team-a"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("no credential named \"team-a\""), "{err}");
+    let (code, _, err) = broker_admin(&b, team_token, &["list"]).await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("credential/list is for admin principals only"),
+        "{err}"
+    );
+    let wrong = laptop.path().join("wrong-token");
+    std::fs::write(&wrong, "not-a-principal").unwrap();
+    let (code, _, err) = broker_admin(&b, wrong.to_str().unwrap(), &["list"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("refused the token"), "{err}");
+    assert!(!err.contains("not-a-principal"), "{err}");
+    let unreachable = kit::process::output(&[
+        "broker-admin",
+        "--broker",
+        "ws://127.0.0.1:9",
+        "--token-file",
+        admin_token,
+        "list",
+    ])
+    .await;
+    let err = String::from_utf8_lossy(&unreachable.stderr);
+    assert_eq!(unreachable.status.code(), Some(3), "{err}");
+    assert!(err.contains("cannot reach the broker"), "{err}");
+}

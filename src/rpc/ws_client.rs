@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use super::client::{Client, ClientOptions, Ignore};
+use super::client::{Client, ClientHandler, ClientOptions, Ignore};
 use crate::net::Network;
 use crate::transport::{Backpressure, Frame, Link, LinkPolicy};
 
@@ -92,14 +92,19 @@ pub enum ConnectError {
 /// Connects and serves the connection as a client whose handler takes the defaults
 /// (notifications dropped, the server's requests refused).
 pub async fn connect(target: &WsTarget, options: &WsClientOptions) -> Result<Client, ConnectError> {
+    connect_with(target, options, std::sync::Arc::new(Ignore)).await
+}
+
+/// [`connect`] whose notifications and server requests go to `handler`.
+pub(crate) async fn connect_with(
+    target: &WsTarget,
+    options: &WsClientOptions,
+    handler: std::sync::Arc<dyn ClientHandler>,
+) -> Result<Client, ConnectError> {
     let link = tokio::time::timeout(options.connect_timeout, link(target, options))
         .await
         .map_err(|_| ConnectError::Timeout(options.connect_timeout))??;
-    Ok(Client::start(
-        link,
-        std::sync::Arc::new(Ignore),
-        options.client.clone(),
-    ))
+    Ok(Client::start(link, handler, options.client.clone()))
 }
 
 async fn link(target: &WsTarget, options: &WsClientOptions) -> Result<Link, ConnectError> {
