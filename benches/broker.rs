@@ -10,7 +10,9 @@
 //!   done one `credential/read`;
 //! - every one of those workers calling `credential/refresh` with the current token at once
 //!   (as if they all got a 401): grants at the issuer, failed calls and the burst's
-//!   latencies.
+//!   latencies;
+//! - the same at fleet size ([`Sizes::fleet`], 10,000), with `credential/read` at 1 in
+//!   flight while all of them stay connected.
 //!
 //! Prints a table per store; no bench framework, no timed assertions.
 //!
@@ -63,6 +65,8 @@ struct Sizes {
     /// Measured calls at [`LOADED`] in flight.
     loaded: usize,
     workers: usize,
+    /// Connected at once for the fleet figures (RSS, reads among them, one burst).
+    fleet: usize,
 }
 
 fn main() {
@@ -73,6 +77,7 @@ fn main() {
             sequential: 1_000,
             loaded: 4_000,
             workers: 200,
+            fleet: 1_000,
         }
     } else {
         Sizes {
@@ -80,6 +85,7 @@ fn main() {
             sequential: 5_000,
             loaded: 20_000,
             workers: 1_000,
+            fleet: 10_000,
         }
     };
     let limit = raise_fd_limit();
@@ -103,9 +109,9 @@ async fn run(sizes: Sizes, quick: bool, fd_limit: Option<u64>) {
     );
     if let Some(limit) = fd_limit {
         assert!(
-            limit >= sizes.workers as u64 + FD_SPARE,
+            limit >= sizes.fleet as u64 + FD_SPARE,
             "the open-file limit ({limit}) is too low for {} workers; use --quick",
-            sizes.workers
+            sizes.fleet
         );
     }
 
@@ -191,10 +197,49 @@ async fn store_run(store: Store, sizes: Sizes) -> Table {
     let quiet = settled_rss(pid, STEP).await;
     table.kib("broker RSS after the latency runs", quiet);
 
-    // 3. Many connected workers, each after one credential/read.
+    // 3. Many connected workers, each after one credential/read; 4. every one of them
+    // reports a 401 on the current token at once. Then the same at fleet size.
     let n = sizes.workers;
+    let current = connected_workers(
+        &mut table, &issuer, pid, addr, n, quiet, &current, sizes, "",
+    )
+    .await;
+    let fleet = sizes.fleet;
+    let before = settled_rss(pid, STEP).await;
+    table.kib(
+        &format!("broker RSS before the {fleet}-worker fleet"),
+        before,
+    );
+    let prefix = format!("{fleet} workers: ");
+    connected_workers(
+        &mut table, &issuer, pid, addr, fleet, before, &current, sizes, &prefix,
+    )
+    .await;
+    table.kib("broker peak RSS (VmHWM)", proc_status_kib(pid, "VmHWM"));
+
+    let stopped = spawned.stop().await;
+    table.row("broker exit after SIGTERM", ms(stopped.as_nanos() as u64));
+    table
+}
+
+/// `n` workers connected, each after one `credential/read` answering `current`: the
+/// broker's RSS with them, `credential/read` at 1 in flight among them, then every one
+/// reporting a 401 on `current` at once (one grant expected). Returns the token the burst
+/// was answered with, the broker's current one from then on.
+#[allow(clippy::too_many_arguments)]
+async fn connected_workers(
+    table: &mut Table,
+    issuer: &MockIssuer,
+    pid: u32,
+    addr: SocketAddr,
+    n: usize,
+    quiet: Option<u64>,
+    current: &str,
+    sizes: Sizes,
+    prefix: &str,
+) -> String {
     let started = Instant::now();
-    let mut workers = open_workers(addr, n, &current).await;
+    let mut workers = open_workers(addr, n, current).await;
     let open_wall = started.elapsed();
     table.row(
         &format!("open {n} workers + one credential/read each, wall"),
@@ -204,27 +249,41 @@ async fn store_run(store: Store, sizes: Sizes) -> Table {
     table.kib(&format!("broker RSS with {n} workers connected"), connected);
     if let (Some(b), Some(a)) = (quiet, connected) {
         let per = a.saturating_sub(b) as f64 / n as f64;
-        table.row("broker RSS per connected worker", format!("{per:.1} KiB"));
+        table.row(
+            &format!("{prefix}broker RSS per connected worker"),
+            format!("{per:.1} KiB"),
+        );
+    }
+
+    if !prefix.is_empty() {
+        // One worker's reads while all the others stay connected.
+        let (samples, wall) =
+            one_in_flight("credential/read", &workers[0], &read(), current, sizes).await;
+        table.latency(
+            &format!("credential/read with {n} workers connected, 1 in flight"),
+            &samples,
+            wall,
+        );
     }
 
     // 4. Every worker reports a 401 on the current token at once.
     let grants = issuer.refreshes().len();
-    let burst = burst(&mut workers, &current).await;
+    let burst = burst(&mut workers, current).await;
     let granted = issuer.refreshes().len() - grants;
     table.row(
         &format!("burst: {n} x credential/refresh(current), grants"),
         granted.to_string(),
     );
     table.row(
-        "burst: failed calls",
+        &format!("{prefix}burst: failed calls"),
         format!("{} of {n}", burst.failed.len()),
     );
     table.row(
-        "burst: distinct tokens answered",
+        &format!("{prefix}burst: distinct tokens answered"),
         format!(
             "{} (the old one: {})",
             burst.tokens.len(),
-            if burst.tokens.contains(&current) {
+            if burst.tokens.contains(current) {
                 "yes"
             } else {
                 "no"
@@ -234,7 +293,7 @@ async fn store_run(store: Store, sizes: Sizes) -> Table {
     if !burst.samples.is_empty() {
         for (name, q) in [("p50", 0.50), ("p99", 0.99), ("max", 1.0)] {
             table.row(
-                &format!("burst: call latency {name}"),
+                &format!("{prefix}burst: call latency {name}"),
                 ms(pct(&burst.samples, q)),
             );
         }
@@ -243,16 +302,19 @@ async fn store_run(store: Store, sizes: Sizes) -> Table {
         eprintln!("burst: the first failure: {first}");
     }
     table.row(
-        "issuer refresh_token_reused answers",
+        &format!("{prefix}issuer refresh_token_reused answers"),
         issuer.reuses().to_string(),
     );
-    table.kib("broker RSS after the burst", proc_status_kib(pid, "VmRSS"));
-    table.kib("broker peak RSS (VmHWM)", proc_status_kib(pid, "VmHWM"));
-
+    table.kib(
+        &format!("{prefix}broker RSS after the burst"),
+        proc_status_kib(pid, "VmRSS"),
+    );
     drop(workers);
-    let stopped = spawned.stop().await;
-    table.row("broker exit after SIGTERM", ms(stopped.as_nanos() as u64));
-    table
+    burst
+        .tokens
+        .into_iter()
+        .find(|t| t != current)
+        .unwrap_or_else(|| current.to_owned())
 }
 
 // ---------------------------------------------------------------------------------------

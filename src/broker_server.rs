@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{BrokerApi, broker_dispatcher};
 use crate::auth::storage::{self, TokenData};
 use crate::broker::credentials::Credentials;
+use crate::broker::ops::{AuditTarget, BrokerOps, KeepWarm, MetricsListener};
 use crate::broker::principals::{Admitted, PrincipalGate, Principals};
 use crate::broker::sign_in::SignIns;
 use crate::broker::{ImportedCredential, PgOptions, PgStore, SealKey};
@@ -53,6 +54,8 @@ pub enum BrokerAccess {
 pub struct Broker {
     dispatcher: Arc<Dispatcher>,
     api: Arc<BrokerApi>,
+    ops: Arc<BrokerOps>,
+    keep_warm: Arc<KeepWarm>,
     options: ConnectionOptions,
     config: Arc<Config>,
     gate: Arc<PrincipalGate>,
@@ -69,13 +72,15 @@ impl Drop for Broker {
 impl Broker {
     /// Opens the store and, with `import`, moves a sign-in into its `default` first: the
     /// source file keeps no usable refresh token afterwards. A principals file that cannot
-    /// be used stops start-up here.
+    /// be used stops start-up here. Audit lines go to `audit`.
     pub async fn start(
         config: Config,
         store: BrokerStore,
         import: Option<&Path>,
         access: BrokerAccess,
+        audit: &AuditTarget,
     ) -> Result<Self, String> {
+        let ops = BrokerOps::new(audit).map_err(|e| e.to_string())?;
         let gate = match access {
             BrokerAccess::Principals(path) => {
                 PrincipalGate::from_file(&path).map_err(|e| e.to_string())?
@@ -95,7 +100,10 @@ impl Broker {
         let config = Arc::new(config);
         let credentials = match store {
             BrokerStore::Home => {
-                let (auth, _) = crate::wiring::managed_auth(&config).map_err(|e| e.to_string())?;
+                let default = crate::vocabulary::CredentialName::default();
+                let (auth, _) =
+                    crate::wiring::managed_auth(&config, |issuer| ops.meter(&default, issuer))
+                        .map_err(|e| e.to_string())?;
                 if let Some((path, doc)) = &imported {
                     let own = config.codex_home.join(storage::AUTH_FILE);
                     if !same_file(path, &own) {
@@ -113,7 +121,13 @@ impl Broker {
                         storage::retire_import(path, doc.clone()).map_err(|e| e.to_string())?;
                     }
                 }
-                Credentials::home(config.clone(), issuer.clone(), gate.clone(), auth)
+                Credentials::home(
+                    config.clone(),
+                    issuer.clone(),
+                    gate.clone(),
+                    ops.clone(),
+                    auth,
+                )
             }
             BrokerStore::Postgres(url) => {
                 let key = SealKey::from_env().map_err(|e| e.to_string())?;
@@ -130,19 +144,27 @@ impl Broker {
                         .map_err(|e| format!("cannot import {}: {e}", path.display()))?;
                     storage::retire_import(path, doc.clone()).map_err(|e| e.to_string())?;
                 }
-                Credentials::postgres(pg, issuer.clone(), gate.clone())
+                Credentials::postgres(pg, issuer.clone(), gate.clone(), ops.clone())
             }
         };
+        credentials
+            .open_stored()
+            .await
+            .map_err(|e| format!("cannot open the stored credentials: {e}"))?;
         let sign_ins_stop = CancellationToken::new();
+        let keep_warm = KeepWarm::new(config.keep_warm_after, ops.metrics().clone());
         let api = Arc::new(BrokerApi {
             credentials,
             gate: gate.clone(),
             sign_ins: SignIns::new(issuer, config.device_code_timeout, sign_ins_stop.clone()),
+            ops: ops.clone(),
         });
         let dispatcher = Arc::new(broker_dispatcher(api.clone()));
         Ok(Self {
             dispatcher,
             api,
+            ops,
+            keep_warm,
             options: ConnectionOptions {
                 shutdown_grace: config.shutdown_grace,
                 handshake: false,
@@ -173,6 +195,13 @@ impl Broker {
                     .admitted
                     .clone()
                     .and_then(|a| a.downcast::<Admitted>().ok());
+                // Counted by principal while it is connected.
+                let principal = admitted
+                    .as_ref()
+                    .and_then(|a| broker.gate.principal_of(a))
+                    .map(|p| p.name.clone())
+                    .unwrap_or_default();
+                let _connected = broker.ops.connected(&principal);
                 if let Some(admitted) = admitted {
                     tokio::spawn(close_when_refused(
                         broker.gate.clone(),
@@ -192,6 +221,34 @@ impl Broker {
             }
         })
         .await
+    }
+}
+
+impl Broker {
+    /// Keep-warm over every credential the registry holds and, with `metrics`, the
+    /// metrics listener, until `shutdown`.
+    pub async fn operate(&self, metrics: Option<MetricsListener>, shutdown: CancellationToken) {
+        let keep_warm = self
+            .keep_warm
+            .clone()
+            .run(self.api.credentials.warm_set(), shutdown.clone());
+        let serve_metrics = async {
+            if let Some(listener) = metrics {
+                crate::broker::ops::serve_metrics(
+                    listener,
+                    self.ops.metrics().clone(),
+                    self.config.header_read_timeout,
+                    shutdown.clone(),
+                )
+                .await
+            }
+        };
+        tokio::join!(keep_warm, serve_metrics);
+    }
+
+    /// Writes out the audit lines still queued (bounded): once the connections are done.
+    pub fn close_audit(&self) {
+        self.ops.close();
     }
 }
 

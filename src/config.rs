@@ -135,6 +135,39 @@ struct RawOwn {
     on_credential_change: Option<Vec<String>>,
     revoke_on_logout: Option<bool>,
     revoke_replaced: Option<bool>,
+    // The broker.
+    keep_warm_after: Option<DurationSetting>,
+}
+
+/// A duration as a number of seconds or a humantime text (`"7d"`, `"12h 30m"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum DurationSetting {
+    Seconds(u64),
+    Text(String),
+}
+
+/// `authbridge.KEY` as a duration of at least a second.
+fn duration_setting(
+    key: &str,
+    value: Option<DurationSetting>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let value = match value {
+        None => return Ok(default),
+        Some(DurationSetting::Seconds(secs)) => Duration::from_secs(secs),
+        Some(DurationSetting::Text(text)) => humantime::parse_duration(text.trim()).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "authbridge.{key} = {text:?} is not a duration ({e}); write seconds or e.g. \"7d\""
+            ))
+        })?,
+    };
+    if value < Duration::from_secs(1) {
+        return Err(ConfigError::Invalid(format!(
+            "authbridge.{key} must be at least 1 second"
+        )));
+    }
+    Ok(value)
 }
 
 /// The validated configuration.
@@ -190,6 +223,9 @@ pub struct Config {
     pub revoke_on_logout: bool,
     /// Whether a new sign-in revokes the credential it replaces.
     pub revoke_replaced: bool,
+    /// The broker refreshes a credential whose last refresh is older than this, used or
+    /// not, so its refresh token never lapses.
+    pub keep_warm_after: Duration,
 }
 
 impl Config {
@@ -375,6 +411,11 @@ impl Config {
             on_credential_change: hook_command(own.on_credential_change)?,
             revoke_on_logout: own.revoke_on_logout.unwrap_or(true),
             revoke_replaced: own.revoke_replaced.unwrap_or(false),
+            keep_warm_after: duration_setting(
+                "keep_warm_after",
+                own.keep_warm_after,
+                Duration::from_secs(7 * 24 * 3600),
+            )?,
         })
     }
 }
@@ -628,6 +669,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("CODEX_REFRESH_TOKEN_URL_OVERRIDE"), "{e}");
+    }
+
+    #[test]
+    fn keep_warm_after_takes_seconds_or_a_humantime_text() {
+        let week = Duration::from_secs(7 * 24 * 3600);
+        assert_eq!(load(&[]).unwrap().keep_warm_after, week);
+        assert_eq!(
+            load(&["authbridge.keep_warm_after=90"])
+                .unwrap()
+                .keep_warm_after,
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            load(&[r#"authbridge.keep_warm_after="3d 12h""#])
+                .unwrap()
+                .keep_warm_after,
+            Duration::from_secs(84 * 3600)
+        );
+        for bad in ["0", r#""soon""#, r#""10ms""#] {
+            let e = load(&[&format!("authbridge.keep_warm_after={bad}")])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("authbridge.keep_warm_after"), "{e}");
+        }
     }
 
     #[test]

@@ -80,6 +80,14 @@ struct BrokerArgs {
     /// usable refresh token afterwards.
     #[arg(long, value_name = "PATH")]
     import_auth_json: Option<PathBuf>,
+    /// Append the audit log (one JSON line per credential call) to this file, created
+    /// 0600, instead of stderr.
+    #[arg(long, value_name = "PATH")]
+    audit_log: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://IP:PORT/metrics (keep it on loopback, e.g.
+    /// 127.0.0.1:9464: there is no authentication).
+    #[arg(long, value_name = "IP:PORT")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(clap::Args)]
@@ -609,12 +617,25 @@ async fn broker(overrides: &[String], args: BrokerArgs) -> Result<(), String> {
     };
     let store = authbridge::broker_server::BrokerStore::parse(&args.store)?;
     let config = Config::load(&default_codex_home(), overrides).map_err(|e| e.to_string())?;
+    let metrics = match args.metrics_listen {
+        Some(addr) => Some(
+            authbridge::broker::ops::MetricsListener::bind(addr)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
+    let audit = match args.audit_log {
+        Some(path) => authbridge::broker::ops::AuditTarget::File(path),
+        None => authbridge::broker::ops::AuditTarget::Stderr,
+    };
     let broker = Arc::new(
         authbridge::broker_server::Broker::start(
             config,
             store,
             args.import_auth_json.as_deref(),
             access,
+            &audit,
         )
         .await?,
     );
@@ -622,14 +643,22 @@ async fn broker(overrides: &[String], args: BrokerArgs) -> Result<(), String> {
         bind_listener(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?,
         tls,
     );
+    if let Some(metrics) = &metrics {
+        eprintln!(
+            "authbridge metrics on http://{}/metrics",
+            metrics.local_addr().map_err(|e| e.to_string())?
+        );
+    }
     eprintln!(
         "authbridge listening on {}",
         listener.url().map_err(|e| e.to_string())?
     );
-    broker
-        .serve_ws(listener, shutdown)
-        .await
-        .map_err(|e| e.to_string())
+    let (served, ()) = tokio::join!(
+        broker.serve_ws(listener, shutdown.clone()),
+        broker.operate(metrics, shutdown)
+    );
+    broker.close_audit();
+    served.map_err(|e| e.to_string())
 }
 
 /// A listener with room for bursts of clients: the default backlog of 128 overflowed

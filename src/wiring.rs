@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::auth::grant::TokenIssuer;
 use crate::auth::storage::{AuthDocument, CredentialStore, SecretText, StorageError};
 use crate::auth::{AuthEvent, AuthManager, AuthSetup, Events, Policy};
 use crate::backend::ClientBuildError;
@@ -70,19 +71,21 @@ fn access_token_from_env() -> Result<Option<CredentialStore>, StartError> {
 
 /// The auth state every command builds the same way: the configured store (seeded from
 /// `CODEX_AUTH_JSON`), the policy, and the issuer client that performs the refresh grant.
-/// Without clients to tell (the broker), events go nowhere.
+/// Without clients to tell (the broker), events go nowhere; its grants go through
+/// `grants`, given the issuer client (the broker counts and times them).
 pub(crate) fn managed_auth(
     config: &Config,
+    grants: impl FnOnce(Arc<dyn TokenIssuer>) -> Arc<dyn TokenIssuer>,
 ) -> Result<(Arc<AuthManager>, IssuerClient), StartError> {
-    managed_auth_to(config, Events::default())
+    managed_auth_with(config, Events::default(), grants, true)
 }
 
-/// [`managed_auth`] whose events (a warning of the store included) go to `events`.
+/// The auth state whose events (a warning of the store included) go to `events`.
 pub(crate) fn managed_auth_to(
     config: &Config,
     events: Events,
 ) -> Result<(Arc<AuthManager>, IssuerClient), StartError> {
-    build_managed_auth(config, events, true)
+    managed_auth_with(config, events, |issuer| issuer, true)
 }
 
 /// [`managed_auth`] over `config`'s home alone: the environment's one-off credentials
@@ -90,13 +93,15 @@ pub(crate) fn managed_auth_to(
 /// credentials, each in a home of its own, are built so.
 pub(crate) fn managed_auth_in(
     config: &Config,
+    grants: impl FnOnce(Arc<dyn TokenIssuer>) -> Arc<dyn TokenIssuer>,
 ) -> Result<(Arc<AuthManager>, IssuerClient), StartError> {
-    build_managed_auth(config, Events::default(), false)
+    managed_auth_with(config, Events::default(), grants, false)
 }
 
-fn build_managed_auth(
+fn managed_auth_with(
     config: &Config,
     events: Events,
+    grants: impl FnOnce(Arc<dyn TokenIssuer>) -> Arc<dyn TokenIssuer>,
     from_env: bool,
 ) -> Result<(Arc<AuthManager>, IssuerClient), StartError> {
     let policy = Policy {
@@ -135,7 +140,7 @@ fn build_managed_auth(
         store,
         policy,
         refresh_timeout: config.refresh_timeout,
-        issuer: Arc::new(issuer.clone()),
+        issuer: grants(Arc::new(issuer.clone())),
         events,
         on_rotation: config
             .on_credential_change

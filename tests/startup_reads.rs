@@ -101,3 +101,59 @@ async fn the_security_reminder_needs_a_chatgpt_sign_in() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_stored_chatgpt_sign_in_is_followed_by_workspace_routing_ready_after_initialize() {
+    let issuer = kit::MockIssuer::start().await;
+    let home = kit::cli::signed_in_home(&issuer);
+    let options = Options::default().issuer(&issuer).home(home);
+    let (_p, mut c) = Proc::initialized(options, "codex-0.171-client", true).await;
+    let n = c.notification("account/updated").await;
+    assert_eq!(
+        n["params"],
+        json!({"authMode": "chatgpt", "planType": "plus", "reason": "workspaceRoutingReady"}),
+        "{n}"
+    );
+    // Once per connection: nothing more follows on its own.
+    c.assert_no(
+        "a second update",
+        std::time::Duration::from_millis(300),
+        |m| m["method"] == "account/updated",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn no_routing_update_without_a_stored_chatgpt_sign_in_or_for_a_client_that_opted_out() {
+    // Signed out, then external tokens: nothing is stored.
+    let (_p, mut c) = Proc::initialized(Options::default(), "codex-0.171-client", true).await;
+    let quiet = std::time::Duration::from_millis(300);
+    c.assert_no("a routing update", quiet, |m| {
+        m["method"] == "account/updated"
+    })
+    .await;
+    let access = token("ws-1", "plus", "a@example.com", "ext");
+    c.login_tokens(&access, "ws-1", Some("plus")).await;
+    c.assert_no("a routing update", quiet, |m| {
+        m["params"]["reason"] == "workspaceRoutingReady"
+    })
+    .await;
+
+    // A stored sign-in, but the client opted out of account/updated.
+    let issuer = kit::MockIssuer::start().await;
+    let home = kit::cli::signed_in_home(&issuer);
+    let options = Options::default().issuer(&issuer).home(home);
+    let mut p = Proc::spawn(&["app-server"], options);
+    let (stdin, stdout) = p.pipes();
+    let mut c = kit::Client::over_io(stdout, stdin);
+    c.ok(
+        "initialize",
+        json!({"clientInfo": {"name": "quiet", "version": "1"},
+               "capabilities": {"optOutNotificationMethods": ["account/updated"]}}),
+    )
+    .await;
+    c.assert_no("a routing update", quiet, |m| {
+        m["method"] == "account/updated"
+    })
+    .await;
+}

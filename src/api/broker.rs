@@ -8,11 +8,16 @@ use std::sync::Arc;
 
 use super::{ApiError, Table};
 use crate::broker::credentials::{Credentials, Entry};
+use crate::broker::ops::{BrokerOps, Call};
 use crate::broker::owner::Previous;
 use crate::broker::principals::{Admitted, Principal, PrincipalGate};
 use crate::broker::sign_in::SignIns;
 use crate::protocol::account::CancelLoginAccountStatus;
 use crate::protocol::credential::*;
+use crate::protocol::methods::{
+    CredentialDelete, CredentialImport, CredentialList, CredentialLoginCancel,
+    CredentialLoginStart, CredentialRead, CredentialRefresh, Method,
+};
 use crate::rpc::{ConnectionHooks, ConnectionId, Dispatcher, RequestContext};
 use crate::vocabulary::CredentialName;
 
@@ -20,6 +25,70 @@ pub(crate) struct BrokerApi {
     pub credentials: Arc<Credentials>,
     pub gate: Arc<PrincipalGate>,
     pub sign_ins: Arc<SignIns>,
+    /// Audit and metrics: told of every credential call's end.
+    pub ops: Arc<BrokerOps>,
+}
+
+/// The stable word of a failure, for the audit log and the metrics.
+fn outcome_of(e: &ApiError) -> &'static str {
+    match e {
+        ApiError::Credential(e) => e.kind(),
+        ApiError::UnknownCredential(_) => "unknownCredential",
+        ApiError::NotAdmin { .. } => "notAdmin",
+        ApiError::PrincipalGone => "principalGone",
+        ApiError::Params(_) | ApiError::InvalidDigest | ApiError::NotAuthJson => "invalidParams",
+        _ => "failed",
+    }
+}
+
+impl BrokerApi {
+    /// The calling connection's principal's name, for the audit log.
+    fn who(&self, ctx: &RequestContext) -> String {
+        self.principal(ctx)
+            .map(|(_, p)| p.name.clone())
+            .unwrap_or_else(|_| "_gone".into())
+    }
+
+    /// Tells the audit log and the metrics how a call on `credential` ended.
+    fn report<M: Method>(
+        &self,
+        ctx: &RequestContext,
+        credential: &CredentialName,
+        outcome: Result<(Option<u64>, Option<i64>), &ApiError>,
+    ) {
+        let principal = self.who(ctx);
+        let (word, served, generation, expires_at) = match outcome {
+            Ok((generation, expires_at)) => ("ok", true, generation, expires_at),
+            Err(e) => (
+                outcome_of(e),
+                !matches!(e, ApiError::UnknownCredential(_)),
+                None,
+                None,
+            ),
+        };
+        self.ops.called(Call {
+            principal: &principal,
+            credential,
+            served,
+            method: M::NAME,
+            outcome: word,
+            generation,
+            expires_at,
+        });
+    }
+
+    /// [`report`](Self::report) of a call answered with a credential.
+    fn report_issued<M: Method>(
+        &self,
+        ctx: &RequestContext,
+        credential: &CredentialName,
+        answer: &Result<IssuedCredential, ApiError>,
+    ) {
+        let outcome = answer
+            .as_ref()
+            .map(|issued| (Some(issued.generation), issued.expires_at));
+        self.report::<M>(ctx, credential, outcome);
+    }
 }
 
 impl ConnectionHooks for BrokerApi {
@@ -85,12 +154,28 @@ async fn read(
     ctx: &RequestContext,
     p: CredentialReadParams,
 ) -> Result<IssuedCredential, ApiError> {
-    let bound = api.bound(ctx, &p.credential).await?;
-    let outcome = bound.0.owner.read().await;
-    BrokerApi::used(ctx, bound, outcome)
+    let answer = async {
+        let bound = api.bound(ctx, &p.credential).await?;
+        let outcome = bound.0.owner.read().await;
+        BrokerApi::used(ctx, bound, outcome)
+    }
+    .await;
+    api.report_issued::<CredentialRead>(ctx, &p.credential, &answer);
+    answer
 }
 
 async fn refresh(
+    api: &BrokerApi,
+    ctx: &RequestContext,
+    p: CredentialRefreshParams,
+) -> Result<IssuedCredential, ApiError> {
+    let credential = p.credential.clone();
+    let answer = refresh_of(api, ctx, p).await;
+    api.report_issued::<CredentialRefresh>(ctx, &credential, &answer);
+    answer
+}
+
+async fn refresh_of(
     api: &BrokerApi,
     ctx: &RequestContext,
     p: CredentialRefreshParams,
@@ -128,13 +213,22 @@ async fn import(
     ctx: &RequestContext,
     p: CredentialImportParams,
 ) -> Result<CredentialImportResponse, ApiError> {
-    api.admin(ctx, "credential/import")?;
-    let doc = crate::auth::storage::AuthDocument::parse(p.auth_json.expose().as_bytes())
-        .ok_or(ApiError::NotAuthJson)?;
-    let entry = api.credentials.get(&p.credential).await?;
-    let generation = entry.owner.import(doc).await?;
-    tracing::info!(credential = %p.credential, generation, "credential imported");
-    Ok(CredentialImportResponse { generation })
+    let answer = async {
+        api.admin(ctx, "credential/import")?;
+        let doc = crate::auth::storage::AuthDocument::parse(p.auth_json.expose().as_bytes())
+            .ok_or(ApiError::NotAuthJson)?;
+        let entry = api.credentials.get(&p.credential).await?;
+        Ok(entry.owner.import(doc).await?)
+    }
+    .await;
+    api.report::<CredentialImport>(
+        ctx,
+        &p.credential,
+        answer.as_ref().map(|g| (Some(*g), None)),
+    );
+    Ok(CredentialImportResponse {
+        generation: answer?,
+    })
 }
 
 async fn delete(
@@ -142,13 +236,18 @@ async fn delete(
     ctx: &RequestContext,
     p: CredentialDeleteParams,
 ) -> Result<CredentialDeleteResponse, ApiError> {
-    api.admin(ctx, "credential/delete")?;
-    let entry = api.credentials.get(&p.credential).await?;
-    if !entry.owner.delete(p.revoke).await? {
-        return Err(ApiError::UnknownCredential(p.credential));
+    let answer = async {
+        api.admin(ctx, "credential/delete")?;
+        let entry = api.credentials.get(&p.credential).await?;
+        if entry.owner.delete(p.revoke).await? {
+            Ok(())
+        } else {
+            Err(ApiError::UnknownCredential(p.credential.clone()))
+        }
     }
-    tracing::info!(credential = %p.credential, revoked = p.revoke, "credential deleted");
-    Ok(CredentialDeleteResponse {})
+    .await;
+    api.report::<CredentialDelete>(ctx, &p.credential, answer.as_ref().map(|()| (None, None)));
+    answer.map(|()| CredentialDeleteResponse {})
 }
 
 async fn login_start(
@@ -156,10 +255,15 @@ async fn login_start(
     ctx: &RequestContext,
     p: CredentialLoginStartParams,
 ) -> Result<CredentialLoginStartResponse, ApiError> {
-    api.admin(ctx, "credential/login/start")?;
-    let CredentialLoginType::ChatgptDeviceCode = p.kind;
-    let entry = api.credentials.get(&p.credential).await?;
-    Ok(api.sign_ins.start(entry, ctx.peer.clone()).await?)
+    let answer = async {
+        api.admin(ctx, "credential/login/start")?;
+        let CredentialLoginType::ChatgptDeviceCode = p.kind;
+        let entry = api.credentials.get(&p.credential).await?;
+        Ok(api.sign_ins.start(entry, ctx.peer.clone()).await?)
+    }
+    .await;
+    api.report::<CredentialLoginStart>(ctx, &p.credential, answer.as_ref().map(|_| (None, None)));
+    answer
 }
 
 async fn login_cancel(
@@ -177,10 +281,6 @@ async fn login_cancel(
 }
 
 pub(crate) fn broker_dispatcher(api: Arc<BrokerApi>) -> Dispatcher {
-    use crate::protocol::methods::{
-        CredentialDelete, CredentialImport, CredentialList, CredentialLoginCancel,
-        CredentialLoginStart, CredentialRead, CredentialRefresh,
-    };
     let mut t = Table::new(api);
     method!(t, CredentialRead, read);
     method!(t, CredentialRefresh, refresh);

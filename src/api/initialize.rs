@@ -4,7 +4,10 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use super::{Api, ApiError, Session};
+use crate::auth::{Identity, Mode};
+use crate::protocol::account::{AccountUpdateReason, AccountUpdatedNotification, AuthMode};
 use crate::protocol::initialize::{ClientInfo, InitializeParams, InitializeResponse};
+use crate::protocol::methods::ACCOUNT_UPDATED;
 use crate::rpc::RequestContext;
 
 pub(super) async fn initialize(
@@ -24,16 +27,46 @@ pub(super) async fn initialize(
             .collect(),
         user_agent: user_agent.clone(),
     };
+    let opted_out = session.opted_out(ACCOUNT_UPDATED);
     // The connection layer lets `initialize` through once; this cannot fail twice.
     api.connections.open(ctx.peer.clone(), session);
     // Joined to broadcasts only once the result is written, so no notification overtakes it.
     let (connections, id) = (api.connections.clone(), ctx.peer.id());
     ctx.after.push(async move { connections.join(id) });
+    if let Some(ready) = routing_ready(api)
+        && !opted_out
+    {
+        let peer = ctx.peer.clone();
+        ctx.after.push(async move {
+            // A connection already gone has nobody to tell.
+            let _ = peer.notify(ACCOUNT_UPDATED, &ready).await;
+        });
+    }
     Ok(InitializeResponse {
         user_agent,
         codex_home: absolute(&api.config.codex_home),
         platform_family: if cfg!(windows) { "windows" } else { "unix" }.to_owned(),
         platform_os: std::env::consts::OS.to_owned(),
+    })
+}
+
+/// Codex 0.171 follows start-up with an `account/updated` of reason `workspaceRoutingReady`
+/// once a stored ChatGPT sign-in is loaded; its clients wait for it before they route
+/// requests to the workspace. authbridge knows the stored sign-in as soon as it starts, so
+/// each connection gets it right after its `initialize` result. External tokens and API
+/// keys are not a stored ChatGPT sign-in: nothing is sent for them.
+fn routing_ready(api: &Api) -> Option<AccountUpdatedNotification> {
+    if api.auth.mode() != Some(Mode::Chatgpt) {
+        return None;
+    }
+    let plan = match api.auth.identity()? {
+        Identity::Chatgpt { plan, .. } => plan,
+        Identity::ApiKey => return None,
+    };
+    Some(AccountUpdatedNotification {
+        auth_mode: Some(AuthMode::Chatgpt),
+        plan_type: Some(plan),
+        reason: Some(AccountUpdateReason::WorkspaceRoutingReady),
     })
 }
 

@@ -241,17 +241,27 @@ impl AuthManager {
 
     /// `account/read {refreshToken: true}` in managed mode: a grant now. Other modes: no-op.
     pub async fn refresh_forced(&self) -> Result<(), AuthError> {
-        let generation = {
-            let state = self.state.lock();
-            if !state.is_managed() || access_token_only(&state) {
-                return Ok(());
-            }
-            state.generation
-        };
-        self.managed
-            .refresh(generation, RefreshReason::Forced)
+        let generation = self.state.lock().generation;
+        self.refresh_at(generation, RefreshReason::Forced)
             .await
             .map(drop)
+    }
+
+    /// A grant for the managed credential of `generation` through the single flight (the
+    /// broker's keep-warm): none when the credential moved on since, and `None` when
+    /// nothing here can be refreshed.
+    pub(crate) async fn refresh_at(
+        &self,
+        generation: u64,
+        reason: RefreshReason,
+    ) -> Result<Option<ChatgptCredentials>, AuthError> {
+        {
+            let state = self.state.lock();
+            if !state.is_managed() || access_token_only(&state) {
+                return Ok(None);
+            }
+        }
+        self.managed.refresh(generation, reason).await.map(Some)
     }
 
     /// The managed credential made as fresh as `want` asks, through the same single

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
+use super::ops::{BrokerOps, WarmSet, Warmable};
 use super::owner::{CredentialOwner, HomeOwner, PgOwner};
 use super::principals::{Admitted, PrincipalGate};
 use super::{PgStore, StoreError};
@@ -55,10 +56,11 @@ struct Subscriber {
 #[derive(Default)]
 struct Subscribers(Mutex<HashMap<ConnectionId, Subscriber>>);
 
-/// One credential: its owner, and the connections that use it.
+/// One credential: its owner (and keep-warm's view of it), and the connections that use it.
 pub(crate) struct Entry {
     pub name: CredentialName,
     pub owner: Arc<dyn CredentialOwner>,
+    warm: Arc<dyn Warmable>,
     subscribers: Arc<Subscribers>,
     announcer: tokio::task::AbortHandle,
 }
@@ -104,7 +106,18 @@ impl Entry {
 pub(crate) struct Credentials {
     kind: Kind,
     gate: Arc<PrincipalGate>,
-    entries: tokio::sync::Mutex<HashMap<CredentialName, Arc<Entry>>>,
+    /// Grants are counted and timed per credential.
+    ops: Arc<BrokerOps>,
+    entries: Mutex<HashMap<CredentialName, Arc<Entry>>>,
+    /// Held while an owner is made, so two first uses of a name make one.
+    opening: tokio::sync::Mutex<()>,
+}
+
+/// A store's owner, as both views the registry keeps of it.
+fn views<T: CredentialOwner + Warmable>(
+    owner: Arc<T>,
+) -> (Arc<dyn CredentialOwner>, Arc<dyn Warmable>) {
+    (owner.clone(), owner)
 }
 
 /// Why a credential could not be opened.
@@ -123,6 +136,7 @@ impl Credentials {
         config: Arc<Config>,
         issuer: IssuerClient,
         gate: Arc<PrincipalGate>,
+        ops: Arc<BrokerOps>,
         default: Arc<crate::auth::AuthManager>,
     ) -> Arc<Self> {
         let this = Arc::new(Self {
@@ -131,17 +145,16 @@ impl Credentials {
                 issuer: issuer.clone(),
             },
             gate,
+            ops,
             entries: Default::default(),
+            opening: Default::default(),
         });
-        let owner = Arc::new(HomeOwner {
+        let (owner, warm) = views(Arc::new(HomeOwner {
             auth: default,
             issuer,
-        });
-        let entry = this.entry(CredentialName::default(), owner);
-        this.entries
-            .try_lock()
-            .expect("new")
-            .insert(CredentialName::default(), entry);
+        }));
+        let entry = this.entry(CredentialName::default(), owner, warm);
+        crate::unpoisoned::lock(&this.entries).insert(CredentialName::default(), entry);
         this
     }
 
@@ -150,29 +163,35 @@ impl Credentials {
         base: Arc<PgStore>,
         issuer: IssuerClient,
         gate: Arc<PrincipalGate>,
+        ops: Arc<BrokerOps>,
     ) -> Arc<Self> {
         Arc::new(Self {
             kind: Kind::Postgres { base, issuer },
             gate,
+            ops,
             entries: Default::default(),
+            opening: Default::default(),
         })
     }
 
     /// The owner of `name`, made on first use (a name that holds nothing yet answers
     /// "signed out" until an import or a sign-in).
     pub async fn get(&self, name: &CredentialName) -> Result<Arc<Entry>, OpenError> {
-        let mut entries = self.entries.lock().await;
-        if let Some(entry) = entries.get(name) {
+        if let Some(entry) = crate::unpoisoned::lock(&self.entries).get(name) {
             return Ok(entry.clone());
         }
-        let owner: Arc<dyn CredentialOwner> = match &self.kind {
+        let _opening = self.opening.lock().await;
+        if let Some(entry) = crate::unpoisoned::lock(&self.entries).get(name) {
+            return Ok(entry.clone());
+        }
+        let (owner, warm) = match &self.kind {
             Kind::Home { config, issuer } => {
                 let home = config.codex_home.join(CREDENTIALS_DIR).join(name.as_str());
-                let auth = open_home(config, home).await?;
-                Arc::new(HomeOwner {
+                let auth = open_home(config, home, &self.ops, name).await?;
+                views(Arc::new(HomeOwner {
                     auth,
                     issuer: issuer.clone(),
-                })
+                }))
             }
             Kind::Postgres { base, issuer } => {
                 let store = if name.is_default() {
@@ -180,15 +199,44 @@ impl Credentials {
                 } else {
                     Arc::new(base.sibling(name.as_str()))
                 };
-                Arc::new(PgOwner::new(store, issuer.clone()))
+                let grants = self.ops.meter(name, Arc::new(issuer.clone()));
+                views(Arc::new(PgOwner::new(store, grants, issuer.clone())))
             }
         };
-        let entry = self.entry(name.clone(), owner);
-        entries.insert(name.clone(), entry.clone());
+        let entry = self.entry(name.clone(), owner, warm);
+        crate::unpoisoned::lock(&self.entries).insert(name.clone(), entry.clone());
         Ok(entry)
     }
 
-    fn entry(&self, name: CredentialName, owner: Arc<dyn CredentialOwner>) -> Arc<Entry> {
+    /// Every credential opened so far, for keep-warm (asked again at each pass).
+    pub fn warm_set(self: &Arc<Self>) -> WarmSet {
+        let this = Arc::downgrade(self);
+        Arc::new(move || {
+            let Some(this) = this.upgrade() else {
+                return Vec::new();
+            };
+            crate::unpoisoned::lock(&this.entries)
+                .values()
+                .map(|e| (e.name.clone(), e.warm.clone()))
+                .collect()
+        })
+    }
+
+    /// Opens every stored credential, so keep-warm looks at the ones nobody has asked
+    /// for since start-up too.
+    pub async fn open_stored(&self) -> Result<(), OpenError> {
+        for name in self.names().await? {
+            self.get(&name).await?;
+        }
+        Ok(())
+    }
+
+    fn entry(
+        &self,
+        name: CredentialName,
+        owner: Arc<dyn CredentialOwner>,
+        warm: Arc<dyn Warmable>,
+    ) -> Arc<Entry> {
         let subscribers = Arc::new(Subscribers::default());
         let announcer = tokio::spawn(announce(
             name.clone(),
@@ -200,6 +248,7 @@ impl Credentials {
         Arc::new(Entry {
             name,
             owner,
+            warm,
             subscribers,
             announcer,
         })
@@ -241,11 +290,11 @@ impl Credentials {
 
     /// A connection closed: it is told nothing more.
     pub fn closed(&self, id: ConnectionId) {
-        let Ok(entries) = self.entries.try_lock() else {
-            // Being extended right now: the announcer drops closed peers itself.
-            return;
-        };
-        for entry in entries.values() {
+        let entries: Vec<Arc<Entry>> = crate::unpoisoned::lock(&self.entries)
+            .values()
+            .cloned()
+            .collect();
+        for entry in entries {
             crate::unpoisoned::lock(&entry.subscribers.0).remove(&id);
         }
     }
@@ -257,15 +306,18 @@ impl Credentials {
 async fn open_home(
     config: &Config,
     home: PathBuf,
+    ops: &Arc<BrokerOps>,
+    name: &CredentialName,
 ) -> Result<Arc<crate::auth::AuthManager>, OpenError> {
     let config = Config {
         codex_home: home.clone(),
         ..config.clone()
     };
+    let (ops, name) = (ops.clone(), name.clone());
     tokio::task::spawn_blocking(move || {
         create_private_dir(&home)
             .map_err(|e| OpenError::Home(format!("cannot create {}: {e}", home.display())))?;
-        crate::wiring::managed_auth_in(&config)
+        crate::wiring::managed_auth_in(&config, |issuer| ops.meter(&name, issuer))
             .map(|(auth, _)| auth)
             .map_err(|e| OpenError::Home(e.to_string()))
     })

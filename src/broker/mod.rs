@@ -9,6 +9,7 @@
 pub(crate) mod credentials;
 mod error;
 mod listen;
+pub mod ops;
 pub(crate) mod owner;
 mod pg_store;
 mod pg_tls;

@@ -9,6 +9,8 @@
 //! Each owner is one credential (one name): the admin methods replace it (import), remove
 //! it (delete) and describe it (list), and its generation is watched to tell the workers.
 
+mod warm;
+
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -18,7 +20,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use super::{GrantTokens, ImportedCredential, PgStore, StoreError, row::CredentialRow};
-use crate::auth::grant::{PROACTIVE_MARGIN, PermanentFailure, RefreshReason};
+use crate::auth::grant::{PROACTIVE_MARGIN, PermanentFailure, RefreshReason, TokenIssuer};
 use crate::auth::single_flight::{SingleFlight, Waited};
 use crate::auth::storage::{self, AuthDocument, SecretText, StorageError, TokenData};
 use crate::auth::{AuthError, AuthManager, CallCredentialsError, LoginError};
@@ -240,7 +242,9 @@ impl CredentialOwner for HomeOwner {
 /// between instances, and one shared task orders them within this one.
 pub(crate) struct PgOwner {
     store: Arc<PgStore>,
-    issuer: IssuerClient,
+    issuer: Arc<dyn TokenIssuer>,
+    /// For revoking the refresh token of a deleted credential.
+    revoker: IssuerClient,
     /// The grant in flight here, by the generation it replaces.
     grants: SingleFlight<i64, Result<CredentialRow, AuthError>>,
     /// The row as `LISTEN/NOTIFY` last delivered it: reads are served from here.
@@ -296,13 +300,16 @@ fn expiring(row: &CredentialRow) -> bool {
 }
 
 impl PgOwner {
-    pub fn new(store: Arc<PgStore>, issuer: IssuerClient) -> Self {
+    /// Grants go through `issuer`; a revocation (`credential/delete {revoke}`) through
+    /// `revoker`.
+    pub fn new(store: Arc<PgStore>, issuer: Arc<dyn TokenIssuer>, revoker: IssuerClient) -> Self {
         let feed = store.subscribe();
         let generations = watch::Sender::new(0);
         tokio::spawn(follow_feed(feed.rows(), generations.clone()));
         Self {
             store,
             issuer,
+            revoker,
             grants: SingleFlight::default(),
             feed,
             newest: watch::Sender::new(0),
@@ -335,20 +342,22 @@ impl PgOwner {
     }
 
     /// One grant task for `generation` in this instance, which no caller can interrupt
-    /// between the grant and the commit.
-    async fn grant(&self, generation: i64, got_401: bool) -> Result<CredentialRow, AuthError> {
+    /// between the grant and the commit. Only a proactive refresh lets a row whose token
+    /// is far from expiry stand; a 401 or keep-warm grants whenever `generation` is still
+    /// the row's.
+    async fn grant(
+        &self,
+        generation: i64,
+        reason: RefreshReason,
+    ) -> Result<CredentialRow, AuthError> {
         let store = self.store.clone();
         let issuer = self.issuer.clone();
-        let reason = if got_401 {
-            RefreshReason::UnauthorizedRecovery
-        } else {
-            RefreshReason::ProactiveExpiry
-        };
+        let must_grant = reason != RefreshReason::ProactiveExpiry;
         let start = move || async move {
             store
-                .rotate(generation, got_401, |refresh_token| async move {
+                .rotate(generation, must_grant, |refresh_token| async move {
                     let token = SecretText::new(refresh_token.expose_secret().to_owned());
-                    let r = issuer.refresh_grant(&token, reason).await?;
+                    let r = issuer.refresh(token, reason).await?;
                     let secret = |t: SecretText| SecretString::from(t.expose());
                     Ok(GrantTokens {
                         id_token: r.id_token.map(secret),
@@ -418,7 +427,10 @@ impl CredentialOwner for PgOwner {
         Box::pin(async move {
             let row = self.cached().await?;
             if expiring(&row) {
-                match self.grant(row.generation, false).await {
+                match self
+                    .grant(row.generation, RefreshReason::ProactiveExpiry)
+                    .await
+                {
                     Ok(fresh) => return Ok(issued_row(&fresh)),
                     Err(e @ AuthError::LoginRequired(_)) => return Err(e),
                     Err(e) => {
@@ -437,7 +449,9 @@ impl CredentialOwner for PgOwner {
             if !previous.matches(&row.access_token) {
                 return Ok(issued_row(&row));
             }
-            let fresh = self.grant(row.generation, true).await?;
+            let fresh = self
+                .grant(row.generation, RefreshReason::UnauthorizedRecovery)
+                .await?;
             Ok(issued_row(&fresh))
         })
     }
@@ -492,7 +506,7 @@ impl CredentialOwner for PgOwner {
                     Err(e) => return Err(e.into()),
                 };
                 let token = SecretText::new(token.expose_secret().to_owned());
-                self.issuer
+                self.revoker
                     .revoke(&token)
                     .await
                     .map_err(AdminError::Revoke)?;

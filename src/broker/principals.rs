@@ -95,7 +95,7 @@ impl Principals {
     /// The one admin principal over `default` of a broker started without `--principals`.
     pub fn single(digest: Option<[u8; 32]>) -> Self {
         let principal = Arc::new(Principal {
-            name: "admin".into(),
+            name: crate::broker::ops::DEFAULT_PRINCIPAL.into(),
             credentials: BTreeSet::from([CredentialName::default()]),
             admin: true,
             digests: digest.into_iter().collect(),

@@ -16,7 +16,7 @@ use super::status::lasts;
 use crate::auth::{AuthError, CallCredentialsError, Freshness};
 use crate::config::Config;
 use crate::vocabulary::CredentialName;
-use crate::worker::broker_client::{BrokerClient, BrokerTarget};
+use crate::worker::broker_client::{BrokerClient, BrokerError, BrokerTarget};
 
 /// Where the token comes from.
 pub enum Source {
@@ -136,10 +136,11 @@ async fn from_broker(
             print(out, &credential.access_token)
         }
         Err(e) => {
-            let code = if e.is_permanent() {
-                exit::SIGN_IN_NEEDED
-            } else {
-                exit::TRY_LATER
+            let code = match e {
+                BrokerError::Permanent { .. } => exit::SIGN_IN_NEEDED,
+                // A name the broker does not serve to this token: the command is wrong.
+                BrokerError::Unknown { .. } => exit::FAILED,
+                BrokerError::Transient { .. } => exit::TRY_LATER,
             };
             let _ = writeln!(err, "authbridge: the broker gave no token: {e}");
             Ok(code)

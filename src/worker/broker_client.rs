@@ -28,6 +28,8 @@ use crate::vocabulary::{CredentialName, PermanentFailure};
 /// Besides a dead refresh token ([`PermanentFailure`]), what the broker reports that no
 /// retry can fix before a new sign-in.
 const PERMANENT: &[&str] = &["loginRequired", "signedOut"];
+/// The broker's `authError` for a name it does not serve to the caller.
+const UNKNOWN_CREDENTIAL: &str = "unknownCredential";
 
 /// The first wait before a new connection attempt; doubled after each failure.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -75,6 +77,10 @@ pub enum BrokerError {
         auth_error: Option<String>,
         message: String,
     },
+    /// `unknownCredential`: the broker serves no credential of that name to this caller
+    /// (a wrong `--credential`, or a token bound to other names). Asking again helps only
+    /// once an operator imports or signs in that name.
+    Unknown { message: String },
 }
 
 impl BrokerError {
@@ -90,6 +96,7 @@ impl BrokerError {
         match self {
             BrokerError::Permanent { auth_error, .. } => Some(auth_error),
             BrokerError::Transient { auth_error, .. } => auth_error.as_deref(),
+            BrokerError::Unknown { .. } => Some(UNKNOWN_CREDENTIAL),
         }
     }
 
@@ -121,6 +128,7 @@ impl BrokerError {
             .and_then(Value::as_str)
             .map(str::to_owned);
         match auth_error {
+            Some(name) if name == UNKNOWN_CREDENTIAL => BrokerError::Unknown { message },
             Some(name)
                 if PermanentFailure::from_kind(&name).is_some()
                     || PERMANENT.contains(&name.as_str()) =>
@@ -150,9 +158,9 @@ impl fmt::Display for BrokerError {
 impl BrokerError {
     pub fn message(&self) -> &str {
         match self {
-            BrokerError::Permanent { message, .. } | BrokerError::Transient { message, .. } => {
-                message
-            }
+            BrokerError::Permanent { message, .. }
+            | BrokerError::Transient { message, .. }
+            | BrokerError::Unknown { message } => message,
         }
     }
 }
@@ -353,6 +361,10 @@ mod tests {
         let e = BrokerError::from_call(rejected(Some(json!({"authError": "refreshUnavailable"}))));
         assert!(!e.is_permanent());
         assert_eq!(e.auth_error(), Some("refreshUnavailable"));
+        let e = BrokerError::from_call(rejected(Some(json!({"authError": "unknownCredential"}))));
+        assert!(matches!(e, BrokerError::Unknown { .. }), "{e:?}");
+        assert!(!e.is_permanent());
+        assert_eq!(e.auth_error(), Some("unknownCredential"));
         let e = BrokerError::from_call(rejected(None));
         assert!(!e.is_permanent());
         assert_eq!(e.auth_error(), None);

@@ -220,3 +220,62 @@ impl BrokerProc {
             .is_err()
     }
 }
+
+/// A ChatGPT sign-in the issuer made, written straight into `home` (the broker's own
+/// store) with its `last_refresh` set `age` in the past, as a credential nobody used.
+pub fn signed_in_home(issuer: &MockIssuer, home: &Path, age: std::time::Duration) {
+    let mut doc = issuer.mint_auth_json();
+    doc["last_refresh"] = humantime::format_rfc3339_seconds(std::time::SystemTime::now() - age)
+        .to_string()
+        .into();
+    std::fs::write(
+        home.join("auth.json"),
+        serde_json::to_vec_pretty(&doc).unwrap(),
+    )
+    .unwrap();
+}
+
+impl BrokerProc {
+    /// The `/metrics` URL a broker started with `--metrics-listen` printed.
+    pub async fn metrics_url(&self) -> String {
+        const LINE: &str = "metrics on ";
+        super::wait::poll("the metrics address on stderr", || {
+            self.proc
+                .stderr()
+                .lines()
+                .find_map(|l| l.split_once(LINE).map(|(_, url)| url.trim().to_owned()))
+        })
+        .await
+    }
+}
+
+/// One scrape: the status and the text.
+pub async fn scrape(url: &str) -> (u16, String) {
+    let (status, _, body) = MockIssuer::get(url).await;
+    (status, body)
+}
+
+/// The value of the sample named exactly `series` (name and labels as the exposition
+/// writes them), if the text has it.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(series)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+    })
+}
+
+/// Scrapes `url` until `series` has a value `accept` takes; returns that scrape's text.
+/// Bounded by [`super::wait::WAIT`].
+pub async fn scrape_until(url: &str, series: &str, accept: impl Fn(f64) -> bool) -> String {
+    super::wait::within(&format!("{series} on {url}"), async {
+        loop {
+            let (_, text) = scrape(url).await;
+            if sample(&text, series).is_some_and(&accept) {
+                return text;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}

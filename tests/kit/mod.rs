@@ -25,6 +25,7 @@ pub mod postgres;
 pub mod process;
 pub mod race;
 pub mod raw;
+pub mod relay;
 pub mod responses;
 pub mod stand_in_broker;
 pub mod tls_front;

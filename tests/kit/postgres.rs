@@ -106,6 +106,15 @@ impl PgCluster {
         self.port
     }
 
+    /// Stops the server (every session ends at once, as in a failover) and starts it again
+    /// on the same port; returns once it accepts connections.
+    pub fn restart(&self) {
+        let limit = START_LIMIT.as_secs().to_string();
+        if let Err(e) = self.pg_ctl(&["restart", "-m", "fast", "-w", "-t", &limit]) {
+            panic!("PostgreSQL did not restart: {e}\n{}", self.log());
+        }
+    }
+
     /// The directory holding the Unix socket.
     pub fn socket_dir(&self) -> &Path {
         self.dir().path()
