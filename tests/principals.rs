@@ -80,7 +80,19 @@ async fn each_principal_reads_only_its_own_credentials_each_with_its_own_grant()
     let home = tempfile::tempdir().unwrap();
     let file = home.path().join("principals.toml");
     write_principals(&file, &two_teams());
-    let b = file_broker(&issuer, home.path(), &file).await;
+    let audit = home.path().join("audit.log");
+    let b = broker::start(
+        &issuer,
+        home.path(),
+        &[
+            "--principals",
+            file.to_str().unwrap(),
+            "--audit-log",
+            audit.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
     let mut admin = b.client_as(ADMIN).await;
     let mut a = b.client_as(TEAM_A).await;
     let mut other = b.client_as(TEAM_B).await;
@@ -142,6 +154,38 @@ async fn each_principal_reads_only_its_own_credentials_each_with_its_own_grant()
     assert_eq!(token_of(&rb2), token_of(&rb));
     assert_eq!(rb2["generation"], rb["generation"]);
     assert_eq!(issuer.reuses(), 0);
+
+    // The audit log names who asked for what, and never a token.
+    let text = kit::wait::poll("the audit lines of the calls", || {
+        let text = std::fs::read_to_string(&audit).unwrap_or_default();
+        (text.lines().count() >= 10).then_some(text)
+    })
+    .await;
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seen = |principal: &str, credential: &str, method: &str, outcome: &str| {
+        lines.iter().any(|l| {
+            l["principal"] == principal
+                && l["credential"] == credential
+                && l["method"] == method
+                && l["outcome"] == outcome
+        })
+    };
+    assert!(seen("ops", "team-a", "credential/import", "ok"), "{text}");
+    assert!(
+        seen("ci-a", "team-b", "credential/read", "unknownCredential"),
+        "{text}"
+    );
+    assert!(seen("ci-a", "team-a", "credential/refresh", "ok"), "{text}");
+    assert!(seen("ci-b", "team-b", "credential/read", "ok"), "{text}");
+    for doc in [&doc_a, &doc_b] {
+        for token in ["access_token", "refresh_token"] {
+            assert!(!text.contains(doc["tokens"][token].as_str().unwrap()));
+        }
+    }
+    assert!(!text.contains(&token_of(&fresh)));
 }
 
 #[tokio::test]
