@@ -466,6 +466,28 @@ async fn the_broker_signs_a_name_in_with_the_device_code() {
     assert_eq!(now["accountId"], "ws-new");
     assert_eq!(now["generation"], changed["params"]["generation"]);
 
+    // A sign-in ends with the admin connection that started it: the broker stops polling
+    // the issuer (once a second while it waits), and the name keeps its credential.
+    const POLLS: &str = "/api/accounts/deviceauth/token";
+    let mut leaving = b.client_as(ADMIN).await;
+    leaving
+        .ok(
+            "credential/login/start",
+            json!({"credential": "team-a", "type": "chatgptDeviceCode"}),
+        )
+        .await;
+    let before = issuer.count(POLLS);
+    kit::wait::until("the new sign-in to poll", || issuer.count(POLLS) > before).await;
+    leaving.close();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stopped = issuer.count(POLLS);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(issuer.count(POLLS), stopped, "no polls after the close");
+    assert_eq!(
+        read(&mut a, "team-a").await["result"]["accountId"],
+        "ws-new"
+    );
+
     // Non-admins cannot start one, and the kind must be the device code.
     let refused = a
         .err(

@@ -5,7 +5,8 @@
 //! that use it hear `credential/changed`.
 //!
 //! Bounded: at most [`MAX_PENDING`] sign-ins at once, each within the device-code time
-//! limit, each ended by `credential/login/cancel` or by the broker's shutdown.
+//! limit, each ended by `credential/login/cancel`, by the close of the connection that
+//! started it, or by the broker's shutdown.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -76,7 +77,14 @@ impl SignIns {
         tracing::info!(login_id, credential = %entry.name, "broker device code sign-in started");
         let this = self.clone();
         tokio::spawn(async move {
-            let outcome = this.wait(&entry, &code, &cancel).await;
+            // Nobody is left to tell, nor to cancel it: the sign-in ends with its connection.
+            let outcome = tokio::select! {
+                outcome = this.wait(&entry, &code, &cancel) => outcome,
+                () = peer.closed() => {
+                    cancel.cancel();
+                    Err("the admin connection closed before the sign-in ended".into())
+                }
+            };
             crate::unpoisoned::lock(&this.pending).remove(&login_id);
             let completed = CredentialLoginCompleted {
                 login_id: login_id.clone(),

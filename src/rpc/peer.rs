@@ -165,6 +165,11 @@ impl Peer {
         self.inner.lifecycle.closed.is_cancelled()
     }
 
+    /// Waits until the input ended (the client can no longer answer, nor be told much).
+    pub async fn closed(&self) {
+        self.inner.lifecycle.closed.cancelled().await
+    }
+
     /// Sends a notification. Fails only when the connection is gone.
     pub async fn notify<P: Serialize + ?Sized>(
         &self,
