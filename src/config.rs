@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod providers;
+pub use providers::{CommandSettings, DEFAULT_OPENAI_BASE_URL, ModelProvider, OPENAI_PROVIDER_ID};
+
 pub const DEFAULT_CHATGPT_BASE_URL: &str = "https://chatgpt.com/backend-api/";
 pub const DEFAULT_AUTH_ISSUER: &str = "https://auth.openai.com";
 /// The browser sign-in's callback port; the issuer only redirects to the ports it knows.
@@ -109,6 +112,9 @@ struct RawConfig {
     #[serde(default)]
     cli_auth_credentials_store: CredentialsStore,
     model: Option<String>,
+    model_provider: Option<String>,
+    model_providers: Option<toml::Table>,
+    openai_base_url: Option<String>,
     #[serde(default)]
     authbridge: RawOwn,
 }
@@ -210,6 +216,13 @@ pub struct Config {
     pub model: String,
     pub instructions: String,
     pub stream_idle_timeout: Duration,
+    /// The provider of threads that name none: `openai` or a key of `model_providers`.
+    pub model_provider: String,
+    /// The configured providers besides the built-in `openai`, by id.
+    pub model_providers: std::collections::BTreeMap<String, ModelProvider>,
+    /// The OpenAI API (API-key turns, and providers without a `base_url`), normalized
+    /// like `chatgpt_base_url`.
+    pub openai_base_url: String,
     /// The trusted roots and the proxies, from the environment: every outbound connection
     /// is made with them.
     pub network: crate::net::Network,
@@ -327,6 +340,23 @@ impl Config {
             "auth_issuer",
             raw.auth_issuer.as_deref().unwrap_or(DEFAULT_AUTH_ISSUER),
         )?);
+        let openai_base_url = validate_url(
+            "openai_base_url",
+            raw.openai_base_url
+                .as_deref()
+                .unwrap_or(DEFAULT_OPENAI_BASE_URL),
+        )?;
+        let model_providers = providers::parse_all(raw.model_providers, &codex_home, validate_url)?;
+        let model_provider = match raw.model_provider {
+            None => OPENAI_PROVIDER_ID.to_owned(),
+            Some(id) if id == OPENAI_PROVIDER_ID || model_providers.contains_key(&id) => id,
+            Some(id) => {
+                return Err(ConfigError::Invalid(format!(
+                    "model_provider = {id:?} names no provider: define [model_providers.{id}] \
+                     or use \"openai\""
+                )));
+            }
+        };
         let own = raw.authbridge;
         let at_least = |key: &str, value: Option<usize>, default: usize, min: usize| {
             let value = value.unwrap_or(default);
@@ -408,6 +438,9 @@ impl Config {
                 own.stream_idle_timeout_ms,
                 300_000,
             )?,
+            model_provider,
+            model_providers,
+            openai_base_url,
             on_credential_change: hook_command(own.on_credential_change)?,
             revoke_on_logout: own.revoke_on_logout.unwrap_or(true),
             revoke_replaced: own.revoke_replaced.unwrap_or(false),
@@ -417,6 +450,21 @@ impl Config {
                 Duration::from_secs(7 * 24 * 3600),
             )?,
         })
+    }
+}
+
+impl Config {
+    /// Whether a model call may go over plain http: only when a configured URL says so,
+    /// and `validate_url` allows that for loopback hosts alone.
+    pub fn uses_plain_http(&self) -> bool {
+        let plain = |u: &str| u.starts_with("http://");
+        plain(&self.chatgpt_base_url)
+            || plain(&self.openai_base_url)
+            || self
+                .model_providers
+                .values()
+                .filter_map(|p| p.base_url.as_deref())
+                .any(plain)
     }
 }
 
@@ -669,6 +717,93 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("CODEX_REFRESH_TOKEN_URL_OVERRIDE"), "{e}");
+    }
+
+    #[test]
+    fn model_providers_are_read_as_codex_reads_them() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.model_provider, "openai");
+        assert_eq!(c.openai_base_url, "https://api.openai.com/v1");
+        assert!(c.model_providers.is_empty());
+        let c = load(&[
+            "model_provider=\"corp\"",
+            "model_providers.corp.base_url=\"https://gw.example.com/v1/\"",
+            "model_providers.corp.http_headers.X-Team=\"alpha\"",
+            "model_providers.corp.query_params.api-version=\"1\"",
+            "model_providers.corp.auth.command=\"print-token\"",
+            "model_providers.corp.auth.args=[\"--secret=abc\"]",
+            "model_providers.corp.auth.cwd=\"scripts\"",
+            "model_providers.corp.auth.refresh_interval_ms=0",
+            "model_providers.corp.request_max_retries=2",
+        ])
+        .unwrap();
+        let p = &c.model_providers["corp"];
+        assert_eq!(p.base_url.as_deref(), Some("https://gw.example.com/v1"));
+        assert_eq!(p.name, "corp");
+        assert!(!p.requires_openai_auth);
+        let auth = p.auth.as_ref().unwrap();
+        assert_eq!(auth.timeout, Duration::from_secs(5));
+        assert_eq!(auth.refresh_interval, None);
+        assert_eq!(auth.cwd.as_deref(), Some(Path::new("home/scripts")));
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("abc") && !shown.contains("alpha"),
+            "{shown}"
+        );
+        let p = &load(&["model_providers.x.auth.command=\"t\""])
+            .unwrap()
+            .model_providers["x"];
+        assert_eq!(
+            p.auth.as_ref().unwrap().refresh_interval,
+            Some(Duration::from_secs(300))
+        );
+    }
+
+    #[test]
+    fn bad_provider_entries_name_their_key() {
+        for (settings, needle) in [
+            (&["model_provider=\"ghost\""][..], "model_provider"),
+            (
+                &["model_providers.c.wire_api=\"chat\""][..],
+                "model_providers.c.wire_api",
+            ),
+            (
+                &[
+                    "model_providers.c.auth.command=\"t\"",
+                    "model_providers.c.requires_openai_auth=true",
+                ][..],
+                "requires_openai_auth",
+            ),
+            (
+                &[
+                    "model_providers.c.auth.command=\"t\"",
+                    "model_providers.c.auth.timeout_ms=0",
+                ][..],
+                "model_providers.c.auth.timeout_ms",
+            ),
+            (
+                &[
+                    "model_providers.c.auth.command=\"t\"",
+                    "model_providers.c.auth.bogus=1",
+                ][..],
+                "model_providers.c",
+            ),
+            (
+                &[
+                    "model_providers.c.env_key=\"K\"",
+                    "model_providers.c.http_headers.Authorization=\"Bearer x\"",
+                ][..],
+                "Authorization",
+            ),
+            (&["model_providers.\"a b\".name=\"x\""][..], "provider id"),
+            (
+                &["openai_base_url=\"http://example.com\""][..],
+                "openai_base_url",
+            ),
+        ] {
+            let e = load(settings).unwrap_err().to_string();
+            assert!(e.contains(needle), "{settings:?}: {e}");
+        }
     }
 
     #[test]

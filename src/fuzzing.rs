@@ -205,7 +205,7 @@ pub fn auth_json(bytes: &[u8]) {
                 let Ok(Value::Object(file)) = serde_json::from_slice::<Value>(&input) else {
                     continue;
                 };
-                if let storage::Stored::ApiKey = &stored {
+                if let storage::Stored::ApiKey(_) = &stored {
                     assert!(file.get("OPENAI_API_KEY").is_some_and(Value::is_string));
                 }
             }

@@ -32,6 +32,7 @@ pub mod net;
 #[cfg(test)]
 mod props;
 mod protocol;
+mod provider;
 mod regular_file;
 pub mod requirements;
 mod rpc;

@@ -38,9 +38,11 @@ impl Server {
                 timeout: config.backend_timeout,
                 max_body_bytes: config.max_backend_body_bytes,
                 network: config.network.clone(),
+                allow_plain_http: config.uses_plain_http(),
             },
             auth.clone(),
         )?;
+        let providers = Arc::new(crate::provider::Providers::new(&config));
         let logins = logins(&config, &auth, issuer);
         let options = ConnectionOptions {
             shutdown_grace: config.shutdown_grace,
@@ -54,6 +56,7 @@ impl Server {
             connections,
             logins,
             threads: Arc::new(Threads::default()),
+            providers,
             instructions,
         });
         let dispatcher = Arc::new(api::dispatcher(api.clone()));

@@ -154,7 +154,10 @@ pub(super) async fn read(
     Ok(GetAccountResponse {
         account,
         user_id,
-        requires_openai_auth: true,
+        // Codex's own rule: the configured provider says whether it needs an OpenAI sign-in.
+        requires_openai_auth: api
+            .providers
+            .requires_openai_auth(&api.config.model_provider),
         credential_store_warning: api.auth.store().warning(),
         login_required: api.auth.login_required().map(|f| LoginRequired {
             auth_error: f.kind().to_owned(),

@@ -82,6 +82,10 @@ pub(crate) enum ApiError {
     EmptyInput,
     #[error("ephemeral: false is not supported: threads are kept in memory only")]
     NotEphemeral,
+    #[error(
+        "unknown model provider {0:?}: use \"openai\" or a key of model_providers in config.toml"
+    )]
+    UnknownProvider(String),
 }
 
 /// Auth failures carry `data.authError`, the stable reason documented in the README.
@@ -192,7 +196,8 @@ impl ApiError {
             ApiError::Thread(_)
             | ApiError::UnsupportedInput(_)
             | ApiError::EmptyInput
-            | ApiError::NotEphemeral => {
+            | ApiError::NotEphemeral
+            | ApiError::UnknownProvider(_) => {
                 RpcError::new(INVALID_PARAMS, format!("Invalid params: {message}"))
             }
         }

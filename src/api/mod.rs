@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::login::Logins;
 use crate::protocol::decode::decode_object;
 use crate::protocol::methods::Method;
+use crate::provider::{OpenaiAuth, Providers};
 use crate::rpc::envelope::SecretJson;
 use crate::rpc::{ConnectionHooks, ConnectionId, Dispatcher, RequestContext};
 
@@ -47,6 +48,8 @@ pub(crate) struct Api {
     pub logins: Arc<Logins>,
     /// Threads and their running turns.
     pub threads: Arc<Threads>,
+    /// Where turns go, with each provider's auth command state.
+    pub providers: Arc<Providers>,
     /// The turns' system prompt, shared rather than copied into every turn.
     pub instructions: Arc<str>,
 }
@@ -90,6 +93,28 @@ impl Api {
                 why: crate::auth::NoChatgpt::ApiKey,
             }),
             Some(_) => Ok(()),
+        }
+    }
+
+    /// The OpenAI sign-in for a turn: a ChatGPT one, or an API key (which turns send to
+    /// the OpenAI API, as Codex does). Checked as `require_chatgpt` checks, without
+    /// refusing the key.
+    pub async fn openai_auth(&self, needs: NeedsChatgpt) -> Result<OpenaiAuth, ApiError> {
+        let signed_out = needs.signed_out;
+        match self.require_chatgpt(needs).await {
+            Err(ApiError::NoChatgpt {
+                why: crate::auth::NoChatgpt::ApiKey,
+                ..
+            }) => match self.auth.api_key() {
+                Some(key) => Ok(OpenaiAuth::ApiKey(key)),
+                // Signed out in between.
+                None => Err(ApiError::NoChatgpt {
+                    what: signed_out,
+                    why: crate::auth::NoChatgpt::SignedOut,
+                }),
+            },
+            Err(e) => Err(e),
+            Ok(()) => Ok(OpenaiAuth::Chatgpt(self.auth.clone())),
         }
     }
 

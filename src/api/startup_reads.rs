@@ -8,8 +8,7 @@ use super::error::ApiError;
 use super::{Api, NeedsChatgpt, RequestContext};
 use crate::protocol::startup::*;
 
-/// The one provider authbridge serves: OpenAI's, through ChatGPT or an API key.
-const PROVIDER_ID: &str = "openai";
+use crate::config::{ModelProvider, OPENAI_PROVIDER_ID};
 
 /// The managed requirements in effect (see `requirements.rs`), null when no file sets any.
 pub(super) async fn config_requirements(
@@ -48,7 +47,7 @@ pub(super) async fn config(
     Ok(ConfigReadResponse {
         config: EffectiveConfig {
             model: config.model.clone(),
-            model_provider: PROVIDER_ID.into(),
+            model_provider: config.model_provider.clone(),
             forced_login_method: config.forced_login_method,
             forced_chatgpt_workspace_id: workspaces,
             instructions: config.instructions.clone(),
@@ -62,11 +61,12 @@ pub(super) async fn models(
     _ctx: &RequestContext,
     p: ModelListParams,
 ) -> Result<ModelListResponse, ApiError> {
-    // Another provider has no models here; a cursor past the one page is the end.
+    // The configured model belongs to the configured provider; another has none here,
+    // and a cursor past the one page is the end.
     let data = if p
         .model_provider
         .as_deref()
-        .is_some_and(|id| id != PROVIDER_ID)
+        .is_some_and(|id| id != api.config.model_provider)
         || p.cursor.is_some()
         || p.limit == Some(0)
     {
@@ -95,17 +95,43 @@ pub(super) async fn providers(
     _ctx: &RequestContext,
     _p: ModelProviderListParams,
 ) -> Result<ModelProviderListResponse, ApiError> {
+    let openai = ModelProviderSummary {
+        id: OPENAI_PROVIDER_ID.into(),
+        name: "OpenAI".into(),
+        base_url: Some(api.config.chatgpt_base_url.clone()),
+        can_edit: false,
+        settings: ProviderSettings::Openai,
+    };
+    let data = std::iter::once(openai)
+        .chain(api.providers.custom().map(summary))
+        .collect();
     Ok(ModelProviderListResponse {
         can_change_default: false,
-        data: vec![ModelProviderSummary {
-            id: PROVIDER_ID.into(),
-            name: "OpenAI".into(),
-            base_url: Some(api.config.chatgpt_base_url.clone()),
-            can_edit: false,
-            settings: ProviderSettings::Openai,
-        }],
-        default_provider_id: PROVIDER_ID.into(),
+        data,
+        default_provider_id: api.config.model_provider.clone(),
     })
+}
+
+/// A custom provider as the list shows it: its URL without the query (which may carry a
+/// key), and how its bearer is had, never the bearer.
+fn summary(p: &ModelProvider) -> ModelProviderSummary {
+    let auth = match (&p.auth, &p.env_key) {
+        (Some(_), _) => GatewayAuth::ExternallyConfigured { env_key: None },
+        (None, Some(var)) => GatewayAuth::EnvironmentVariable {
+            env_key: var.clone(),
+        },
+        (None, None) if p.requires_openai_auth => {
+            GatewayAuth::ExternallyConfigured { env_key: None }
+        }
+        (None, None) => GatewayAuth::None,
+    };
+    ModelProviderSummary {
+        id: p.id.clone(),
+        name: p.name.clone(),
+        base_url: p.base_url.clone(),
+        can_edit: false,
+        settings: ProviderSettings::CustomGateway { auth },
+    }
 }
 
 /// Through the backend's 401 loop, as `account/rateLimits/read`.

@@ -43,6 +43,8 @@ pub(crate) struct ThreadState {
     pub id: String,
     pub owner: ConnectionId,
     pub cwd: String,
+    /// The model provider every turn of the thread goes to.
+    pub provider: String,
     pub created_at: i64,
     state: Mutex<Mutable>,
     /// Most bytes of history kept: the oldest exchanges go first.
@@ -169,6 +171,7 @@ impl Threads {
         &self,
         owner: ConnectionId,
         model: String,
+        provider: String,
         cwd: String,
         max_history_bytes: usize,
     ) -> Arc<ThreadState> {
@@ -177,6 +180,7 @@ impl Threads {
             id: id.clone(),
             owner,
             cwd,
+            provider,
             created_at: unix_seconds(),
             state: Mutex::new(Mutable {
                 model,
@@ -230,7 +234,7 @@ mod tests {
     #[test]
     fn one_turn_at_a_time_and_history_is_bounded() {
         let threads = Threads::default();
-        let t = threads.create(ConnectionId(1), "m".into(), "/".into(), 10);
+        let t = threads.create(ConnectionId(1), "m".into(), "openai".into(), "/".into(), 10);
         let start = t.begin("a", None).unwrap();
         assert!(start.history.is_empty());
         assert!(matches!(
@@ -257,8 +261,20 @@ mod tests {
     #[test]
     fn a_closed_connection_takes_its_threads_and_stops_their_turns() {
         let threads = Threads::default();
-        let mine = threads.create(ConnectionId(1), "m".into(), "/".into(), 100);
-        let other = threads.create(ConnectionId(2), "m".into(), "/".into(), 100);
+        let mine = threads.create(
+            ConnectionId(1),
+            "m".into(),
+            "openai".into(),
+            "/".into(),
+            100,
+        );
+        let other = threads.create(
+            ConnectionId(2),
+            "m".into(),
+            "openai".into(),
+            "/".into(),
+            100,
+        );
         let cancel = mine.begin("a", None).unwrap().cancel;
         assert!(threads.get(ConnectionId(2), &mine.id).is_err());
         threads.connection_closed(ConnectionId(1));

@@ -31,6 +31,11 @@ pub(super) fn from_backend(e: &BackendError) -> TurnError {
             codex_error_info: Some(CodexErrorInfo::Unauthorized),
             additional_details: Some(AuthError::SignedOut.kind().into()),
         },
+        BackendError::Unavailable(u) => TurnError {
+            message: u.message.clone(),
+            codex_error_info: Some(CodexErrorInfo::Unauthorized),
+            additional_details: Some(u.kind.into()),
+        },
         BackendError::Status { status, body, .. } => from_status(*status, body, &e.to_string()),
         BackendError::Transport { .. } => error(
             e.to_string(),

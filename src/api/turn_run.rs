@@ -13,9 +13,8 @@ use tokio_util::sync::CancellationToken;
 use super::connections::Session;
 use super::threads::ThreadState;
 use super::turn_failure;
-use crate::auth::AuthError;
-use crate::backend::responses::{Message, ResponseEvent, StreamLimits, TurnRequest};
-use crate::backend::{BackendClient, Caller, RecoveryObserver};
+use crate::backend::responses::{Message, ResponseEvent, StreamLimits, Target, TurnRequest};
+use crate::backend::{BackendClient, BackendError, Caller, RecoveryObserver};
 use crate::protocol::methods;
 use crate::protocol::turns::{
     AccountRateLimitsUpdatedNotification, AgentMessageDeltaNotification, AuthRecoveryNotification,
@@ -23,9 +22,8 @@ use crate::protocol::turns::{
     ThreadTokenUsage, ThreadTokenUsageUpdatedNotification, TokenUsageBreakdown, Turn,
     TurnCompletedNotification, TurnError, TurnStartedNotification, TurnStatus, UserInput,
 };
+use crate::provider::Route;
 use crate::rpc::Peer;
-
-pub(super) const PROVIDER: &str = "openai";
 
 /// Sends a turn's notifications to its connection, skipping those it opted out of.
 #[derive(Clone)]
@@ -46,6 +44,8 @@ impl Notifier {
 /// Everything a turn task owns.
 pub(super) struct TurnTask {
     pub backend: BackendClient,
+    /// Where the turn goes and whose bearer it sends.
+    pub route: Route,
     pub notifier: Notifier,
     pub caller: Caller,
     pub thread: Arc<ThreadState>,
@@ -73,6 +73,7 @@ enum End {
 /// Tells the client that the turn waits for new credentials, and how that went.
 struct Recovery<'a> {
     notifier: &'a Notifier,
+    provider: &'a str,
     thread_id: &'a str,
     turn_id: &'a str,
 }
@@ -82,7 +83,7 @@ impl Recovery<'_> {
         AuthRecoveryNotification {
             thread_id: self.thread_id.to_owned(),
             turn_id: self.turn_id.to_owned(),
-            provider: PROVIDER.to_owned(),
+            provider: self.provider.to_owned(),
             message,
         }
     }
@@ -91,16 +92,17 @@ impl Recovery<'_> {
 impl RecoveryObserver for Recovery<'_> {
     fn started(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            let p = self.params("the backend answered 401; refreshing the credentials".into());
+            let p = self.params("the provider answered 401; renewing the credentials".into());
             self.notifier.send(methods::AUTH_RECOVERY_STARTED, &p).await;
         })
     }
 
-    fn finished(&self, outcome: Result<(), AuthError>) -> BoxFuture<'_, ()> {
+    fn finished<'a>(&'a self, outcome: Result<(), &'a BackendError>) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let message = match outcome {
-                Ok(()) => "credentials refreshed; retrying".to_owned(),
-                Err(e) => format!("recovery failed ({}): {e}", e.kind()),
+                Ok(()) => "credentials renewed; retrying".to_owned(),
+                Err(BackendError::Auth(e)) => format!("recovery failed ({}): {e}", e.kind()),
+                Err(e) => format!("recovery failed: {e}"),
             };
             let p = self.params(message);
             self.notifier
@@ -234,15 +236,21 @@ impl TurnTask {
             session_id: &self.thread.id,
             input: &input,
         };
+        let target = Target {
+            url: &self.route.url,
+            headers: &self.route.headers,
+            auth: &self.route.auth,
+        };
         let observer = Recovery {
             notifier: &self.notifier,
+            provider: &self.route.provider,
             thread_id: &self.thread.id,
             turn_id: &self.turn_id,
         };
         let opened = tokio::select! {
             biased;
             _ = self.cancel.cancelled() => return End::Interrupted,
-            opened = self.backend.stream_response(&self.caller, &request, self.limits, &observer) => opened,
+            opened = self.backend.stream_response(&self.caller, &target, &request, self.limits, &observer) => opened,
         };
         let mut stream = match opened {
             Ok(stream) => stream,

@@ -5,7 +5,7 @@
 use futures::FutureExt;
 
 use super::NeedsChatgpt;
-use super::turn_run::{Notifier, PROVIDER, TurnTask};
+use super::turn_run::{Notifier, TurnTask};
 use super::{Api, ApiError};
 use crate::backend::Caller;
 use crate::backend::responses::StreamLimits;
@@ -27,7 +27,7 @@ fn thread_view(t: &super::threads::ThreadState, originator: &str) -> Thread {
         cwd: t.cwd.clone(),
         ephemeral: true,
         model: Some(t.model()),
-        model_provider: PROVIDER.to_owned(),
+        model_provider: t.provider.clone(),
         originator: Some(originator.to_owned()),
         preview: t.preview(),
         project_id: None,
@@ -57,9 +57,16 @@ pub(super) async fn thread_start(
         return Err(ApiError::NotEphemeral);
     }
     let model = p.model.unwrap_or_else(|| api.config.model.clone());
+    let provider = p
+        .model_provider
+        .unwrap_or_else(|| api.config.model_provider.clone());
+    if !api.providers.knows(&provider) {
+        return Err(ApiError::UnknownProvider(provider));
+    }
     let thread = api.threads.create(
         ctx.peer.id(),
         model.clone(),
+        provider.clone(),
         cwd(p.cwd),
         api.config.max_backend_body_bytes,
     );
@@ -78,7 +85,7 @@ pub(super) async fn thread_start(
         cwd: view.cwd.clone(),
         thread: view,
         model,
-        model_provider: PROVIDER.to_owned(),
+        model_provider: provider,
         approval_policy: AskForApproval::Never,
         approvals_reviewer: ApprovalsReviewer::User,
         sandbox: SandboxPolicy::ReadOnly,
@@ -112,12 +119,19 @@ pub(super) async fn turn_start(
     let session = api.session(ctx)?;
     let text = input_text(&p.input)?;
     let thread = api.threads.get(ctx.peer.id(), &p.thread_id)?;
-    api.require_chatgpt(NeedsChatgpt {
-        signed_out: "codex account authentication required to start a turn",
-        api_key: "chatgpt authentication required to start a turn",
-        failed: "failed to start a turn",
-    })
-    .await?;
+    let openai = if api.providers.requires_openai_auth(&thread.provider) {
+        Some(
+            api.openai_auth(NeedsChatgpt {
+                signed_out: "codex account authentication required to start a turn",
+                api_key: "unused: an API key runs turns",
+                failed: "failed to start a turn",
+            })
+            .await?,
+        )
+    } else {
+        None
+    };
+    let route = api.providers.route(&thread.provider, openai);
     let turn_id = uuid::Uuid::now_v7().to_string();
     let start = thread.begin(&turn_id, p.model)?;
     let started_at_ms = crate::rpc::peer::now_ms() as i64;
@@ -132,6 +146,7 @@ pub(super) async fn turn_start(
     };
     let task = TurnTask {
         backend: api.backend.clone(),
+        route,
         caller: Caller {
             user_agent: session.user_agent.clone(),
             originator: session.client_name.clone(),

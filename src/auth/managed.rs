@@ -289,7 +289,10 @@ impl ManagedRefresh {
                 (Some(Stored::Chatgpt(a)), Some(Stored::Chatgpt(b))) => {
                     a.access_token.expose_secret() == b.access_token.expose_secret()
                 }
-                (Some(Stored::ApiKey), Some(Stored::ApiKey)) | (None, None) => true,
+                (Some(Stored::ApiKey(a)), Some(Stored::ApiKey(b))) => {
+                    a.expose_secret() == b.expose_secret()
+                }
+                (None, None) => true,
                 _ => false,
             };
         let before = (state.status(), identity_key(&state.stored));
@@ -327,7 +330,7 @@ impl ManagedRefresh {
                         Some(Stored::Chatgpt(t)) => doc
                             .as_ref()
                             .is_some_and(|d| same_tokens(d, &t.access_token)),
-                        Some(Stored::ApiKey) => {
+                        Some(Stored::ApiKey(_)) => {
                             doc.as_ref().and_then(|d| d.mode()) == Some(DocumentMode::ApiKey)
                         }
                         None => doc.is_none(),
@@ -448,7 +451,7 @@ impl RotatingStore for ManagedRefresh {
 fn identity_key(stored: &Option<Stored>) -> Option<Option<String>> {
     match stored {
         Some(Stored::Chatgpt(t)) => Some(t.account_id.clone()),
-        Some(Stored::ApiKey) => Some(None),
+        Some(Stored::ApiKey(_)) => Some(None),
         None => None,
     }
 }

@@ -430,7 +430,7 @@ impl AuthManager {
                 plan: t.claims.chatgpt_plan_type.unwrap_or(PlanType::Unknown),
                 user_id: t.claims.chatgpt_user_id.clone(),
             }),
-            (None, Some(Stored::ApiKey)) => Some(Identity::ApiKey),
+            (None, Some(Stored::ApiKey(_))) => Some(Identity::ApiKey),
             (None, None) => None,
         }
     }
@@ -480,6 +480,7 @@ impl AuthManager {
         if self.state.lock().external.is_some() {
             return Err(PolicyError::ExternalActive.into());
         }
+        let in_memory = key.clone();
         let key = SecretText::new(key.expose_secret().to_owned());
         storage::off_runtime(&self.store, move |store| {
             let doc = store.load_document()?.unwrap_or_default();
@@ -488,7 +489,7 @@ impl AuthManager {
         .await?;
         self.watch.remember();
         let mut state = self.state.lock();
-        state.stored = Some(Stored::ApiKey);
+        state.stored = Some(Stored::ApiKey(in_memory));
         state.managed_failure = None;
         self.state.replaced();
         self.state
@@ -498,6 +499,15 @@ impl AuthManager {
             });
         tracing::info!(store = %self.store.describe(), "API key stored");
         Ok(())
+    }
+
+    /// The stored API key, when it is the credential in effect (external tokens hide it).
+    pub fn api_key(&self) -> Option<SecretString> {
+        let state = self.state.lock();
+        match (&state.external, &state.stored) {
+            (None, Some(Stored::ApiKey(key))) => Some(key.clone()),
+            _ => None,
+        }
     }
 
     pub fn store(&self) -> &CredentialStore {

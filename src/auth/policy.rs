@@ -49,7 +49,7 @@ impl Policy {
     /// not deleted either: it is not ours to judge for other programs sharing the home).
     pub fn admits(&self, stored: &Stored) -> bool {
         match stored {
-            Stored::ApiKey => self.allow_api_key().is_ok(),
+            Stored::ApiKey(_) => self.allow_api_key().is_ok(),
             Stored::Chatgpt(t) => {
                 self.allow_managed_chatgpt().is_ok()
                     && self.check_workspace(t.account_id.as_deref()).is_ok()

@@ -62,7 +62,7 @@ impl State {
         }
         match (&self.external, &self.stored) {
             (Some(_), _) => Some(Mode::ChatgptAuthTokens),
-            (None, Some(Stored::ApiKey)) => Some(Mode::ApiKey),
+            (None, Some(Stored::ApiKey(_))) => Some(Mode::ApiKey),
             (None, Some(Stored::Chatgpt(_))) => Some(Mode::Chatgpt),
             (None, None) => None,
         }
@@ -100,7 +100,7 @@ impl State {
                 account_id: t.account_id.clone(),
                 generation: self.generation,
             }),
-            (None, Some(Stored::ApiKey)) => Err(NoChatgpt::ApiKey),
+            (None, Some(Stored::ApiKey(_))) => Err(NoChatgpt::ApiKey),
             (None, None) => Err(NoChatgpt::SignedOut),
         }
     }

@@ -1,16 +1,19 @@
-//! The one HTTP client for the ChatGPT backend, and the one loop every call goes through:
-//! send; on 401 ask the auth state to recover; resend once; a second 401 is final. A JSON
-//! GET and a streaming POST differ only in what they do with the response the loop hands
-//! back, so both get exactly one recovery.
+//! The one HTTP client for model and ChatGPT backend calls, and the one loop every call
+//! goes through: send with the bearer its [`CallAuth`] gives; on 401 ask that same source
+//! to recover; resend once; a second 401 is final. A JSON GET and a streaming POST differ
+//! only in what they do with the response the loop hands back, so both get exactly one
+//! recovery, whoever the bearer comes from (a ChatGPT sign-in, an API key, a provider's
+//! auth command).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, USER_AGENT};
 use reqwest::{Method, StatusCode};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
@@ -27,6 +30,8 @@ pub(crate) enum BackendError {
     Auth(#[from] AuthError),
     #[error("not signed in with ChatGPT")]
     NoCredentials(NoChatgpt),
+    #[error(transparent)]
+    Unavailable(Box<CredentialUnavailable>),
     #[error("{method} {url} failed: {status}; body={body}")]
     Status {
         method: Method,
@@ -44,6 +49,15 @@ pub(crate) enum BackendError {
     Decode { url: String, message: String },
     #[error("the response from {url} is larger than {limit} bytes")]
     TooLarge { url: String, limit: usize },
+}
+
+/// A bearer source other than the sign-in (a provider's auth command, an environment
+/// variable) could not give a bearer: its own words, and a stable name for clients.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct CredentialUnavailable {
+    pub message: String,
+    pub kind: &'static str,
 }
 
 /// The HTTP client could not be built; start-up stops rather than run without it.
@@ -82,11 +96,92 @@ impl<'a> Call<'a> {
     }
 }
 
+/// The bearer of one call. `generation` names where it came from, so a 401 can tell
+/// "this token failed" from "the token was already replaced".
+#[derive(Clone)]
+pub(crate) struct Bearer {
+    pub token: Arc<SecretString>,
+    /// Sent as `ChatGPT-Account-ID` (ChatGPT sign-ins only).
+    pub account_id: Option<String>,
+    pub generation: u64,
+}
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bearer")
+            .field("account_id", &self.account_id)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<ChatgptCredentials> for Bearer {
+    fn from(c: ChatgptCredentials) -> Self {
+        Bearer {
+            token: c.access_token,
+            account_id: c.account_id,
+            generation: c.generation,
+        }
+    }
+}
+
+/// Where the loop gets a call's bearer, and a new one after a 401.
+pub(crate) trait CallAuth: Sync {
+    /// The bearer for a first send; `None` sends no `Authorization` at all.
+    fn bearer(&self) -> BoxFuture<'_, Result<Option<Bearer>, BackendError>>;
+    /// A new bearer after `failed` got 401; `None` when this source cannot get another
+    /// (an API key): the 401 is final, and nobody is told of a recovery.
+    fn recover<'a>(
+        &'a self,
+        failed: Option<&'a Bearer>,
+    ) -> Option<BoxFuture<'a, Result<Bearer, BackendError>>>;
+}
+
+/// The ChatGPT sign-in's bearer for a call: refreshed first when due.
+pub(crate) async fn chatgpt_bearer(auth: &AuthManager) -> Result<Bearer, BackendError> {
+    let c = auth.credentials_for_call().await.map_err(|e| match e {
+        CallCredentialsError::Missing(why) => BackendError::NoCredentials(why),
+        CallCredentialsError::Auth(a) => BackendError::Auth(a),
+    })?;
+    Ok(c.into())
+}
+
+/// A new ChatGPT bearer after `failed` got 401: one shared refresh, or the one that
+/// already replaced it.
+pub(crate) async fn chatgpt_recover(
+    auth: &AuthManager,
+    failed: &Bearer,
+) -> Result<Bearer, BackendError> {
+    let failed = ChatgptCredentials {
+        access_token: failed.token.clone(),
+        account_id: failed.account_id.clone(),
+        generation: failed.generation,
+    };
+    Ok(auth.recover(&failed).await?.into())
+}
+
+/// The ChatGPT sign-in in effect, for the backend's own calls.
+pub(crate) struct ChatgptAuth<'a>(pub &'a AuthManager);
+
+impl CallAuth for ChatgptAuth<'_> {
+    fn bearer(&self) -> BoxFuture<'_, Result<Option<Bearer>, BackendError>> {
+        async move { chatgpt_bearer(self.0).await.map(Some) }.boxed()
+    }
+
+    fn recover<'a>(
+        &'a self,
+        failed: Option<&'a Bearer>,
+    ) -> Option<BoxFuture<'a, Result<Bearer, BackendError>>> {
+        let failed = failed?;
+        Some(chatgpt_recover(self.0, failed).boxed())
+    }
+}
+
 /// Told when the loop starts and ends a recovery, so a caller can show it (a turn emits
 /// `modelProvider/authRecovery*`). Kept out of `auth`, which knows nothing of callers.
 pub(crate) trait RecoveryObserver: Sync {
     fn started(&self) -> BoxFuture<'_, ()>;
-    fn finished(&self, outcome: Result<(), AuthError>) -> BoxFuture<'_, ()>;
+    fn finished<'a>(&'a self, outcome: Result<(), &'a BackendError>) -> BoxFuture<'a, ()>;
 }
 
 /// For calls nobody watches.
@@ -96,7 +191,7 @@ impl RecoveryObserver for Unobserved {
     fn started(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
-    fn finished(&self, _: Result<(), AuthError>) -> BoxFuture<'_, ()> {
+    fn finished<'a>(&'a self, _: Result<(), &'a BackendError>) -> BoxFuture<'a, ()> {
         Box::pin(async {})
     }
 }
@@ -120,15 +215,18 @@ pub(crate) struct BackendOptions {
     pub timeout: Duration,
     pub max_body_bytes: usize,
     pub network: crate::net::Network,
+    /// Some configured URL is `http://` (to loopback: the configuration allows no other).
+    pub allow_plain_http: bool,
 }
 
 impl BackendClient {
     /// Builds the one HTTP client, at start-up: no redirects (a token must not follow
     /// one), https only unless the configuration allowed plain http to loopback.
     pub fn new(options: BackendOptions, auth: Arc<AuthManager>) -> Result<Self, ClientBuildError> {
-        let plain_http = reqwest::Url::parse(&options.base_url)
-            .map(|u| u.scheme() == "http")
-            .unwrap_or(false);
+        let plain_http = options.allow_plain_http
+            || reqwest::Url::parse(&options.base_url)
+                .map(|u| u.scheme() == "http")
+                .unwrap_or(false);
         let builder = || {
             options
                 .network
@@ -166,7 +264,7 @@ impl BackendClient {
         let limit = self.max_body_bytes;
         if response.content_length().is_some_and(|n| n > limit as u64) {
             return Err(BackendError::TooLarge {
-                url: url.to_owned(),
+                url: without_query(url),
                 limit,
             });
         }
@@ -176,13 +274,13 @@ impl BackendClient {
             .await
             .map_err(|e| BackendError::Transport {
                 method: Method::GET,
-                url: url.to_owned(),
+                url: without_query(url),
                 message: describe_transport_error(&e),
             })?
         {
             if body.len() + chunk.len() > limit {
                 return Err(BackendError::TooLarge {
-                    url: url.to_owned(),
+                    url: without_query(url),
                     limit,
                 });
             }
@@ -191,35 +289,41 @@ impl BackendClient {
         Ok(body)
     }
 
-    /// The loop: sends `call` with the current ChatGPT credentials; on a 401, one
-    /// recovery (told to `observer`) and one resend; a second 401 is final. Any other
-    /// response, successful or not, is the caller's to read.
+    /// The loop with the ChatGPT sign-in's credentials.
     pub async fn authorized(
         &self,
         caller: &Caller,
         call: &Call<'_>,
         observer: &dyn RecoveryObserver,
     ) -> Result<reqwest::Response, BackendError> {
-        let credentials = self
-            .auth
-            .credentials_for_call()
+        self.authorized_by(caller, call, &ChatgptAuth(&self.auth), observer)
             .await
-            .map_err(|e| match e {
-                CallCredentialsError::Missing(why) => BackendError::NoCredentials(why),
-                CallCredentialsError::Auth(a) => BackendError::Auth(a),
-            })?;
-        let response = self.send(caller, call, &credentials).await?;
+    }
+
+    /// The loop: sends `call` with `auth`'s bearer; on a 401, one recovery (told to
+    /// `observer`) and one resend; a second 401 is final. Any other response, successful
+    /// or not, is the caller's to read.
+    pub async fn authorized_by(
+        &self,
+        caller: &Caller,
+        call: &Call<'_>,
+        auth: &dyn CallAuth,
+        observer: &dyn RecoveryObserver,
+    ) -> Result<reqwest::Response, BackendError> {
+        let bearer = auth.bearer().await?;
+        let response = self.send(caller, call, bearer.as_ref()).await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
         drop(response);
-        tracing::debug!(url = call.url, "backend answered 401; recovering");
+        let Some(recovery) = auth.recover(bearer.as_ref()) else {
+            return Err(AuthError::Unauthorized.into());
+        };
+        tracing::debug!(url = without_query(call.url), "answered 401; recovering");
         observer.started().await;
-        let recovered = self.auth.recover(&credentials).await;
-        observer
-            .finished(recovered.as_ref().map(drop).map_err(Clone::clone))
-            .await;
-        let response = self.send(caller, call, &recovered?).await?;
+        let recovered = recovery.await;
+        observer.finished(recovered.as_ref().map(drop)).await;
+        let response = self.send(caller, call, Some(&recovered?)).await?;
         if response.status() == StatusCode::UNAUTHORIZED {
             return Err(AuthError::Unauthorized.into());
         }
@@ -238,7 +342,7 @@ impl BackendClient {
         };
         BackendError::Status {
             method: call.method.clone(),
-            url: call.url.to_owned(),
+            url: without_query(call.url),
             status,
             body,
         }
@@ -257,7 +361,7 @@ impl BackendClient {
         }
         let bytes = self.read_body(url, response).await?;
         serde_json::from_slice(&bytes).map_err(|e| BackendError::Decode {
-            url: url.to_owned(),
+            url: without_query(url),
             message: format!(
                 "not the expected JSON (line {}, column {})",
                 e.line(),
@@ -270,18 +374,8 @@ impl BackendClient {
         &self,
         caller: &Caller,
         call: &Call<'_>,
-        credentials: &ChatgptCredentials,
+        bearer: Option<&Bearer>,
     ) -> Result<reqwest::Response, BackendError> {
-        let bearer = Zeroizing::new(format!(
-            "Bearer {}",
-            credentials.access_token.expose_secret()
-        ));
-        let mut authorization = HeaderValue::from_str(&bearer).map_err(|_| {
-            BackendError::Auth(AuthError::RefreshInvalid(
-                "the access token holds characters not allowed in a header".into(),
-            ))
-        })?;
-        authorization.set_sensitive(true);
         let http = if call.streaming {
             &self.stream_http
         } else {
@@ -290,21 +384,35 @@ impl BackendClient {
         let mut request = http
             .request(call.method.clone(), call.url)
             .headers(call.headers.clone())
-            .header(AUTHORIZATION, authorization)
             .header(USER_AGENT, header_value(&caller.user_agent))
             .header(ORIGINATOR_HEADER, header_value(&caller.originator));
-        if let Some(account) = &credentials.account_id {
-            request = request.header(ACCOUNT_ID_HEADER, header_value(account));
+        if let Some(bearer) = bearer {
+            let text = Zeroizing::new(format!("Bearer {}", bearer.token.expose_secret()));
+            let mut authorization = HeaderValue::from_str(&text).map_err(|_| {
+                BackendError::Auth(AuthError::RefreshInvalid(
+                    "the access token holds characters not allowed in a header".into(),
+                ))
+            })?;
+            authorization.set_sensitive(true);
+            request = request.header(AUTHORIZATION, authorization);
+            if let Some(account) = &bearer.account_id {
+                request = request.header(ACCOUNT_ID_HEADER, header_value(account));
+            }
         }
         if let Some(body) = &call.body {
             request = request.body(body.clone());
         }
         request.send().await.map_err(|e| BackendError::Transport {
             method: call.method.clone(),
-            url: call.url.to_owned(),
+            url: without_query(call.url),
             message: describe_transport_error(&e),
         })
     }
+}
+
+/// A URL as errors and the log show it: a provider's `query_params` may hold a key.
+pub(crate) fn without_query(url: &str) -> String {
+    url.split(['?', '#']).next().unwrap_or(url).to_owned()
 }
 
 /// What a failed call met, without its URL (it may carry a query). A certificate failure is

@@ -1,5 +1,7 @@
-//! `POST {base}/codex/responses`: one streamed model response, sent through the client's
-//! 401 loop, read as server-sent events and decoded into the few events a text turn needs.
+//! `POST …/responses`: one streamed model response (the ChatGPT backend's
+//! `{base}/codex/responses`, the OpenAI API's or a custom provider's), sent through the
+//! client's 401 loop, read as server-sent events and decoded into the few events a text
+//! turn needs.
 
 use std::time::Duration;
 
@@ -10,8 +12,8 @@ use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::client::{
-    BackendClient, BackendError, Call, Caller, RecoveryObserver, describe_transport_error,
-    header_value,
+    BackendClient, BackendError, Call, CallAuth, Caller, RecoveryObserver,
+    describe_transport_error, header_value,
 };
 use super::rate_limits::MAIN_LIMIT_ID;
 use super::sse::{self, SseError};
@@ -233,23 +235,27 @@ const VERSION_HEADER: HeaderName = HeaderName::from_static("version");
 const SESSION_HEADER: HeaderName = HeaderName::from_static("session_id");
 const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-client-request-id");
 
-/// `{base}/codex/responses`.
-pub fn responses_url(base_url: &str) -> String {
-    format!("{}/codex/responses", base_url.trim_end_matches('/'))
+/// Where one response is asked for: the URL (with any query), the provider's own
+/// headers, and the source of the bearer.
+pub(crate) struct Target<'a> {
+    pub url: &'a str,
+    pub headers: &'a HeaderMap,
+    pub auth: &'a dyn CallAuth,
 }
 
 impl BackendClient {
     /// Opens the stream of one model response. A 401 is recovered once (told to
-    /// `observer`); any other failed status is an error carrying it.
+    /// `observer`) when the target's bearer can be replaced; any other failed status is an
+    /// error carrying it.
     pub async fn stream_response(
         &self,
         caller: &Caller,
+        target: &Target<'_>,
         request: &TurnRequest<'_>,
         limits: StreamLimits,
         observer: &dyn RecoveryObserver,
     ) -> Result<ResponseStream, BackendError> {
-        let url = responses_url(self.base_url());
-        let mut headers = HeaderMap::new();
+        let mut headers = target.headers.clone();
         headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(
@@ -263,12 +269,14 @@ impl BackendClient {
         );
         let call = Call {
             method: Method::POST,
-            url: &url,
+            url: target.url,
             headers,
             body: Some(Bytes::from(request.body())),
             streaming: true,
         };
-        let response = self.authorized(caller, &call, observer).await?;
+        let response = self
+            .authorized_by(caller, &call, target.auth, observer)
+            .await?;
         let status = response.status();
         if !status.is_success() {
             return Err(self.status_error(&call, response).await);

@@ -141,6 +141,22 @@ pub struct ModelProviderSummary {
 pub enum ProviderSettings {
     /// OpenAI's own backend (ChatGPT sign-in or an API key).
     Openai,
+    /// A `[model_providers.<id>]` entry of `config.toml`.
+    CustomGateway { auth: GatewayAuth },
+}
+
+/// How a custom provider's bearer is had, as Codex reports it (never the value).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(tag = "mode", rename_all = "camelCase")]
+pub enum GatewayAuth {
+    /// No `Authorization` is sent.
+    None,
+    /// `env_key`: read from this variable at each call.
+    #[serde(rename_all = "camelCase")]
+    EnvironmentVariable { env_key: String },
+    /// An auth command, or the OpenAI sign-in (`requires_openai_auth`).
+    #[serde(rename_all = "camelCase")]
+    ExternallyConfigured { env_key: Option<String> },
 }
 
 /// `account/securitySetup/read` takes no params.

@@ -16,6 +16,9 @@ pub struct ThreadStartParams {
     pub model: Option<String>,
     #[serde(default)]
     pub cwd: Option<String>,
+    /// `openai` or a key of `model_providers`; the configured `model_provider` when absent.
+    #[serde(default)]
+    pub model_provider: Option<String>,
     /// Threads are always ephemeral here; `false` is refused rather than silently ignored.
     #[serde(default)]
     pub ephemeral: Option<bool>,

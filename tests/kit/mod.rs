@@ -23,6 +23,7 @@ pub mod jwt;
 pub mod pki;
 pub mod postgres;
 pub mod process;
+pub mod provider;
 pub mod race;
 pub mod raw;
 pub mod relay;

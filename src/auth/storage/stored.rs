@@ -29,15 +29,15 @@ pub(crate) struct ManagedTokens {
 
 #[derive(Clone)]
 pub(crate) enum Stored {
-    /// The key stays in the store: no backend call of authbridge uses it.
-    ApiKey,
+    /// An OpenAI API key: the bearer of API-key turns.
+    ApiKey(SecretString),
     Chatgpt(ManagedTokens),
 }
 
 impl std::fmt::Debug for Stored {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Stored::ApiKey => "Stored::ApiKey",
+            Stored::ApiKey(_) => "Stored::ApiKey",
             Stored::Chatgpt(_) => "Stored::Chatgpt(..)",
         })
     }
@@ -46,7 +46,9 @@ impl std::fmt::Debug for Stored {
 impl Stored {
     pub fn from_document(doc: &AuthDocument) -> Option<Self> {
         match (doc.mode()?, &doc.api_key, &doc.tokens) {
-            (DocumentMode::ApiKey, Some(_), _) => Some(Stored::ApiKey),
+            (DocumentMode::ApiKey, Some(key), _) => {
+                Some(Stored::ApiKey(SecretString::from(key.expose())))
+            }
             (mode @ (DocumentMode::Chatgpt | DocumentMode::AccessToken), _, Some(t)) => {
                 let claims = jwt::parse(t.id_token.expose()).unwrap_or_default();
                 let access_expires = jwt::parse(t.access_token.expose()).ok().and_then(|c| c.exp);

@@ -49,7 +49,7 @@ fn the_file_store_writes_the_reference_format_with_private_modes() {
         assert_eq!(mode(&store.file_path()), 0o600);
         assert_eq!(mode(&home), 0o700, "a home authbridge creates is private");
     }
-    assert!(matches!(store.load().unwrap(), Some(Stored::ApiKey)));
+    assert!(matches!(store.load().unwrap(), Some(Stored::ApiKey(_))));
     store.delete().unwrap();
     assert!(store.load().unwrap().is_none());
     assert_eq!(
@@ -111,7 +111,7 @@ fn a_torn_read_is_retried_until_the_writer_finishes() {
         std::thread::sleep(Duration::from_millis(30));
         std::fs::write(path, r#"{"auth_mode":"apikey","OPENAI_API_KEY":"sk-x"}"#).unwrap();
     });
-    assert!(matches!(store.load().unwrap(), Some(Stored::ApiKey)));
+    assert!(matches!(store.load().unwrap(), Some(Stored::ApiKey(_))));
     writer.join().unwrap();
 }
 
@@ -185,7 +185,7 @@ fn ephemeral_keeps_nothing_on_disk_and_seeding_respects_an_existing_credential()
     let store = CredentialStore::new(dir.path(), CredentialsStore::Ephemeral, None);
     let seed = br#"{"auth_mode":"apikey","OPENAI_API_KEY":"sk-seed"}"#;
     assert!(store.seed(seed).unwrap());
-    assert!(matches!(store.load().unwrap(), Some(Stored::ApiKey)));
+    assert!(matches!(store.load().unwrap(), Some(Stored::ApiKey(_))));
     assert!(!store.seed(br#"{"OPENAI_API_KEY":"sk-other"}"#).unwrap());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     assert!(store.seed(b"not json").is_err());
