@@ -1,25 +1,24 @@
 //! `authbridge broker`, the serving half (beside the app-server's `server`): serves the
-//! one credential it owns to workers over authenticated
-//! WebSocket. The store is `$CODEX_HOME` (as the app-server's managed mode keeps it) or a
-//! PostgreSQL row several broker instances share.
+//! named credentials it owns to workers over authenticated WebSocket, each principal the
+//! ones it is bound to. The store is `$CODEX_HOME` (as the app-server's managed mode keeps
+//! it) or PostgreSQL rows several broker instances share.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{BrokerApi, broker_dispatcher};
 use crate::auth::storage::{self, TokenData};
-use crate::broker::ops::{
-    AuditTarget, BrokerOps, DEFAULT_PRINCIPAL, KeepWarm, MetricsListener, WarmSet, Warmable,
-};
-use crate::broker::owner::{CredentialOwner, HomeOwner, PgOwner};
+use crate::broker::credentials::Credentials;
+use crate::broker::ops::{AuditTarget, BrokerOps, KeepWarm, MetricsListener};
+use crate::broker::principals::{Admitted, PrincipalGate, Principals};
+use crate::broker::sign_in::SignIns;
 use crate::broker::{ImportedCredential, PgOptions, PgStore, SealKey};
 use crate::config::Config;
 use crate::login::IssuerClient;
-use crate::rpc::{ConnectionHooks, ConnectionId, ConnectionOptions, Dispatcher, serve_connection};
+use crate::rpc::{ConnectionOptions, Dispatcher, serve_connection};
 use crate::transport::ws::{self, WsOptions};
-use crate::vocabulary::CredentialName;
 
 /// Where the broker keeps the credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,41 +43,66 @@ impl BrokerStore {
     }
 }
 
-/// Connections keep no state in the broker.
-struct Stateless;
-
-impl ConnectionHooks for Stateless {
-    fn closed(&self, _id: ConnectionId) {}
+/// Who may connect: `--principals FILE`, or one admin principal over `default` known by
+/// `--ws-token-file`/`--ws-token-sha256` (or, on loopback, anyone).
+#[derive(Debug, Clone)]
+pub enum BrokerAccess {
+    Principals(PathBuf),
+    Token(Option<[u8; 32]>),
 }
 
 pub struct Broker {
     dispatcher: Arc<Dispatcher>,
-    options: ConnectionOptions,
-    config: Arc<Config>,
+    api: Arc<BrokerApi>,
     ops: Arc<BrokerOps>,
     keep_warm: Arc<KeepWarm>,
-    warm_set: WarmSet,
+    options: ConnectionOptions,
+    config: Arc<Config>,
+    gate: Arc<PrincipalGate>,
+    /// Ends the sign-ins still waiting for their user when the broker stops.
+    sign_ins_stop: CancellationToken,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.sign_ins_stop.cancel();
+    }
 }
 
 impl Broker {
-    /// Opens the store and, with `import`, moves a sign-in into it first: the source file
-    /// keeps no usable refresh token afterwards. Audit lines go to `audit`.
+    /// Opens the store and, with `import`, moves a sign-in into its `default` first: the
+    /// source file keeps no usable refresh token afterwards. A principals file that cannot
+    /// be used stops start-up here. Audit lines go to `audit`.
     pub async fn start(
         config: Config,
         store: BrokerStore,
         import: Option<&Path>,
+        access: BrokerAccess,
         audit: &AuditTarget,
     ) -> Result<Self, String> {
         let ops = BrokerOps::new(audit).map_err(|e| e.to_string())?;
-        let credential = CredentialName::default();
+        let gate = match access {
+            BrokerAccess::Principals(path) => {
+                PrincipalGate::from_file(&path).map_err(|e| e.to_string())?
+            }
+            BrokerAccess::Token(digest) => PrincipalGate::fixed(Principals::single(digest)),
+        };
         let imported = match import {
             Some(path) => Some((path, storage::read_import(path).map_err(|e| e.to_string())?)),
             None => None,
         };
-        let (owner, warmable): (Arc<dyn CredentialOwner>, Arc<dyn Warmable>) = match store {
+        let issuer = IssuerClient::new(
+            &config.network,
+            config.issuer.clone(),
+            config.backend_connect_timeout,
+            config.issuer_timeout,
+        )?;
+        let config = Arc::new(config);
+        let credentials = match store {
             BrokerStore::Home => {
+                let default = crate::vocabulary::CredentialName::default();
                 let (auth, _) =
-                    crate::wiring::managed_auth(&config, |issuer| ops.meter(&credential, issuer))
+                    crate::wiring::managed_auth(&config, |issuer| ops.meter(&default, issuer))
                         .map_err(|e| e.to_string())?;
                 if let Some((path, doc)) = &imported {
                     let own = config.codex_home.join(storage::AUTH_FILE);
@@ -97,16 +121,15 @@ impl Broker {
                         storage::retire_import(path, doc.clone()).map_err(|e| e.to_string())?;
                     }
                 }
-                let owner = Arc::new(HomeOwner { auth });
-                (owner.clone(), owner)
+                Credentials::home(
+                    config.clone(),
+                    issuer.clone(),
+                    gate.clone(),
+                    ops.clone(),
+                    auth,
+                )
             }
             BrokerStore::Postgres(url) => {
-                let issuer = IssuerClient::new(
-                    &config.network,
-                    config.issuer.clone(),
-                    config.backend_connect_timeout,
-                    config.issuer_timeout,
-                )?;
                 let key = SealKey::from_env().map_err(|e| e.to_string())?;
                 let pg = Arc::new(
                     PgStore::connect_with(&url, key, pg_options(&config))
@@ -121,51 +144,80 @@ impl Broker {
                         .map_err(|e| format!("cannot import {}: {e}", path.display()))?;
                     storage::retire_import(path, doc.clone()).map_err(|e| e.to_string())?;
                 }
-                let owner = Arc::new(PgOwner::new(pg, ops.meter(&credential, Arc::new(issuer))));
-                (owner.clone(), owner)
+                Credentials::postgres(pg, issuer.clone(), gate.clone(), ops.clone())
             }
         };
-        let dispatcher = Arc::new(broker_dispatcher(Arc::new(BrokerApi {
-            owner,
-            ops: ops.clone(),
-        })));
+        credentials
+            .open_stored()
+            .await
+            .map_err(|e| format!("cannot open the stored credentials: {e}"))?;
+        let sign_ins_stop = CancellationToken::new();
         let keep_warm = KeepWarm::new(config.keep_warm_after, ops.metrics().clone());
-        let warm_set: WarmSet = Arc::new(move || vec![(credential.clone(), warmable.clone())]);
+        let api = Arc::new(BrokerApi {
+            credentials,
+            gate: gate.clone(),
+            sign_ins: SignIns::new(issuer, config.device_code_timeout, sign_ins_stop.clone()),
+            ops: ops.clone(),
+        });
+        let dispatcher = Arc::new(broker_dispatcher(api.clone()));
         Ok(Self {
+            dispatcher,
+            api,
             ops,
             keep_warm,
-            warm_set,
-            dispatcher,
             options: ConnectionOptions {
                 shutdown_grace: config.shutdown_grace,
                 handshake: false,
                 ..ConnectionOptions::default()
             },
-            config: Arc::new(config),
+            config,
+            gate,
+            sign_ins_stop,
         })
     }
 
-    /// Serves workers (in clear or over TLS, as `listener` says) until `shutdown`.
+    /// Serves workers (in clear or over TLS, as `listener` says) until `shutdown`. A
+    /// connection whose token leaves the principals file is closed.
     pub async fn serve_ws(
         self: &Arc<Self>,
         listener: impl Into<ws::Listener>,
-        token_sha256: Option<[u8; 32]>,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
         let broker = self.clone();
-        let options = WsOptions::from_config(&self.config, token_sha256);
+        let mut options = WsOptions::from_config(&self.config, None);
+        options.gate = Some(self.gate.clone());
+        self.gate.watch_file(shutdown.clone());
         ws::serve_sessions(listener.into(), options, shutdown, move |link, shutdown| {
             let broker = broker.clone();
             async move {
-                let _connected = broker.ops.connected(DEFAULT_PRINCIPAL);
+                let stop = shutdown.child_token();
+                let admitted = link
+                    .admitted
+                    .clone()
+                    .and_then(|a| a.downcast::<Admitted>().ok());
+                // Counted by principal while it is connected.
+                let principal = admitted
+                    .as_ref()
+                    .and_then(|a| broker.gate.principal_of(a))
+                    .map(|p| p.name.clone())
+                    .unwrap_or_default();
+                let _connected = broker.ops.connected(&principal);
+                if let Some(admitted) = admitted {
+                    tokio::spawn(close_when_refused(
+                        broker.gate.clone(),
+                        admitted,
+                        stop.clone(),
+                    ));
+                }
                 serve_connection(
                     broker.dispatcher.clone(),
                     link,
                     broker.options.clone(),
-                    shutdown,
-                    Arc::new(Stateless),
+                    stop.clone(),
+                    broker.api.clone(),
                 )
-                .await
+                .await;
+                stop.cancel();
             }
         })
         .await
@@ -173,12 +225,13 @@ impl Broker {
 }
 
 impl Broker {
-    /// Keep-warm and, with `metrics`, the metrics listener, until `shutdown`.
+    /// Keep-warm over every credential the registry holds and, with `metrics`, the
+    /// metrics listener, until `shutdown`.
     pub async fn operate(&self, metrics: Option<MetricsListener>, shutdown: CancellationToken) {
         let keep_warm = self
             .keep_warm
             .clone()
-            .run(self.warm_set.clone(), shutdown.clone());
+            .run(self.api.credentials.warm_set(), shutdown.clone());
         let serve_metrics = async {
             if let Some(listener) = metrics {
                 crate::broker::ops::serve_metrics(
@@ -196,6 +249,31 @@ impl Broker {
     /// Writes out the audit lines still queued (bounded): once the connections are done.
     pub fn close_audit(&self) {
         self.ops.close();
+    }
+}
+
+/// Ends a connection (through `stop`) once the principals in effect no longer know the
+/// token it was admitted with; ends by itself when the connection does.
+async fn close_when_refused(
+    gate: Arc<PrincipalGate>,
+    admitted: Arc<Admitted>,
+    stop: CancellationToken,
+) {
+    let mut sets = gate.subscribe();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = sets.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+        if gate.principal_of(&admitted).is_none() {
+            tracing::info!("closing a connection whose bearer token was removed");
+            stop.cancel();
+            return;
+        }
     }
 }
 

@@ -4,8 +4,10 @@
 //!
 //! The commands CI runners and scripts call live beside it, one file each: `status`
 //! (`login status --json`), `refresh`, `token`, `transfer` (export, import), `doctor`; and
-//! `login_log`, the record of command-line sign-ins.
+//! `login_log`, the record of command-line sign-ins; and `broker_admin`, the broker's admin
+//! methods from any machine.
 
+mod broker_admin;
 mod doctor;
 mod login_log;
 mod network_env;
@@ -15,6 +17,7 @@ mod status;
 mod token;
 mod transfer;
 
+pub use broker_admin::{AdminCommand, broker_admin};
 pub use doctor::doctor;
 pub use refresh::{RefreshWhen, refresh};
 pub use token::{Source as TokenSource, token};

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
+use authbridge::broker_server::BrokerAccess;
 use authbridge::ws_tls::{Listener, ServerTls};
 use authbridge::{Config, Server, cli, default_codex_home, ws_token as ws};
 
@@ -44,8 +45,10 @@ enum Command {
     /// Show where each setting came from, the store, the credential's state, held locks,
     /// CA and proxy variables and the keyring's availability (never a secret).
     Doctor(DoctorArgs),
-    /// Own one ChatGPT credential and serve its access tokens to workers over WebSocket.
+    /// Own named ChatGPT credentials and serve their access tokens to workers over WebSocket.
     Broker(BrokerArgs),
+    /// List, import, delete or sign in a broker's credentials (an admin principal's token).
+    BrokerAdmin(BrokerAdminArgs),
     /// Run an app-server (CMD) as a child over stdio, logged in and refreshed from the
     /// credential broker; the parent's messages pass through unchanged.
     Worker(WorkerArgs),
@@ -58,12 +61,17 @@ struct BrokerArgs {
     listen: String,
     #[command(flatten)]
     tls: TlsArgs,
-    /// File holding the WebSocket bearer token (trimmed).
-    #[arg(long, value_name = "PATH", conflicts_with = "ws_token_sha256")]
+    /// File holding the WebSocket bearer token (trimmed): one admin principal over the
+    /// credential `default`.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["ws_token_sha256", "principals"])]
     ws_token_file: Option<PathBuf>,
     /// SHA-256 (hex) of the WebSocket bearer token.
-    #[arg(long, value_name = "HEX")]
+    #[arg(long, value_name = "HEX", conflicts_with = "principals")]
     ws_token_sha256: Option<String>,
+    /// TOML file of principals (`[[principal]]`: name, token_sha256, credentials, admin),
+    /// re-read when it changes.
+    #[arg(long, value_name = "FILE")]
+    principals: Option<PathBuf>,
     /// `file` (the credential of CODEX_HOME) or postgres://USER@HOST:PORT/DB (the sealing
     /// key is read from the file named by AUTHBRIDGE_STORE_KEY_FILE).
     #[arg(long, default_value = "file", value_name = "STORE")]
@@ -80,6 +88,44 @@ struct BrokerArgs {
     /// 127.0.0.1:9464: there is no authentication).
     #[arg(long, value_name = "IP:PORT")]
     metrics_listen: Option<SocketAddr>,
+}
+
+#[derive(clap::Args)]
+struct BrokerAdminArgs {
+    /// The credential broker: ws://HOST:PORT or wss://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    broker: String,
+    /// File holding an admin principal's bearer token (trimmed).
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    #[command(subcommand)]
+    action: BrokerAdminAction,
+}
+
+#[derive(Subcommand)]
+enum BrokerAdminAction {
+    /// The stored credentials: who, plan, expiry, last refresh, generation, state.
+    List {
+        /// The broker's answer as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move the ChatGPT sign-in of an auth.json into NAME (replacing what it held); the
+    /// file keeps no usable refresh token afterwards.
+    Import {
+        name: authbridge::CredentialName,
+        path: PathBuf,
+    },
+    /// Delete NAME.
+    Delete {
+        name: authbridge::CredentialName,
+        /// Revoke its refresh token at the issuer first (kept if that fails).
+        #[arg(long)]
+        revoke: bool,
+    },
+    /// Have the broker sign NAME in with a device code: prints the URL and the code, waits
+    /// for the result.
+    Login { name: authbridge::CredentialName },
 }
 
 #[derive(clap::Args)]
@@ -556,13 +602,19 @@ async fn broker(overrides: &[String], args: BrokerArgs) -> Result<(), String> {
         );
     };
     let tls = server_tls(&listen, &args.tls)?;
-    let digest = token_digest(&args.ws_token_file, &args.ws_token_sha256)?;
-    if !addr.ip().is_loopback() && digest.is_none() {
-        return Err(format!(
-            "refusing to serve credentials on non-loopback {addr} without auth; \
-             pass --ws-token-file PATH or --ws-token-sha256 HEX"
-        ));
-    }
+    let access = match &args.principals {
+        Some(path) => BrokerAccess::Principals(path.clone()),
+        None => {
+            let digest = token_digest(&args.ws_token_file, &args.ws_token_sha256)?;
+            if !addr.ip().is_loopback() && digest.is_none() {
+                return Err(format!(
+                    "refusing to serve credentials on non-loopback {addr} without auth; \
+                     pass --principals FILE, --ws-token-file PATH or --ws-token-sha256 HEX"
+                ));
+            }
+            BrokerAccess::Token(digest)
+        }
+    };
     let store = authbridge::broker_server::BrokerStore::parse(&args.store)?;
     let config = Config::load(&default_codex_home(), overrides).map_err(|e| e.to_string())?;
     let metrics = match args.metrics_listen {
@@ -582,6 +634,7 @@ async fn broker(overrides: &[String], args: BrokerArgs) -> Result<(), String> {
             config,
             store,
             args.import_auth_json.as_deref(),
+            access,
             &audit,
         )
         .await?,
@@ -601,7 +654,7 @@ async fn broker(overrides: &[String], args: BrokerArgs) -> Result<(), String> {
         listener.url().map_err(|e| e.to_string())?
     );
     let (served, ()) = tokio::join!(
-        broker.serve_ws(listener, digest, shutdown.clone()),
+        broker.serve_ws(listener, shutdown.clone()),
         broker.operate(metrics, shutdown)
     );
     broker.close_audit();
@@ -741,6 +794,7 @@ fn account_command(overrides: &[String], command: Command) -> Result<ExitCode, S
             Command::AppServer(_)
             | Command::GenerateJsonSchema { .. }
             | Command::Broker(_)
+            | Command::BrokerAdmin(_)
             | Command::Worker(_) => {
                 unreachable!("served by main")
             }
@@ -834,6 +888,34 @@ fn main() -> ExitCode {
             // A read of stdin may still be parked on a blocking thread; do not wait for it.
             runtime.shutdown_background();
             result
+        }
+        Command::BrokerAdmin(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            let command = match args.action {
+                BrokerAdminAction::List { json } => cli::AdminCommand::List { json },
+                BrokerAdminAction::Import { name, path } => {
+                    cli::AdminCommand::Import { name, path }
+                }
+                BrokerAdminAction::Delete { name, revoke } => {
+                    cli::AdminCommand::Delete { name, revoke }
+                }
+                BrokerAdminAction::Login { name } => cli::AdminCommand::Login { name },
+            };
+            let result = runtime.block_on(cli::broker_admin(
+                &args.broker,
+                args.token_file.as_deref(),
+                command,
+                &mut std::io::stdout(),
+                &mut std::io::stderr(),
+            ));
+            runtime.shutdown_background();
+            match result {
+                Ok(code) => return ExitCode::from(code),
+                Err(message) => Err(message),
+            }
         }
         Command::Worker(args) => {
             // One thread, like the app-server: the worker only moves lines and waits.

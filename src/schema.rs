@@ -43,6 +43,9 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         entry::<AuthRecoveryNotification>("AuthRecoveryNotification"),
         // The broker's.
         entry::<crate::protocol::credential::CredentialChanged>("CredentialChangedNotification"),
+        entry::<crate::protocol::credential::CredentialLoginCompleted>(
+            "CredentialLoginCompletedNotification",
+        ),
     ]);
     files
 }

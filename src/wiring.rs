@@ -77,7 +77,7 @@ pub(crate) fn managed_auth(
     config: &Config,
     grants: impl FnOnce(Arc<dyn TokenIssuer>) -> Arc<dyn TokenIssuer>,
 ) -> Result<(Arc<AuthManager>, IssuerClient), StartError> {
-    managed_auth_with(config, Events::default(), grants)
+    managed_auth_with(config, Events::default(), grants, true)
 }
 
 /// The auth state whose events (a warning of the store included) go to `events`.
@@ -85,13 +85,24 @@ pub(crate) fn managed_auth_to(
     config: &Config,
     events: Events,
 ) -> Result<(Arc<AuthManager>, IssuerClient), StartError> {
-    managed_auth_with(config, events, |issuer| issuer)
+    managed_auth_with(config, events, |issuer| issuer, true)
+}
+
+/// [`managed_auth`] over `config`'s home alone: the environment's one-off credentials
+/// (`CODEX_AUTH_JSON`, `CODEX_ACCESS_TOKEN`) are not looked at. The broker's named
+/// credentials, each in a home of its own, are built so.
+pub(crate) fn managed_auth_in(
+    config: &Config,
+    grants: impl FnOnce(Arc<dyn TokenIssuer>) -> Arc<dyn TokenIssuer>,
+) -> Result<(Arc<AuthManager>, IssuerClient), StartError> {
+    managed_auth_with(config, Events::default(), grants, false)
 }
 
 fn managed_auth_with(
     config: &Config,
     events: Events,
     grants: impl FnOnce(Arc<dyn TokenIssuer>) -> Arc<dyn TokenIssuer>,
+    from_env: bool,
 ) -> Result<(Arc<AuthManager>, IssuerClient), StartError> {
     let policy = Policy {
         workspaces: config.forced_workspace_ids.clone(),
@@ -100,7 +111,12 @@ fn managed_auth_with(
     let (roots, proxies) = config.network.describe_sources();
     tracing::info!(%roots, %proxies, "outbound connections");
     let warnings = events.clone();
-    let store = Arc::new(match access_token_from_env()? {
+    let from_env_token = if from_env {
+        access_token_from_env()?
+    } else {
+        None
+    };
+    let store = Arc::new(match from_env_token {
         Some(store) => store,
         None => CredentialStore::new(
             &config.codex_home,
@@ -110,7 +126,9 @@ fn managed_auth_with(
             })),
         ),
     });
-    seed_from_env(&store)?;
+    if from_env {
+        seed_from_env(&store)?;
+    }
     let issuer = IssuerClient::new(
         &config.network,
         config.issuer.clone(),

@@ -7,6 +7,8 @@ use super::threads::ThreadError;
 use crate::auth::storage::StorageError;
 use crate::auth::{AuthError, LoginError, NoChatgpt, PolicyError};
 use crate::backend::BackendError;
+use crate::broker::owner::AdminError;
+use crate::broker::sign_in::SignInError;
 use crate::login::{IssuerError, StartError};
 use crate::protocol::decode::ParamsError;
 use crate::rpc::RpcError;
@@ -43,6 +45,20 @@ pub(crate) enum ApiError {
     /// not exist or one the caller is not bound to, the answer is the same.
     #[error("no credential named {0:?}")]
     UnknownCredential(crate::vocabulary::CredentialName),
+    /// An admin method asked by a principal that is not an admin.
+    #[error("{method} is for admin principals only")]
+    NotAdmin { method: &'static str },
+    /// The connection's token was removed from the principals file (it is being closed).
+    #[error("this connection's bearer token is no longer accepted")]
+    PrincipalGone,
+    #[error("authJson is not an auth.json document")]
+    NotAuthJson,
+    #[error("{0}")]
+    Admin(#[from] crate::broker::owner::AdminError),
+    #[error("cannot open the credential: {0}")]
+    OpenCredential(#[from] crate::broker::credentials::OpenError),
+    #[error("{0}")]
+    SignIn(#[from] crate::broker::sign_in::SignInError),
     #[error(transparent)]
     Login(#[from] LoginError),
     #[error(transparent)]
@@ -98,6 +114,26 @@ impl ApiError {
             ApiError::Credential(ref e) => auth_error(message.clone(), e),
             ApiError::UnknownCredential(_) => RpcError::new(INVALID_PARAMS, message)
                 .with_data(json!({ "authError": "unknownCredential" })),
+            ApiError::NotAdmin { .. } | ApiError::PrincipalGone => {
+                RpcError::new(INVALID_REQUEST, message)
+            }
+            ApiError::NotAuthJson | ApiError::Admin(AdminError::NotChatgpt) => {
+                RpcError::new(INVALID_PARAMS, format!("Invalid params: {message}"))
+            }
+            ApiError::Admin(AdminError::Login(
+                LoginError::Policy(_) | LoginError::Workspace(_),
+            )) => RpcError::new(INVALID_REQUEST, message),
+            ApiError::Admin(AdminError::Login(LoginError::IdToken(_) | LoginError::Tokens(_))) => {
+                RpcError::new(INVALID_PARAMS, format!("Invalid params: {message}"))
+            }
+            ApiError::Admin(_) | ApiError::OpenCredential(_) => {
+                RpcError::new(INTERNAL_ERROR, message)
+            }
+            ApiError::SignIn(SignInError::TooMany)
+            | ApiError::SignIn(SignInError::Issuer(IssuerError::DeviceCodeDisabled)) => {
+                RpcError::new(INVALID_REQUEST, message)
+            }
+            ApiError::SignIn(_) => RpcError::new(INTERNAL_ERROR, message),
             ApiError::Unavailable { feature, .. } => {
                 let error = RpcError::new(INVALID_REQUEST, message);
                 match feature {

@@ -403,6 +403,12 @@ impl AuthManager {
         &self.state
     }
 
+    /// The auth state's generation, moving with every change of the credential (a grant, a
+    /// sign-in, a sign-out): what the broker announces to the workers.
+    pub fn generations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.state.generations()
+    }
+
     pub fn mode(&self) -> Option<Mode> {
         self.state.lock().mode()
     }

@@ -44,6 +44,11 @@ impl Subscription {
         self.rows.borrow_and_update().clone()
     }
 
+    /// Another view of the rows, for a task that follows every change.
+    pub(crate) fn rows(&self) -> watch::Receiver<Option<CredentialRow>> {
+        self.rows.clone()
+    }
+
     /// The row as last read, without waiting.
     pub fn current(&self) -> Option<CredentialRow> {
         self.rows.borrow().clone()

@@ -6,15 +6,18 @@
 //! it as a closure and learns its result as a [`GrantOutcome`], so this module stays free of
 //! HTTP and the grant free of SQL.
 
+pub(crate) mod credentials;
 mod error;
 mod listen;
 pub mod ops;
 pub(crate) mod owner;
 mod pg_store;
 mod pg_tls;
+pub(crate) mod principals;
 mod refresh;
 mod row;
 mod seal;
+pub(crate) mod sign_in;
 
 pub use crate::auth::grant::PROACTIVE_MARGIN;
 pub use crate::vocabulary::PermanentFailure;

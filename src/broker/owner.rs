@@ -5,6 +5,9 @@
 //! Both answer the same two questions: "what is the current access token?" and "this token
 //! got a 401: give me a better one". The second makes a grant only when the token that
 //! failed is still the current one; every caller holding it shares that one grant.
+//!
+//! Each owner is one credential (one name): the admin methods replace it (import), remove
+//! it (delete) and describe it (list), and its generation is watched to tell the workers.
 
 mod warm;
 
@@ -16,12 +19,14 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use super::{GrantTokens, PgStore, StoreError, row::CredentialRow};
+use super::{GrantTokens, ImportedCredential, PgStore, StoreError, row::CredentialRow};
 use crate::auth::grant::{PROACTIVE_MARGIN, PermanentFailure, RefreshReason, TokenIssuer};
 use crate::auth::single_flight::{SingleFlight, Waited};
-use crate::auth::storage::SecretText;
-use crate::auth::{AuthError, AuthManager, CallCredentialsError};
-use crate::protocol::credential::IssuedCredential;
+use crate::auth::storage::{self, AuthDocument, SecretText, StorageError, TokenData};
+use crate::auth::{AuthError, AuthManager, CallCredentialsError, LoginError};
+use crate::login::{IssuerClient, IssuerError};
+use crate::protocol::credential::{CredentialState, CredentialSummary, IssuedCredential};
+use crate::vocabulary::CredentialName;
 
 /// The token a worker says failed.
 pub(crate) enum Previous {
@@ -40,9 +45,69 @@ impl Previous {
     }
 }
 
+/// Why an admin method could not change or describe a credential.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AdminError {
+    #[error("the auth.json document holds no ChatGPT sign-in (tokens with a refresh token)")]
+    NotChatgpt,
+    #[error(transparent)]
+    Login(#[from] LoginError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("the PostgreSQL store: {0}")]
+    Store(#[from] StoreError),
+    /// `revoke: true` and the issuer did not revoke: the credential is kept.
+    #[error("the refresh token was not revoked, so the credential was kept: {0}")]
+    Revoke(IssuerError),
+}
+
 pub(crate) trait CredentialOwner: Send + Sync + 'static {
     fn read(&self) -> BoxFuture<'_, Result<IssuedCredential, AuthError>>;
     fn refresh(&self, previous: Previous) -> BoxFuture<'_, Result<IssuedCredential, AuthError>>;
+    /// The newest generation this owner knows of; moves with every change, whoever made it.
+    fn generation(&self) -> watch::Receiver<u64>;
+    /// What an operator sees of it; `None` when nothing is stored under the name.
+    fn summary<'a>(
+        &'a self,
+        name: &'a CredentialName,
+    ) -> BoxFuture<'a, Result<Option<CredentialSummary>, AdminError>>;
+    /// Replaces the credential with the sign-in of `doc`; returns its new generation.
+    fn import(&self, doc: AuthDocument) -> BoxFuture<'_, Result<u64, AdminError>>;
+    /// Removes the credential (revoking its refresh token first when asked); false when
+    /// there was none.
+    fn delete(&self, revoke: bool) -> BoxFuture<'_, Result<bool, AdminError>>;
+}
+
+fn unix_seconds(t: SystemTime) -> Option<i64> {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs() as i64)
+}
+
+/// The part of a summary the ID token tells: who signed in.
+fn claims_of(id_token: &str) -> (Option<String>, Option<String>) {
+    match crate::auth::jwt::parse(id_token) {
+        Ok(c) => (c.email, plan_name(c.chatgpt_plan_type)),
+        Err(_) => (None, None),
+    }
+}
+
+fn state_of(latched: Option<PermanentFailure>) -> (CredentialState, Option<String>) {
+    match latched {
+        Some(f) => (CredentialState::LoginRequired, Some(f.kind().to_owned())),
+        None => (CredentialState::Ok, None),
+    }
+}
+
+/// Moves `generations` up to `to`, never down.
+fn bump(generations: &watch::Sender<u64>, to: u64) {
+    generations.send_if_modified(|g| {
+        let newer = to > *g;
+        if newer {
+            *g = to;
+        }
+        newer
+    });
 }
 
 fn plan_name(plan: Option<crate::vocabulary::PlanType>) -> Option<String> {
@@ -54,6 +119,8 @@ fn plan_name(plan: Option<crate::vocabulary::PlanType>) -> Option<String> {
 /// managed mode refreshes it.
 pub(crate) struct HomeOwner {
     pub auth: Arc<AuthManager>,
+    /// For revoking the refresh token of a deleted credential.
+    pub issuer: IssuerClient,
 }
 
 impl HomeOwner {
@@ -96,6 +163,79 @@ impl CredentialOwner for HomeOwner {
             Ok(self.issued(fresh))
         })
     }
+
+    fn generation(&self) -> watch::Receiver<u64> {
+        self.auth.generations()
+    }
+
+    fn summary<'a>(
+        &'a self,
+        name: &'a CredentialName,
+    ) -> BoxFuture<'a, Result<Option<CredentialSummary>, AdminError>> {
+        Box::pin(async move {
+            let doc = storage::off_runtime(self.auth.store_handle(), |s| s.load_document()).await?;
+            let Some(tokens) = doc.as_ref().and_then(|d| d.tokens.as_ref()) else {
+                return Ok(None);
+            };
+            let (email, plan_type) = claims_of(tokens.id_token.expose());
+            let expires_at = crate::auth::jwt::parse(tokens.access_token.expose())
+                .ok()
+                .and_then(|c| c.exp);
+            let last_refresh = doc
+                .as_ref()
+                .and_then(|d| d.last_refresh.as_deref())
+                .and_then(crate::auth::storage::document::parse_timestamp)
+                .and_then(unix_seconds);
+            let (state, auth_error) = state_of(self.auth.login_required());
+            Ok(Some(CredentialSummary {
+                name: name.clone(),
+                account_id: tokens.account_id.clone(),
+                email,
+                plan_type,
+                expires_at,
+                last_refresh,
+                generation: *self.auth.generations().borrow(),
+                state,
+                auth_error,
+            }))
+        })
+    }
+
+    fn import(&self, doc: AuthDocument) -> BoxFuture<'_, Result<u64, AdminError>> {
+        Box::pin(async move {
+            ImportedCredential::from_document(&doc).ok_or(AdminError::NotChatgpt)?;
+            let tokens = doc.tokens.clone().ok_or(AdminError::NotChatgpt)?;
+            self.auth
+                .login_managed(
+                    TokenData {
+                        account_id: None,
+                        ..tokens
+                    },
+                    doc.api_key.clone(),
+                    None,
+                )
+                .await?;
+            Ok(*self.auth.generations().borrow())
+        })
+    }
+
+    fn delete(&self, revoke: bool) -> BoxFuture<'_, Result<bool, AdminError>> {
+        Box::pin(async move {
+            let doc = storage::off_runtime(self.auth.store_handle(), |s| s.load_document()).await?;
+            let Some(doc) = doc else { return Ok(false) };
+            if revoke
+                && let Some(token) = doc.tokens.as_ref().map(|t| t.refresh_token.clone())
+                && !token.expose().is_empty()
+            {
+                self.issuer
+                    .revoke(&token)
+                    .await
+                    .map_err(AdminError::Revoke)?;
+            }
+            self.auth.logout().await?;
+            Ok(true)
+        })
+    }
 }
 
 /// A row in PostgreSQL, shared with other broker instances: the row lock orders grants
@@ -103,6 +243,8 @@ impl CredentialOwner for HomeOwner {
 pub(crate) struct PgOwner {
     store: Arc<PgStore>,
     issuer: Arc<dyn TokenIssuer>,
+    /// For revoking the refresh token of a deleted credential.
+    revoker: IssuerClient,
     /// The grant in flight here, by the generation it replaces.
     grants: SingleFlight<i64, Result<CredentialRow, AuthError>>,
     /// The row as `LISTEN/NOTIFY` last delivered it: reads are served from here.
@@ -111,6 +253,8 @@ pub(crate) struct PgOwner {
     /// not served (the notification of our own write may still be on its way). Waiters for
     /// a grant of an older generation end when it moves.
     newest: watch::Sender<i64>,
+    /// The newest generation from any instance (the feed included), for the workers.
+    generations: watch::Sender<u64>,
 }
 
 /// A latched row without a reason (none is ever written so) still needs a sign-in.
@@ -156,18 +300,25 @@ fn expiring(row: &CredentialRow) -> bool {
 }
 
 impl PgOwner {
-    pub fn new(store: Arc<PgStore>, issuer: Arc<dyn TokenIssuer>) -> Self {
+    /// Grants go through `issuer`; a revocation (`credential/delete {revoke}`) through
+    /// `revoker`.
+    pub fn new(store: Arc<PgStore>, issuer: Arc<dyn TokenIssuer>, revoker: IssuerClient) -> Self {
         let feed = store.subscribe();
+        let generations = watch::Sender::new(0);
+        tokio::spawn(follow_feed(feed.rows(), generations.clone()));
         Self {
             store,
             issuer,
+            revoker,
             grants: SingleFlight::default(),
             feed,
             newest: watch::Sender::new(0),
+            generations,
         }
     }
 
     fn saw(&self, row: &CredentialRow) {
+        bump(&self.generations, row.generation.max(0) as u64);
         self.newest.send_if_modified(|newest| {
             let newer = row.generation > *newest;
             if newer {
@@ -244,6 +395,33 @@ impl PgOwner {
     }
 }
 
+/// Moves `generations` with the rows the change feed delivers (another instance's grant,
+/// import or delete); ends with the feed.
+async fn follow_feed(
+    mut rows: watch::Receiver<Option<CredentialRow>>,
+    generations: watch::Sender<u64>,
+) {
+    let mut last: Option<i64> = None;
+    loop {
+        let row = rows.borrow_and_update().clone();
+        match (row, last) {
+            (Some(row), _) => {
+                bump(&generations, row.generation.max(0) as u64);
+                last = Some(row.generation);
+            }
+            // Deleted: one above the row that was there.
+            (None, Some(was)) => {
+                bump(&generations, (was + 1).max(0) as u64);
+                last = None;
+            }
+            (None, None) => {}
+        }
+        if rows.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 impl CredentialOwner for PgOwner {
     fn read(&self) -> BoxFuture<'_, Result<IssuedCredential, AuthError>> {
         Box::pin(async move {
@@ -275,6 +453,71 @@ impl CredentialOwner for PgOwner {
                 .grant(row.generation, RefreshReason::UnauthorizedRecovery)
                 .await?;
             Ok(issued_row(&fresh))
+        })
+    }
+
+    fn generation(&self) -> watch::Receiver<u64> {
+        self.generations.subscribe()
+    }
+
+    fn summary<'a>(
+        &'a self,
+        name: &'a CredentialName,
+    ) -> BoxFuture<'a, Result<Option<CredentialSummary>, AdminError>> {
+        Box::pin(async move {
+            let Some(row) = self.store.read().await? else {
+                return Ok(None);
+            };
+            let (email, id_plan) = claims_of(row.id_token.expose_secret());
+            let latched = (row.state == super::CredentialState::NeedsRelogin)
+                .then(|| permanent_of(row.reason));
+            let (state, auth_error) = state_of(latched);
+            Ok(Some(CredentialSummary {
+                name: name.clone(),
+                account_id: row.account_id.clone(),
+                email,
+                plan_type: row.plan.clone().or(id_plan),
+                expires_at: row.access_exp.and_then(unix_seconds),
+                last_refresh: row.last_refresh.and_then(unix_seconds),
+                generation: row.generation.max(0) as u64,
+                state,
+                auth_error,
+            }))
+        })
+    }
+
+    fn import(&self, doc: AuthDocument) -> BoxFuture<'_, Result<u64, AdminError>> {
+        Box::pin(async move {
+            let credential =
+                ImportedCredential::from_document(&doc).ok_or(AdminError::NotChatgpt)?;
+            let floor = *self.generations.borrow() as i64 + 1;
+            let row = self.store.import_above(credential, floor).await?;
+            self.saw(&row);
+            Ok(row.generation.max(0) as u64)
+        })
+    }
+
+    fn delete(&self, revoke: bool) -> BoxFuture<'_, Result<bool, AdminError>> {
+        Box::pin(async move {
+            if revoke {
+                let token = match self.store.unseal_refresh_token().await {
+                    Ok(token) => token,
+                    Err(StoreError::NoCredential { .. }) => return Ok(false),
+                    Err(e) => return Err(e.into()),
+                };
+                let token = SecretText::new(token.expose_secret().to_owned());
+                self.revoker
+                    .revoke(&token)
+                    .await
+                    .map_err(AdminError::Revoke)?;
+            }
+            let Some(generation) = self.store.delete().await? else {
+                return Ok(false);
+            };
+            // Reads wait for nothing older than the deletion, and the workers hear of it.
+            self.newest.send_replace(generation + 1);
+            bump(&self.generations, (generation + 1).max(0) as u64);
+            Ok(true)
         })
     }
 }

@@ -168,7 +168,8 @@ pub struct PgStore {
     pub(super) key: SealKey,
     pub(super) options: PgOptions,
     pub(super) connector: Arc<Connector>,
-    reader: Mutex<Option<Arc<Client>>>,
+    /// Shared by every credential of the database: reads never wait behind a lock.
+    reader: Arc<Mutex<Option<Arc<Client>>>>,
     pub(super) writer: Arc<Mutex<Option<Client>>>,
 }
 
@@ -211,13 +212,70 @@ impl PgStore {
             key,
             options,
             connector: Arc::new(connector),
-            reader: Mutex::new(None),
+            reader: Arc::new(Mutex::new(None)),
             writer: Arc::new(Mutex::new(Some(writer))),
         })
     }
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The store of another credential (row) of the same database: it shares the
+    /// connection settings and the reading connection, and has a writing connection of its
+    /// own (opened at its first write), since that connection's mutex is the credential's
+    /// in-process single flight and one credential's grant must not wait for another's.
+    pub(crate) fn sibling(&self, id: &str) -> PgStore {
+        PgStore {
+            id: id.to_owned(),
+            key: self.key.clone(),
+            options: PgOptions {
+                id: id.to_owned(),
+                ..self.options.clone()
+            },
+            connector: self.connector.clone(),
+            reader: self.reader.clone(),
+            writer: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The ids of every stored credential, in order.
+    pub(crate) async fn ids(&self) -> Result<Vec<String>, StoreError> {
+        let client = self.reader().await?;
+        let sql = format!("SELECT id FROM {TABLE} ORDER BY id");
+        let rows = client
+            .query(&sql, &[])
+            .await
+            .map_err(StoreError::db("listing the credentials"))?;
+        rows.iter()
+            .map(|r| r.try_get::<_, String>(0).map_err(|_| self.corrupt()))
+            .collect()
+    }
+
+    /// Deletes the credential; returns the generation it had, `None` when there was none.
+    /// Waits for a grant in progress (the row lock). Other instances hear of it as a
+    /// change whose generation is one above the deleted row's.
+    pub(crate) async fn delete(&self) -> Result<Option<i64>, StoreError> {
+        let what = "deleting the credential";
+        let mut slot = self.writer().await?;
+        let client = slot.as_mut().expect("writer() connects");
+        let tx = client.transaction().await.map_err(StoreError::db(what))?;
+        let sql = format!("DELETE FROM {TABLE} WHERE id = $1 RETURNING generation");
+        let deleted: Option<i64> = tx
+            .query_opt(&sql, &[&self.id])
+            .await
+            .map_err(StoreError::db(what))?
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(|_| self.corrupt())?;
+        if let Some(generation) = deleted {
+            let payload = format!("{}:{}", self.id, generation + 1);
+            tx.execute(NOTIFY, &[&CHANNEL, &payload])
+                .await
+                .map_err(StoreError::db("announcing the change"))?;
+        }
+        tx.commit().await.map_err(StoreError::db(what))?;
+        Ok(deleted)
     }
 
     /// The reading connection, opened again if it died.
@@ -295,6 +353,17 @@ impl PgStore {
         &self,
         credential: ImportedCredential,
     ) -> Result<CredentialRow, StoreError> {
+        self.import_above(credential, 1).await
+    }
+
+    /// [`import`](Self::import) whose generation is at least `floor`: a name deleted and
+    /// imported again keeps counting up, so no worker takes the new credential for an old
+    /// one.
+    pub(crate) async fn import_above(
+        &self,
+        credential: ImportedCredential,
+        floor: i64,
+    ) -> Result<CredentialRow, StoreError> {
         let derived = row::derive(
             &credential.id_token,
             &credential.access_token,
@@ -309,8 +378,9 @@ impl PgStore {
         let sql = format!(
             "INSERT INTO {TABLE} (id, generation, state, reason, account_id, plan, access_token, \
                access_exp, id_token, refresh_token, last_refresh, updated_at) \
-             VALUES ($1, 1, 'ok', NULL, $2, $3, $4, $5, $6, $7, $8, now()) \
-             ON CONFLICT (id) DO UPDATE SET generation = {TABLE}.generation + 1, state = 'ok', \
+             VALUES ($1, GREATEST(1, $9::bigint), 'ok', NULL, $2, $3, $4, $5, $6, $7, $8, now()) \
+             ON CONFLICT (id) DO UPDATE SET \
+               generation = GREATEST({TABLE}.generation + 1, $9::bigint), state = 'ok', \
                reason = NULL, account_id = $2, plan = $3, access_token = $4, access_exp = $5, \
                id_token = $6, refresh_token = $7, last_refresh = $8, updated_at = now() \
              RETURNING {COLUMNS}"
@@ -327,6 +397,7 @@ impl PgStore {
                     &credential.id_token.expose_secret(),
                     &sealed,
                     &last_refresh,
+                    &floor,
                 ],
             )
             .await

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Logins;
-use super::issuer::{IssuerError, UserCode};
+use super::issuer::{DeviceGrant, IssuerClient, IssuerError, UserCode};
 
 impl Logins {
     pub(super) async fn run_device(
@@ -32,44 +32,54 @@ impl Logins {
         cancel: &CancellationToken,
         limit: Duration,
     ) -> Result<(), String> {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(format!(
-                    "device auth timed out after {}",
-                    describe_minutes(limit)
-                ));
+        let grant = await_device_grant(&self.issuer, code, cancel, limit).await?;
+        let redirect_uri = self.issuer.endpoints().device_redirect_uri();
+        self.complete(
+            login_id,
+            &grant.authorization_code,
+            &redirect_uri,
+            &grant.code_verifier,
+            cancel,
+            false,
+        )
+        .await
+    }
+}
+
+/// Polls the issuer at its interval until the user entered `code` (the grant to exchange
+/// at `device_redirect_uri`), within `limit`, until `cancel`; the error is the sentence
+/// the sign-in reports. Shared by the app-server's sign-in and the broker's.
+pub(crate) async fn await_device_grant(
+    issuer: &IssuerClient,
+    code: &UserCode,
+    cancel: &CancellationToken,
+    limit: Duration,
+) -> Result<DeviceGrant, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "device auth timed out after {}",
+                describe_minutes(limit)
+            ));
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Err("Login server error: Login was not completed".into()),
+            _ = tokio::time::sleep(code.interval.min(left)) => {}
+        }
+        let poll = tokio::select! {
+            _ = cancel.cancelled() => return Err("Login server error: Login was not completed".into()),
+            poll = issuer.poll_device(code) => poll,
+        };
+        match poll {
+            Ok(None) => {}
+            Ok(Some(grant)) => return Ok(grant),
+            // A network blip is not the user's answer: poll again.
+            Err(e @ IssuerError::Transport { .. }) => {
+                tracing::info!("device code poll: {e}; polling again");
             }
-            tokio::select! {
-                _ = cancel.cancelled() => return Err("Login server error: Login was not completed".into()),
-                _ = tokio::time::sleep(code.interval.min(left)) => {}
-            }
-            let poll = tokio::select! {
-                _ = cancel.cancelled() => return Err("Login server error: Login was not completed".into()),
-                poll = self.issuer.poll_device(code) => poll,
-            };
-            match poll {
-                Ok(None) => {}
-                Ok(Some(grant)) => {
-                    let redirect_uri = self.issuer.endpoints().device_redirect_uri();
-                    return self
-                        .complete(
-                            login_id,
-                            &grant.authorization_code,
-                            &redirect_uri,
-                            &grant.code_verifier,
-                            cancel,
-                            false,
-                        )
-                        .await;
-                }
-                // A network blip is not the user's answer: poll again.
-                Err(e @ IssuerError::Transport { .. }) => {
-                    tracing::info!("device code poll: {e}; polling again");
-                }
-                Err(e) => return Err(e.to_string()),
-            }
+            Err(e) => return Err(e.to_string()),
         }
     }
 }

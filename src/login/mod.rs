@@ -10,7 +10,7 @@
 pub(crate) mod authorize;
 mod browser;
 mod callback;
-mod device;
+pub(crate) mod device;
 pub(crate) mod issuer;
 mod pages;
 mod pkce;

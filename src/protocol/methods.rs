@@ -96,6 +96,13 @@ declare! { app_server:
 declare! { broker:
     CredentialRead => "credential/read", Concurrent, CredentialReadParams => IssuedCredential;
     CredentialRefresh => "credential/refresh", Concurrent, CredentialRefreshParams => IssuedCredential;
+    /// The admin methods: an admin principal's only.
+    CredentialList => "credential/list", Concurrent, CredentialListParams => CredentialListResponse;
+    /// Import, delete and sign-in replace what a name holds: in the order sent.
+    CredentialImport => "credential/import", Sequential, CredentialImportParams => CredentialImportResponse;
+    CredentialDelete => "credential/delete", Sequential, CredentialDeleteParams => CredentialDeleteResponse;
+    CredentialLoginStart => "credential/login/start", Sequential, CredentialLoginStartParams => CredentialLoginStartResponse;
+    CredentialLoginCancel => "credential/login/cancel", Sequential, CredentialLoginCancelParams => CredentialLoginCancelResponse;
 }
 
 // What the server sends: notifications, and its one request to the client.
@@ -114,6 +121,8 @@ pub const THREAD_TOKEN_USAGE_UPDATED: &str = "thread/tokenUsage/updated";
 pub const ACCOUNT_RATE_LIMITS_UPDATED: &str = "account/rateLimits/updated";
 pub const AUTH_RECOVERY_STARTED: &str = "modelProvider/authRecoveryStarted";
 pub const AUTH_RECOVERY_COMPLETED: &str = "modelProvider/authRecoveryCompleted";
-/// The broker's one notification: [`super::credential::CredentialChanged`].
-#[allow(dead_code)] // sent by the broker and read by the worker in the fleet's next steps
+/// The broker's notifications: [`super::credential::CredentialChanged`] to the connections
+/// that use a credential, [`super::credential::CredentialLoginCompleted`] to the admin
+/// connection that started a sign-in.
 pub const CREDENTIAL_CHANGED: &str = "credential/changed";
+pub const CREDENTIAL_LOGIN_COMPLETED: &str = "credential/login/completed";

@@ -176,6 +176,7 @@ impl Client {
             input,
             output,
             policy,
+            ..
         } = link;
         let peer = Peer::new(policy);
         peer.set_dialect(options.jsonrpc);

@@ -75,8 +75,9 @@ pub(crate) async fn serve_connection(
         mut input,
         output,
         policy,
+        admitted,
     } = link;
-    let peer = Peer::new(policy);
+    let peer = Peer::admitted(policy, admitted);
     if !options.handshake {
         peer.lifecycle().finish_handshake();
     }

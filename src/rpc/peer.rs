@@ -17,7 +17,7 @@ use super::envelope::{ReplyError, encode};
 use super::outbox::Outbox;
 use super::pending::{Outstanding, PendingRequests};
 use crate::protocol::decode::decode_object;
-use crate::transport::LinkPolicy;
+use crate::transport::{Admission, LinkPolicy};
 
 /// Identifies a connection within the process, for logs and for ownership checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -82,6 +82,8 @@ struct Inner {
     outbox: Outbox,
     pending: PendingRequests,
     lifecycle: Lifecycle,
+    /// Whom the transport's gate admitted, for the handlers.
+    admitted: Option<Admission>,
 }
 
 #[derive(Clone)]
@@ -106,6 +108,11 @@ pub(crate) fn now_ms() -> u64 {
 
 impl Peer {
     pub fn new(policy: LinkPolicy) -> Self {
+        Self::admitted(policy, None)
+    }
+
+    /// A peer that carries whom the transport admitted.
+    pub fn admitted(policy: LinkPolicy, admitted: Option<Admission>) -> Self {
         let lifecycle = Lifecycle::default();
         let outbox = Outbox::new(policy, lifecycle.aborted.clone());
         Self {
@@ -115,8 +122,14 @@ impl Peer {
                 outbox,
                 pending: PendingRequests::default(),
                 lifecycle,
+                admitted,
             }),
         }
+    }
+
+    /// Whom the transport admitted, when it is a `T`.
+    pub fn admission<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.inner.admitted.clone()?.downcast::<T>().ok()
     }
 
     pub fn id(&self) -> ConnectionId {
@@ -150,6 +163,11 @@ impl Peer {
 
     pub fn is_closed(&self) -> bool {
         self.inner.lifecycle.closed.is_cancelled()
+    }
+
+    /// Waits until the input ended (the client can no longer answer, nor be told much).
+    pub async fn closed(&self) {
+        self.inner.lifecycle.closed.cancelled().await
     }
 
     /// Sends a notification. Fails only when the connection is gone.

@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode, header};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use super::client::{Client, ClientOptions, Ignore};
+use super::client::{Client, ClientHandler, ClientOptions, Ignore};
 use crate::net::Network;
 use crate::transport::{Backpressure, Frame, Link, LinkPolicy};
 
@@ -99,7 +99,7 @@ pub async fn connect(target: &WsTarget, options: &WsClientOptions) -> Result<Cli
 pub(crate) async fn connect_with(
     target: &WsTarget,
     options: &WsClientOptions,
-    handler: std::sync::Arc<dyn super::client::ClientHandler>,
+    handler: std::sync::Arc<dyn ClientHandler>,
 ) -> Result<Client, ConnectError> {
     let link = tokio::time::timeout(options.connect_timeout, link(target, options))
         .await
@@ -182,6 +182,7 @@ async fn link(target: &WsTarget, options: &WsClientOptions) -> Result<Link, Conn
             backpressure: Backpressure::Wait,
             max_outgoing_bytes: options.max_outgoing_bytes,
         },
+        admitted: None,
     })
 }
 

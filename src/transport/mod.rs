@@ -15,7 +15,9 @@ pub(crate) mod unix;
 pub(crate) mod unix_proxy;
 pub(crate) mod ws;
 
+use std::any::Any;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::{Sink, Stream};
 
@@ -51,9 +53,22 @@ pub(crate) struct LinkPolicy {
 pub(crate) type Incoming = Pin<Box<dyn Stream<Item = std::io::Result<Frame>> + Send>>;
 pub(crate) type Outgoing = Pin<Box<dyn Sink<String, Error = std::io::Error> + Send>>;
 
-/// One connection as a transport hands it over: messages in, lines out, and its policy.
+/// Whom a transport's gate let in (the broker's principal), handed to the handlers through
+/// the connection's [`Peer`](crate::rpc::Peer). Opaque here: the transport checks the
+/// bearer token, the layer that defined the gate knows what it admitted.
+pub(crate) type Admission = Arc<dyn Any + Send + Sync>;
+
+/// Decides at the WebSocket upgrade, from the `Authorization: Bearer` token (if any),
+/// whether the connection may go on, and as whom; `None` refuses it (401).
+pub(crate) trait BearerGate: Send + Sync + 'static {
+    fn admit(&self, bearer: Option<&str>) -> Option<Admission>;
+}
+
+/// One connection as a transport hands it over: messages in, lines out, its policy, and
+/// whom its gate admitted.
 pub(crate) struct Link {
     pub input: Incoming,
     pub output: Outgoing,
     pub policy: LinkPolicy,
+    pub admitted: Option<Admission>,
 }

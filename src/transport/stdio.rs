@@ -47,6 +47,7 @@ where
             backpressure: Backpressure::Wait,
             max_outgoing_bytes,
         },
+        admitted: None,
     }
 }
 

@@ -49,7 +49,7 @@ use tokio_util::task::TaskTracker;
 
 use super::signed_bearer::{Refusal, SignedBearer};
 use super::tls::ServerTls;
-use super::{Backpressure, Frame, Link, LinkPolicy};
+use super::{Admission, Backpressure, BearerGate, Frame, Link, LinkPolicy};
 
 /// Called once per accepted WebSocket; serves it to the end.
 pub(crate) type OnConnection =
@@ -64,6 +64,7 @@ impl WsOptions {
         Self {
             token_sha256,
             signed_bearer: None,
+            gate: None,
             max_message_bytes: config.max_message_bytes,
             max_outgoing_bytes: config.max_outgoing_bytes,
             header_read_timeout: config.header_read_timeout,
@@ -101,6 +102,8 @@ pub(crate) struct WsOptions {
     pub token_sha256: Option<[u8; 32]>,
     /// The JWT verifier, when `--ws-auth signed-bearer-token` replaces the token.
     pub signed_bearer: Option<Arc<SignedBearer>>,
+    /// Whom the bearer token admits (the broker's principals); checked after the two above.
+    pub gate: Option<Arc<dyn BearerGate>>,
     pub max_message_bytes: usize,
     pub max_outgoing_bytes: usize,
     pub header_read_timeout: Duration,
@@ -268,6 +271,13 @@ fn route(request: Request<Body>, state: &Arc<State>) -> Response<Full<Bytes>> {
         tracing::debug!(?refusal, "WebSocket upgrade refused: signed bearer token");
         return text(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
     }
+    let admitted: Option<Admission> = match &state.options.gate {
+        None => None,
+        Some(gate) => match gate.admit(bearer(request.headers())) {
+            Some(admitted) => Some(admitted),
+            None => return text(StatusCode::UNAUTHORIZED, "missing or invalid bearer token"),
+        },
+    };
     let Some(accept) = upgrade_key(&request) else {
         return text(
             StatusCode::BAD_REQUEST,
@@ -278,7 +288,8 @@ fn route(request: Request<Body>, state: &Arc<State>) -> Response<Full<Bytes>> {
     tokio::spawn(async move {
         match hyper::upgrade::on(request).await {
             Ok(upgraded) => {
-                let link = session(TokioIo::new(upgraded), &state.options).await;
+                let mut link = session(TokioIo::new(upgraded), &state.options).await;
+                link.admitted = admitted;
                 (state.on_connection)(link).await;
             }
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
@@ -370,6 +381,7 @@ where
             backpressure: Backpressure::Disconnect,
             max_outgoing_bytes: options.max_outgoing_bytes,
         },
+        admitted: None,
     }
 }
 

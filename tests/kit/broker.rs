@@ -153,6 +153,74 @@ impl ClientRequest for CredentialRefresh {
     type Result = Issued;
 }
 
+/// One `[[principal]]` of a principals file: its name, its bearer tokens (written as their
+/// SHA-256), the credentials it is bound to, and whether it is an admin.
+pub struct PrincipalSpec<'a> {
+    pub name: &'a str,
+    pub tokens: &'a [&'a str],
+    pub credentials: &'a [&'a str],
+    pub admin: bool,
+}
+
+/// The SHA-256 of `token`, in hex, as a principals file and `--ws-token-sha256` hold it.
+pub fn token_sha256(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The TOML text of a principals file.
+pub fn principals_toml(principals: &[PrincipalSpec<'_>]) -> String {
+    let quoted = |items: Vec<String>| {
+        items
+            .iter()
+            .map(|i| format!("{i:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut text = String::new();
+    for p in principals {
+        text.push_str(&format!(
+            "[[principal]]\nname = {:?}\ntoken_sha256 = [{}]\ncredentials = [{}]\nadmin = {}\n\n",
+            p.name,
+            quoted(p.tokens.iter().map(|t| token_sha256(t)).collect()),
+            quoted(p.credentials.iter().map(|c| c.to_string()).collect()),
+            p.admin
+        ));
+    }
+    text
+}
+
+/// Writes the principals file atomically (a rename, as an operator's tooling would), so
+/// the broker never reads half of it.
+pub fn write_principals(path: &Path, principals: &[PrincipalSpec<'_>]) {
+    write_atomically(path, &principals_toml(principals));
+}
+
+pub fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+impl BrokerProc {
+    /// A connection whose upgrade carries `Authorization: Bearer <token>`.
+    pub async fn client_as(&self, token: &str) -> Client {
+        let header = format!("Bearer {token}");
+        Client::connect(&self.addr, &[("authorization", header.as_str())]).await
+    }
+
+    /// Whether an upgrade with `token` is refused.
+    pub async fn refuses(&self, token: &str) -> bool {
+        let header = format!("Bearer {token}");
+        Client::ws(&self.addr, &[("authorization", header.as_str())])
+            .await
+            .is_err()
+    }
+}
+
 /// A ChatGPT sign-in the issuer made, written straight into `home` (the broker's own
 /// store) with its `last_refresh` set `age` in the past, as a credential nobody used.
 pub fn signed_in_home(issuer: &MockIssuer, home: &Path, age: std::time::Duration) {

@@ -51,6 +51,7 @@ fn pair(handler: Arc<dyn ClientHandler>) -> (Client, Server) {
             backpressure: Backpressure::Wait,
             max_outgoing_bytes: 1 << 16,
         },
+        admitted: None,
     };
     let client = Client::start(link, handler, ClientOptions::default());
     (
