@@ -204,3 +204,124 @@ async fn the_broker_holding_the_row_lock_dies_mid_grant_and_no_token_is_spent_tw
         "the surviving instance's workers never failed"
     );
 }
+
+/// Two teams, one credential each, on `urls` (brokers started with the principals file the
+/// returned directory holds, and both credentials imported): 8 workers per team across
+/// forced expiries of both.
+async fn two_teams_on(issuer: &MockIssuer, urls: &[String], dir: &std::path::Path) {
+    let backend_a = MockBackend::start().await;
+    backend_a.validate_with(issuer.current_access_of("acct-a"));
+    let backend_b = MockBackend::start().await;
+    backend_b.validate_with(issuer.current_access_of("acct-b"));
+    let team = |account: &'static str, name: &str, token: &str, backend| {
+        let file = dir.join(format!("{name}.token"));
+        std::fs::write(&file, token).unwrap();
+        kit::fleet::Team {
+            account,
+            backend,
+            worker_args: vec![
+                "--credential".into(),
+                name.into(),
+                "--broker-token-file".into(),
+                file.to_str().unwrap().into(),
+            ],
+        }
+    };
+    let teams = [
+        team("acct-a", "team-a", TEAM_A, &backend_a),
+        team("acct-b", "team-b", TEAM_B, &backend_b),
+    ];
+    let r = kit::fleet::run_teams(issuer, urls, &teams, 8, RUN, EVERY).await;
+    assert!(r.expiries >= 3, "{} expiries", r.expiries);
+    assert_eq!(r.reused, 0, "no refresh token spent twice");
+    for (t, name) in ["team-a", "team-b"].iter().enumerate() {
+        // A worker handed the other team's token fails at its own team's backend.
+        assert_eq!(
+            r.failures[t],
+            Vec::<String>::new(),
+            "{name}: of {} calls",
+            r.calls[t]
+        );
+        assert_eq!(r.grants[t], r.expiries, "{name}: one grant per expiry");
+        assert!(r.calls[t] > 8 * 10, "{name} did work: {} calls", r.calls[t]);
+    }
+}
+
+const ADMIN: &str = "fleet-admin-token";
+const TEAM_A: &str = "fleet-team-a-token";
+const TEAM_B: &str = "fleet-team-b-token";
+
+fn two_team_principals(dir: &std::path::Path) -> std::path::PathBuf {
+    use kit::broker::PrincipalSpec;
+    let file = dir.join("principals.toml");
+    let spec = |name, tokens, credentials, admin| PrincipalSpec {
+        name,
+        tokens,
+        credentials,
+        admin,
+    };
+    kit::broker::write_principals(
+        &file,
+        &[
+            spec("ops", &[ADMIN], &[], true),
+            spec("ci-a", &[TEAM_A], &["team-a"], false),
+            spec("ci-b", &[TEAM_B], &["team-b"], false),
+        ],
+    );
+    file
+}
+
+/// Imports a fresh sign-in of each team's account through the admin API.
+async fn import_teams(issuer: &MockIssuer, broker: &broker::BrokerProc) {
+    let mut admin = broker.client_as(ADMIN).await;
+    for (name, account) in [("team-a", "acct-a"), ("team-b", "acct-b")] {
+        issuer.set_identity(account, "plus", &format!("{account}@example.com"));
+        let doc = issuer.mint_auth_json();
+        admin
+            .ok(
+                "credential/import",
+                serde_json::json!({"credential": name, "authJson": doc}),
+            )
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_teams_of_eight_workers_on_one_broker_each_get_one_grant_per_expiry() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let issuer = MockIssuer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let principals = two_team_principals(dir.path());
+    let home = tempfile::tempdir().unwrap();
+    let b = broker::start(
+        &issuer,
+        home.path(),
+        &["--principals", principals.to_str().unwrap()],
+        &[],
+    )
+    .await;
+    import_teams(&issuer, &b).await;
+    two_teams_on(&issuer, &[format!("ws://{}", b.addr)], dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_teams_of_eight_workers_on_two_postgres_brokers_each_get_one_grant_per_expiry() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let issuer = MockIssuer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let principals = two_team_principals(dir.path());
+    let pg = broker::PgBrokers::start_on(
+        &issuer,
+        &cluster.url(),
+        2,
+        "ws://127.0.0.1:0",
+        &["--principals", principals.to_str().unwrap()],
+    )
+    .await;
+    import_teams(&issuer, &pg.brokers[0]).await;
+    let urls: Vec<String> = pg.addrs().iter().map(|a| format!("ws://{a}")).collect();
+    two_teams_on(&issuer, &urls, dir.path()).await;
+}

@@ -56,7 +56,9 @@ async fn server(s: &Setup, home: &std::path::Path) -> (Proc, Client) {
         .issuer(&s.issuer)
         .backend(&s.backend)
         .env("CODEX_HOME", home.to_str().unwrap());
-    Proc::initialized(options, "probe", false).await
+    let (p, mut c) = Proc::initialized(options, "probe", false).await;
+    c.routing_ready().await;
+    (p, c)
 }
 
 async fn rate_limits(c: &mut Client) -> Value {

@@ -427,6 +427,14 @@ impl Client {
             .unwrap_or_else(|| panic!("{method} unexpectedly succeeded: {r}"))
     }
 
+    /// The `account/updated {reason: "workspaceRoutingReady"}` that follows `initialize`
+    /// when a stored ChatGPT sign-in is in effect; returns its params.
+    pub async fn routing_ready(&mut self) -> Value {
+        let n = self.notification(ACCOUNT_UPDATED).await;
+        assert_eq!(n["params"]["reason"], "workspaceRoutingReady", "{n}");
+        n["params"].clone()
+    }
+
     pub async fn notification(&mut self, method: &str) -> Value {
         self.wait_for(&format!("notification {method}"), |v| {
             v["method"] == method && v.get("id").is_none()

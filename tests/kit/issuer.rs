@@ -62,8 +62,13 @@ struct IssuerState {
     revoke_status: Mutex<u16>,
     revoked: Mutex<Vec<String>>,
     access_lifetime_secs: Mutex<i64>,
-    /// Access tokens the backend accepts: those of the newest token set.
-    valid_access: Mutex<Vec<String>>,
+    /// Access tokens the backend accepts: those of the newest token set of each account
+    /// (each sign-in is a lineage of rotations of its own, as for two teams' credentials).
+    valid_access: Mutex<HashMap<String, Vec<String>>>,
+    /// Whose sign-in each refresh token continues.
+    lineage: Mutex<HashMap<String, Identity>>,
+    /// The account of every grant, in the order of `refreshes`.
+    refresh_accounts: Mutex<Vec<String>>,
     /// The next refresh grants fail with this status and code.
     refresh_failures: Mutex<Vec<(u16, String)>>,
     refresh_delay: Mutex<std::time::Duration>,
@@ -112,10 +117,15 @@ impl IssuerState {
         self.identity.lock().unwrap().clone().unwrap()
     }
 
-    /// A fresh token set; the refresh token becomes the one live token.
+    /// A fresh token set of the current identity; the refresh token becomes live.
     fn tokens(&self) -> Value {
+        self.tokens_for(self.identity())
+    }
+
+    /// A fresh token set continuing `who`'s lineage: its access token becomes the one
+    /// that account's backend calls are accepted with.
+    fn tokens_for(&self, who: Identity) -> Value {
         let n = self.next();
-        let who = self.identity();
         let auth = json!({"chatgpt_account_id": who.account, "chatgpt_plan_type": who.plan,
             "chatgpt_user_id": format!("user-{}", who.account)});
         let id = jwt::unsigned(&json!({"email": who.email, "nonce": format!("id-{n}"),
@@ -127,9 +137,13 @@ impl IssuerState {
             claims["exp"] = json!(now() + lifetime);
         }
         let access = jwt::unsigned(&claims);
-        *self.valid_access.lock().unwrap() = vec![access.clone()];
+        self.valid_access
+            .lock()
+            .unwrap()
+            .insert(who.account.clone(), vec![access.clone()]);
         let refresh = format!("rt-{n}-{}", uuid::Uuid::new_v4().simple());
         self.live_refresh.lock().unwrap().push(refresh.clone());
+        self.lineage.lock().unwrap().insert(refresh.clone(), who);
         json!({"id_token": id, "access_token": access, "refresh_token": refresh})
     }
 
@@ -244,6 +258,13 @@ async fn token(
         }
         Some("refresh_token") => {
             let presented = fields.get("refresh_token").cloned().unwrap_or_default();
+            let who = state.lineage.lock().unwrap().get(&presented).cloned();
+            let who = who.unwrap_or_else(|| state.identity());
+            state
+                .refresh_accounts
+                .lock()
+                .unwrap()
+                .push(who.account.clone());
             state.refreshes.lock().unwrap().push((
                 fields.get("refresh_reason").cloned().unwrap_or_default(),
                 presented.clone(),
@@ -283,7 +304,7 @@ async fn token(
                 live.remove(i);
                 drop(live);
                 state.spent_refresh.lock().unwrap().push(presented);
-                return axum::Json(state.tokens()).into_response();
+                return axum::Json(state.tokens_for(who)).into_response();
             }
             drop(live);
             if state.spent_refresh.lock().unwrap().contains(&presented) {
@@ -429,7 +450,7 @@ impl MockIssuer {
             "last_refresh": humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()})
     }
 
-    /// A backend validator that accepts the newest access token only.
+    /// A backend validator that accepts the newest access token (of any account) only.
     pub fn current_access_only(&self) -> super::backend::Validator {
         let state = self.state.clone();
         Arc::new(move |token: &str| {
@@ -437,14 +458,40 @@ impl MockIssuer {
                 .valid_access
                 .lock()
                 .unwrap()
-                .iter()
+                .values()
+                .flatten()
                 .any(|t| t == token)
+        })
+    }
+
+    /// A backend validator that accepts the newest access token of `account` only: a
+    /// worker handed another account's token fails its call.
+    pub fn current_access_of(&self, account: &str) -> super::backend::Validator {
+        let (state, account) = (self.state.clone(), account.to_owned());
+        Arc::new(move |token: &str| {
+            state
+                .valid_access
+                .lock()
+                .unwrap()
+                .get(&account)
+                .is_some_and(|valid| valid.iter().any(|t| t == token))
         })
     }
 
     /// The backend stops accepting the current access token (as if it expired early).
     pub fn expire_access(&self) {
         self.state.valid_access.lock().unwrap().clear();
+    }
+
+    /// [`MockIssuer::expire_access`] for one account's sign-in only.
+    pub fn expire_access_of(&self, account: &str) {
+        self.state.valid_access.lock().unwrap().remove(account);
+    }
+
+    /// Grants made for `account`'s sign-in.
+    pub fn refreshes_of(&self, account: &str) -> usize {
+        let accounts = self.state.refresh_accounts.lock().unwrap();
+        accounts.iter().filter(|a| *a == account).count()
     }
 
     /// The next grants fail with `status` and `code`, in order.
