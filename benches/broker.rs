@@ -210,6 +210,7 @@ async fn store_run(store: Store, sizes: Sizes) -> Table {
         &format!("broker RSS before the {fleet}-worker fleet"),
         before,
     );
+    let current = announce_latency(&mut table, addr, sizes.workers, &current).await;
     let prefix = format!("{fleet} workers: ");
     connected_workers(
         &mut table, &issuer, pid, addr, fleet, before, &current, sizes, &prefix,
@@ -315,6 +316,67 @@ async fn connected_workers(
         .into_iter()
         .find(|t| t != current)
         .unwrap_or_else(|| current.to_owned())
+}
+
+/// `n` workers that each read the credential (which subscribes them to its changes), then
+/// one rotation: how long after the rotating call was sent each of them is told
+/// (`credential/changed`). A worker's child then takes the new token in one stdio round
+/// trip of its own, not measured here. Returns the new current token.
+async fn announce_latency(table: &mut Table, addr: SocketAddr, n: usize, current: &str) -> String {
+    let at = addr.to_string();
+    let clients: Vec<kit::Client> = within(
+        PHASE,
+        &format!("opening {n} subscribed workers"),
+        futures::stream::iter(0..n)
+            .map(|_| {
+                let at = at.clone();
+                async move {
+                    let mut c = kit::Client::connect(&at, &[]).await;
+                    c.ok("credential/read", serde_json::json!({})).await;
+                    c
+                }
+            })
+            .buffer_unordered(OPEN_CONCURRENCY)
+            .collect(),
+    )
+    .await;
+    let rotating = open(addr).await.expect("a connection");
+    let sent = Instant::now();
+    let fresh = call(&rotating, &refresh(current))
+        .await
+        .expect("credential/refresh with the current token");
+    let rotation = sent.elapsed();
+    let told = clients.into_iter().map(|mut c| {
+        tokio::spawn(async move {
+            c.notification("credential/changed").await;
+            c.arrived()
+        })
+    });
+    let arrivals = within(PHASE, "every worker told", futures::future::join_all(told)).await;
+    let mut samples: Vec<u64> = arrivals
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|at| at.saturating_duration_since(sent).as_nanos() as u64)
+        .collect();
+    samples.sort_unstable();
+    table.row(
+        &format!("after a rotation, {n} workers told (credential/changed)"),
+        format!("{} of {n}", samples.len()),
+    );
+    // The told times count from the rotating call's send, its grant included.
+    table.row(
+        "after a rotation, the rotating call (grant included)",
+        time(rotation.as_nanos() as u64),
+    );
+    if !samples.is_empty() {
+        for (name, q) in [("p50", 0.50), ("p99", 0.99), ("max", 1.0)] {
+            table.row(
+                &format!("after a rotation, time until a worker is told, {name}"),
+                time(pct(&samples, q)),
+            );
+        }
+    }
+    fresh
 }
 
 // ---------------------------------------------------------------------------------------
