@@ -82,6 +82,29 @@ fn all_running(workers: &mut [kit::Proc]) {
     }
 }
 
+/// What every fault scenario ends with: no token spent twice, no failed call once a broker
+/// could answer again (`settled`), the fleet still calling, one grant for each of the three
+/// expiries, and the workers still the ones started at first.
+fn assert_recovered(
+    issuer: &MockIssuer,
+    calls: &Mutex<Vec<Call>>,
+    settled: Instant,
+    procs: &mut [kit::Proc],
+) {
+    assert_eq!(issuer.reuses(), 0, "no refresh token spent twice");
+    assert_eq!(
+        failed_since(calls, settled),
+        Vec::<String>::new(),
+        "every call succeeds once a broker is reachable again"
+    );
+    assert!(
+        count_since(calls, settled) >= WORKERS,
+        "the fleet kept calling"
+    );
+    assert_eq!(issuer.refreshes().len(), 3, "one grant per expiry");
+    all_running(procs);
+}
+
 async fn fleet_through(relay: &Relay, backend: &MockBackend) -> (Vec<kit::Proc>, Vec<Client>) {
     let (mut procs, mut clients) = (Vec::new(), Vec::new());
     for i in 0..WORKERS {
@@ -130,26 +153,15 @@ async fn the_connection_to_the_broker_is_cut_and_restored_and_every_worker_recov
 
     let restored = restored_at.lock().unwrap().unwrap();
     let settled = restored + RECOVERY;
-    assert_eq!(issuer.reuses(), 0, "no refresh token spent twice");
     let cut = cut_at.lock().unwrap().unwrap();
     assert_eq!(
         failed(&calls, |c| c.ended < cut),
         Vec::<String>::new(),
         "no call that ended before the cut failed"
     );
-    assert_eq!(
-        failed_since(&calls, settled),
-        Vec::<String>::new(),
-        "every call succeeds once the broker is reachable again"
-    );
-    assert!(
-        count_since(&calls, settled) >= WORKERS,
-        "the fleet kept calling"
-    );
     // The expiry before the cut, the one during it (met after the restore), the last.
-    assert_eq!(issuer.refreshes().len(), 3, "one grant per expiry");
+    assert_recovered(&issuer, &calls, settled, &mut procs);
     assert!(relay.accepted() > connected, "the workers reconnected");
-    all_running(&mut procs);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,18 +200,7 @@ async fn the_broker_is_killed_and_started_again_on_its_home_and_the_fleet_goes_o
     tokio::join!(call_until(&mut clients, &calls, stop), chaos);
 
     let settled = back_at.lock().unwrap().unwrap() + RECOVERY;
-    assert_eq!(issuer.reuses(), 0, "no refresh token spent twice");
-    assert_eq!(
-        failed_since(&calls, settled),
-        Vec::<String>::new(),
-        "every call succeeds once the broker is back"
-    );
-    assert!(
-        count_since(&calls, settled) >= WORKERS,
-        "the fleet kept calling"
-    );
-    assert_eq!(issuer.refreshes().len(), 3, "one grant per expiry");
-    all_running(&mut procs);
+    assert_recovered(&issuer, &calls, settled, &mut procs);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
