@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::refresh_channel::PeerChannel;
 use super::{Api, ApiError};
-use crate::auth::{AuthError, Identity, SuppliedTokens};
+use crate::auth::{AuthError, Identity, Look, SuppliedTokens};
 use crate::login::Started;
 use crate::protocol::account::{
     Account, CancelLoginAccountParams, CancelLoginAccountResponse, CancelLoginAccountStatus,
@@ -124,7 +124,7 @@ pub(super) async fn read(
     p: GetAccountParams,
 ) -> Result<GetAccountResponse, ApiError> {
     // Another process may have signed in, out, or rotated since: read as the store is.
-    api.auth.notice_store_change().await;
+    api.auth.notice_store_change(Look::Recent).await;
     if p.refresh_token == Some(true) {
         match api.auth.refresh_forced().await {
             Ok(()) | Err(AuthError::LoginRequired(_)) => {}

@@ -74,7 +74,7 @@ impl Api {
     /// first (another process may have signed in or out), and a credential that needs a
     /// new sign-in says why, with its `authError`.
     pub async fn require_chatgpt(&self, needs: NeedsChatgpt) -> Result<(), ApiError> {
-        self.auth.notice_store_change().await;
+        self.auth.notice_store_change(crate::auth::Look::Now).await;
         if let Some(failure) = self.auth.login_required() {
             return Err(ApiError::Backend {
                 what: needs.failed,

@@ -36,7 +36,7 @@ use super::state::{AuthState, ChatgptCredentials, State};
 use super::storage::{
     self, AuthDocument, CredentialStore, DocumentMode, SecretText, StorageError, Stored, Swap,
 };
-use super::store_watch::StoreWatch;
+use super::store_watch::{Look, StoreWatch};
 use crate::unpoisoned::lock;
 /// Without an `exp`, a credential is refreshed once its last refresh is this old.
 pub(crate) const SCHEDULED_AGE: Duration = Duration::from_secs(8 * 24 * 3600);
@@ -317,9 +317,9 @@ impl ManagedRefresh {
 
     /// Re-reads the store when its file changed since this process last read or wrote it,
     /// so a sign-in, sign-out or rotation by another process takes effect here.
-    pub async fn notice_store_change(&self) {
+    pub async fn notice_store_change(&self, look: Look) {
         let latched = self.state.lock().managed_failure.is_some();
-        if !self.watch.changed(latched) {
+        if !self.watch.changed(latched, look) {
             return;
         }
         match storage::off_runtime(&self.store, |s| s.load_document()).await {

@@ -19,7 +19,7 @@ use super::recovery::ExternalRecovery;
 use super::rotation_hook::RotationHook;
 use super::state::{AuthState, ChatgptCredentials, NoChatgpt, State};
 use super::storage::{self, CredentialStore, SecretText, StorageError, Stored, TokenData};
-use super::store_watch::StoreWatch;
+use super::store_watch::{Look, StoreWatch};
 use crate::vocabulary::PlanType;
 
 #[derive(Debug, thiserror::Error)]
@@ -181,7 +181,7 @@ impl AuthManager {
     /// expiry is refreshed first.
     pub async fn credentials_for_call(&self) -> Result<ChatgptCredentials, CallCredentialsError> {
         if self.state.lock().external.is_none() {
-            self.managed.notice_store_change().await;
+            self.managed.notice_store_change(Look::Now).await;
         }
         let (current, due, expires) = {
             let state = self.state.lock();
@@ -234,9 +234,9 @@ impl AuthManager {
         }
     }
 
-    /// Re-reads the store when another process changed it.
-    pub async fn notice_store_change(&self) {
-        self.managed.notice_store_change().await
+    /// Re-reads the store when another process changed it (see [`Look`] for how soon).
+    pub async fn notice_store_change(&self, look: Look) {
+        self.managed.notice_store_change(look).await
     }
 
     /// `account/read {refreshToken: true}` in managed mode: a grant now. Other modes: no-op.
@@ -268,7 +268,7 @@ impl AuthManager {
     /// flight, lock and re-read as a call's refresh: a command-line refresh and a running
     /// app-server on one home still make one grant between them.
     pub async fn freshen(&self, want: Freshness) -> Result<Freshened, CallCredentialsError> {
-        self.managed.notice_store_change().await;
+        self.managed.notice_store_change(Look::Now).await;
         let (current, reason, expires_at, renewable) = {
             let state = self.state.lock();
             if state.external.is_none()

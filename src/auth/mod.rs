@@ -31,3 +31,4 @@ pub(crate) use manager::{
 pub(crate) use policy::{Policy, PolicyError};
 pub(crate) use rotation_hook::RotationHook;
 pub(crate) use state::{ChatgptCredentials, NoChatgpt};
+pub(crate) use store_watch::Look;

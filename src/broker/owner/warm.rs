@@ -14,7 +14,7 @@ use crate::protocol::credential::IssuedCredential;
 impl Warmable for HomeOwner {
     fn check(&self) -> BoxFuture<'_, Result<Option<Warmth>, AuthError>> {
         Box::pin(async move {
-            self.auth.notice_store_change().await;
+            self.auth.notice_store_change(crate::auth::Look::Now).await;
             let latched = self.auth.login_required().is_some();
             let refreshable =
                 self.auth.mode() == Some(Mode::Chatgpt) && !self.auth.is_access_token_only();
