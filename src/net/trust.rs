@@ -63,19 +63,23 @@ impl Trust {
     ) -> Result<Self, NetworkError> {
         let bundle = match bundle {
             Some((variable, path)) => {
-                let certs = read_pem(&path).map_err(|reason| NetworkError::Bundle {
+                let refused = |reason| NetworkError::Bundle {
                     variable,
                     path: path.clone(),
                     reason,
-                })?;
+                };
                 // The system bundle itself (many machines point SSL_CERT_FILE at it) is the
-                // platform's, like the system store: not parsed before it is needed.
-                let usable = if system.is_some_and(|system| same_file(&path, system)) {
-                    certs.len()
+                // platform's, like the system store: its certificates are counted now and
+                // decoded only when a first connection needs them (decoding a few hundred
+                // took 2-3 ms of start-up and held their copies for nothing).
+                let (certs, usable) = if system.is_some_and(|system| same_file(&path, system)) {
+                    (Vec::new(), count_pem_certificates(&path).map_err(refused)?)
                 } else {
-                    RootCertStore::empty()
+                    let certs = read_pem(&path).map_err(refused)?;
+                    let usable = RootCertStore::empty()
                         .add_parsable_certificates(certs.clone())
-                        .0
+                        .0;
+                    (certs, usable)
                 };
                 if usable == 0 {
                     return Err(NetworkError::Bundle {
@@ -189,12 +193,27 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Reads every certificate of a PEM file; other PEM sections (a key) are skipped.
-pub fn read_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+/// How many certificate sections a PEM file has, without decoding them.
+fn count_pem_certificates(path: &Path) -> Result<usize, String> {
+    let bytes = read_file(path)?;
+    let marker = b"-----BEGIN CERTIFICATE-----";
+    let count = bytes.windows(marker.len()).filter(|w| w == marker).count();
+    if count == 0 {
+        return Err("it holds no certificate".into());
+    }
+    Ok(count)
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => "no such file".to_owned(),
         _ => format!("it cannot be read ({e})"),
-    })?;
+    })
+}
+
+/// Reads every certificate of a PEM file; other PEM sections (a key) are skipped.
+pub fn read_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let bytes = read_file(path)?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("it is not valid PEM ({e})"))?;
@@ -309,5 +328,32 @@ mod tests {
             both.describe()
                 .contains(&format!("CODEX_CA_CERTIFICATE={}", path.display()))
         );
+    }
+
+    #[test]
+    fn the_system_bundle_named_by_ssl_cert_file_is_counted_at_start_up_and_decoded_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("system.pem");
+        let pem: String = (0..3)
+            .map(|i| {
+                rcgen::generate_simple_self_signed(vec![format!("ca{i}.test")])
+                    .unwrap()
+                    .cert
+                    .pem()
+            })
+            .collect();
+        std::fs::write(&path, pem).unwrap();
+        let trust = Trust::load(Some(&path), Some(("SSL_CERT_FILE", path.clone()))).unwrap();
+        assert_eq!(trust.bundle().unwrap().1.certificates, 3);
+        assert!(trust.inner.loaded.get().is_none(), "decoded at start-up");
+        assert_eq!(trust.roots().len(), 3, "each root once");
+
+        std::fs::write(&path, "no certificate here").unwrap();
+        let refused = Trust::load(Some(&path), Some(("SSL_CERT_FILE", path.clone())));
+        let message = refused
+            .err()
+            .expect("an empty bundle is refused")
+            .to_string();
+        assert!(message.contains("SSL_CERT_FILE"), "{message}");
     }
 }
