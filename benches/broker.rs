@@ -12,19 +12,23 @@
 //!   (as if they all got a 401): grants at the issuer, failed calls and the burst's
 //!   latencies;
 //! - the same at fleet size ([`Sizes::fleet`], 10,000), with `credential/read` at 1 in
-//!   flight while all of them stay connected.
+//!   flight while all of them stay connected;
+//! - after one rotation, how long until each of [`Sizes::workers`] subscribed connections
+//!   is told (`credential/changed`), and until each of as many workers run in this process
+//!   (`authbridge::worker::serve`) has given its stand-in child the new token.
 //!
 //! Prints a table per store; no bench framework, no timed assertions.
 //!
 //! Run: `cargo bench --bench broker` (add `-- --quick` for a smaller, faster run).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use authbridge::rpc_client::{self, Client, WsClientOptions, WsTarget};
 use futures::StreamExt;
-use tokio::sync::Barrier;
+use tokio::sync::{Barrier, mpsc};
 
 #[path = "../tests/kit/mod.rs"]
 mod kit;
@@ -50,6 +54,11 @@ const OPEN_CONCURRENCY: usize = 100;
 const FD_SPARE: u64 = 128;
 /// The client's read buffer per connection (answers are under 2 KiB).
 const CLIENT_READ_BUFFER: usize = 4096;
+/// How long after a rotation the in-process workers' children get to receive the new token
+/// (a worker's read is bounded by 8 s, its login by 15 s).
+const CHILD_WAIT: Duration = Duration::from_secs(30);
+/// Bytes buffered each way between an in-process worker and its parent.
+const PARENT_BUFFER: usize = 64 * 1024;
 /// The byte that, 32 times over in hex, is the key sealing the refresh token in PostgreSQL.
 const STORE_KEY_BYTE: &str = "11";
 
@@ -204,6 +213,7 @@ async fn store_run(store: Store, sizes: Sizes) -> Table {
         &mut table, &issuer, pid, addr, n, quiet, &current, sizes, "",
     )
     .await;
+    let current = child_latency(&mut table, &issuer, addr, n, &current).await;
     let fleet = sizes.fleet;
     let before = settled_rss(pid, STEP).await;
     table.kib(
@@ -377,6 +387,145 @@ async fn announce_latency(table: &mut Table, addr: SocketAddr, n: usize, current
         }
     }
     fresh
+}
+
+/// `n` workers in this process (`authbridge::worker::serve`, each the worker the command
+/// runs, over in-memory streams), each with the kit's stand-in child and a parent that
+/// initialized it (so the child holds `current`), then one rotation: how long after it each
+/// child reads the `account/login/start` carrying the new token. Beyond the told rows, this
+/// counts each worker's read of the new generation and its login round trip to the child.
+/// Counted from the issuer's answer to the grant, which the broker stores and then
+/// announces: the figure is an upper bound (the broker's store included). Not from the
+/// rotating call's answer: it reaches this process along with the workers' traffic, which
+/// the same two threads are busy with. Returns the new current token.
+async fn child_latency(
+    table: &mut Table,
+    issuer: &MockIssuer,
+    addr: SocketAddr,
+    n: usize,
+    current: &str,
+) -> String {
+    let (logins_tx, mut logins) = mpsc::unbounded_channel();
+    let url = format!("ws://{addr}");
+    let started = Instant::now();
+    let workers: Vec<InProcessWorker> = within(
+        PHASE,
+        &format!("starting {n} in-process workers"),
+        futures::stream::iter(0..n)
+            .map(|i| InProcessWorker::start(i, url.clone(), logins_tx.clone()))
+            .buffer_unordered(OPEN_CONCURRENCY)
+            .collect(),
+    )
+    .await;
+    drop(logins_tx);
+    table.row(
+        &format!("start {n} in-process workers + their children's logins, wall"),
+        ms(started.elapsed().as_nanos() as u64),
+    );
+    let mut first = std::collections::HashSet::new();
+    while let Ok(login) = logins.try_recv() {
+        if login.access_token == current {
+            first.insert(login.child);
+        }
+    }
+    if first.len() != n {
+        eprintln!(
+            "warning: {} of {n} in-process children hold the current token before the rotation",
+            first.len()
+        );
+    }
+
+    let rotating = open(addr).await.expect("a connection");
+    let fresh = call(&rotating, &refresh(current))
+        .await
+        .expect("credential/refresh with the current token");
+    let granted = issuer.last_grant_at().expect("the rotation's grant");
+    let mut got: HashMap<usize, Instant> = HashMap::with_capacity(n);
+    let deadline = tokio::time::Instant::from_std(granted + CHILD_WAIT);
+    while got.len() < n {
+        match tokio::time::timeout_at(deadline, logins.recv()).await {
+            Ok(Some(login)) if login.access_token == fresh => {
+                got.entry(login.child).or_insert(login.at);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let mut samples: Vec<u64> = got
+        .values()
+        .map(|at| at.saturating_duration_since(granted).as_nanos() as u64)
+        .collect();
+    samples.sort_unstable();
+    table.row(
+        &format!("after a rotation, {n} in-process workers' children given the new token"),
+        format!("{} of {n}", samples.len()),
+    );
+    if !samples.is_empty() {
+        for (name, q) in [("p50", 0.50), ("p99", 0.99), ("max", 1.0)] {
+            table.row(
+                &format!(
+                    "after a rotation, time from the grant until a child has the new token, {name}"
+                ),
+                time(pct(&samples, q)),
+            );
+        }
+    }
+    drop(rotating);
+
+    // The parents close their input: each child's input closes, then its worker ends.
+    let ended = workers.into_iter().map(InProcessWorker::finish);
+    let ended = tokio::time::timeout(PHASE, futures::future::join_all(ended)).await;
+    let clean = ended.map_or(0, |all| all.into_iter().filter(|ok| *ok).count());
+    if clean != n {
+        eprintln!(
+            "warning: {} of {n} in-process workers did not end cleanly",
+            n - clean
+        );
+    }
+    fresh
+}
+
+/// One worker of [`child_latency`]: the worker task and the parent's client.
+struct InProcessWorker {
+    parent: kit::Client,
+    served: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl InProcessWorker {
+    /// Worker number `i` on the broker at `url` with a stand-in child reporting its logins
+    /// on `logins`; returns once the parent's `initialize` is answered, which the worker
+    /// holds until it has logged the child in.
+    async fn start(
+        i: usize,
+        url: String,
+        logins: mpsc::UnboundedSender<kit::stand_in_child::Login>,
+    ) -> InProcessWorker {
+        let child = kit::stand_in_child::spawn(i, logins);
+        let (parent_end, worker_end) = tokio::io::duplex(PARENT_BUFFER);
+        let (parent_input, parent_output) = tokio::io::split(worker_end);
+        let broker = authbridge::worker::WorkerBroker {
+            url,
+            token: None,
+            credential: authbridge::CredentialName::default(),
+        };
+        let served = tokio::spawn(authbridge::worker::serve(
+            broker,
+            child.output,
+            child.input,
+            parent_input,
+            parent_output,
+        ));
+        let (reader, writer) = tokio::io::split(parent_end);
+        let mut parent = kit::Client::over_io(reader, writer);
+        parent.initialize(&format!("worker-{i}"), false).await;
+        InProcessWorker { parent, served }
+    }
+
+    /// Closes the parent's input; whether the worker then ended without an error.
+    async fn finish(mut self) -> bool {
+        self.parent.close();
+        matches!(self.served.await, Ok(Ok(())))
+    }
 }
 
 // ---------------------------------------------------------------------------------------

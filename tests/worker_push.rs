@@ -4,6 +4,9 @@
 //! notice may have been missed. The child is the real `authbridge app-server` on the mock
 //! backend (which stops accepting the old token the moment it rotates), the broker the
 //! kit's stand-in, which announces each new generation like the broker does.
+//! One test runs the worker in this process instead (`authbridge::worker::serve`), over
+//! in-memory streams with the kit's stand-in child, as the broker bench does by the
+//! thousand.
 
 mod kit;
 
@@ -201,4 +204,48 @@ async fn a_pushed_sign_in_after_a_permanent_failure_is_used_at_once() {
     broker.grant_next(&next);
     rate_limits_ok(&mut c).await;
     assert_eq!(broker.previous_tokens(), [expired, fresh]);
+}
+
+/// The worker in this process (`authbridge::worker::serve`) over in-memory streams, with
+/// the kit's stand-in child: the same initial login, the same pushed one, and the end of
+/// the parent's input ends the child and then the worker.
+#[tokio::test]
+async fn the_worker_over_streams_logs_its_child_in_and_takes_a_push() {
+    let (old, new) = (ws1("old"), ws1("new"));
+    let broker = StandInBroker::start(&old, "ws-1", "plus").await;
+    let (logins_tx, mut logins) = tokio::sync::mpsc::unbounded_channel();
+    let child = kit::stand_in_child::spawn(0, logins_tx);
+    let (parent_end, worker_end) = tokio::io::duplex(64 * 1024);
+    let (parent_input, parent_output) = tokio::io::split(worker_end);
+    let served = tokio::spawn(authbridge::worker::serve(
+        authbridge::worker::WorkerBroker {
+            url: broker.url(),
+            token: None,
+            credential: authbridge::CredentialName::default(),
+        },
+        child.output,
+        child.input,
+        parent_input,
+        parent_output,
+    ));
+    let (reader, writer) = tokio::io::split(parent_end);
+    let mut c = Client::over_io(reader, writer);
+    c.initialize("parent", false).await;
+    let first = logins
+        .try_recv()
+        .expect("logged in before initialize's answer");
+    assert_eq!(first.access_token, old);
+
+    broker.set_token(&new);
+    let pushed = kit::wait::within("the pushed login", logins.recv())
+        .await
+        .expect("a second login");
+    assert_eq!(pushed.access_token, new);
+    let r = c.call("stand-in/ping", None).await;
+    assert_eq!(r["result"], serde_json::json!({}), "{r}");
+
+    c.close();
+    let done = kit::wait::within("the worker's end", served).await;
+    assert_eq!(done.unwrap(), Ok(()));
+    assert!(logins.try_recv().is_err(), "no other login");
 }

@@ -9,6 +9,10 @@
 //! logins), and one writer per output. Channels between them are bounded in messages; the
 //! worker's own few messages to the child go on a separate unbounded queue, so the
 //! child-to-parent side never waits on the child's input (which could wait on it in turn).
+//!
+//! [`run`] is the command: it starts the child process and uses the process's stdio.
+//! [`serve`] is the same worker over streams it is handed, for benches and embedders that
+//! drive many workers in one process.
 
 pub(crate) mod broker_client;
 mod proxy;
@@ -23,7 +27,8 @@ use futures::StreamExt;
 use secrecy::SecretString;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::process::Command;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::sync::CancellationToken;
 
@@ -72,12 +77,7 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> Result<
         credential,
         command,
     } = options;
-    if !(broker.starts_with("ws://") || broker.starts_with("wss://")) {
-        return Err(format!(
-            "unsupported --broker {broker:?}: use ws://HOST:PORT or wss://HOST:PORT"
-        ));
-    }
-    let network = crate::net::Network::from_env().map_err(|e| e.to_string())?;
+    let network = checked_network(&broker)?;
     let token = broker_token_file.as_ref().map(read_token).transpose()?;
     let (program, args) = command
         .split_first()
@@ -93,43 +93,25 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> Result<
     let child_stdin = child.stdin.take().expect("piped stdin");
     let child_stdout = child.stdout.take().expect("piped stdout");
 
-    let broker = BrokerClient::start(BrokerTarget {
+    let target = BrokerTarget {
         url: broker,
         token,
         network,
         credential,
-    });
-    let (to_child, to_child_rx) = mpsc::channel(QUEUE);
-    let (to_child_own, to_child_own_rx) = mpsc::unbounded_channel();
-    let (to_parent, to_parent_rx) = mpsc::channel(QUEUE);
-    let (parent_lines, parent_lines_rx) = mpsc::channel(QUEUE);
-    let (child_lines, child_lines_rx) = mpsc::channel(QUEUE);
-
-    let child_writer = tokio::spawn(write_lines(child_stdin, to_child_rx, Some(to_child_own_rx)));
-    let parent_writer = tokio::spawn(write_lines(tokio::io::stdout(), to_parent_rx, None));
-    let (parent_gone_tx, parent_gone) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        read_lines(tokio::io::stdin(), parent_lines, "the parent").await;
-        let _ = parent_gone_tx.send(());
-    });
-    let child_reader = tokio::spawn(read_lines(child_stdout, child_lines, "the child"));
-
-    let (shared, gate, login_rx) = proxy::Shared::new(broker, to_child_own);
-    let forward = tokio::spawn(proxy::parent_to_child(
-        shared.clone(),
-        parent_lines_rx,
-        to_child,
-        gate,
-    ));
-    let back =
-        tokio::spawn(proxy::ChildToParent::new(shared, to_parent, login_rx).run(child_lines_rx));
-
+    };
+    let mut pipes = Pipes::start(
+        target,
+        child_stdout,
+        child_stdin,
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+    );
     let status = tokio::select! {
         status = child.wait() => status,
-        _ = parent_gone => {
+        _ = &mut pipes.parent_gone => {
             // The parent's input ended: the child's input closes once the queued lines
             // are written; the child then finishes and exits on its own.
-            let _ = tokio::time::timeout(CHILD_EXIT_WAIT, forward).await;
+            let _ = tokio::time::timeout(CHILD_EXIT_WAIT, &mut pipes.forward).await;
             wait_or_kill(&mut child, "its input closed").await
         }
         () = shutdown.cancelled() => {
@@ -138,15 +120,178 @@ pub async fn run(options: WorkerOptions, shutdown: CancellationToken) -> Result<
         }
     }
     .map_err(|e| format!("cannot wait for the child: {e}"))?;
-    // What the child wrote before it exited still goes to the parent.
-    let _ = tokio::time::timeout(DRAIN_WAIT, async {
-        let _ = child_reader.await;
-        let _ = back.await;
-        let _ = parent_writer.await;
-    })
-    .await;
-    child_writer.abort();
+    pipes.drain().await;
     Ok(exit_code(status))
+}
+
+/// Where [`serve`] gets the child's credential: the broker part of [`WorkerOptions`].
+pub struct WorkerBroker {
+    /// `ws://HOST:PORT` or `wss://HOST:PORT` of the broker.
+    pub url: String,
+    /// The broker's bearer token.
+    pub token: Option<SecretString>,
+    /// The broker's credential the child is logged in with.
+    pub credential: crate::vocabulary::CredentialName,
+}
+
+/// The worker over streams instead of a child process and the process's stdio, so that
+/// benches and embedders can drive many workers in one process (a child of their own
+/// making behind `child_output`/`child_input`, a parent behind `parent_input`/
+/// `parent_output`). It behaves as [`run`] does, except that the child's output ending
+/// stands for its exit: once the parent's input ends, the child's input is closed and the
+/// child gets as long to close its output as [`run`] gives a child to exit. Returns when
+/// the child's output has ended and what it said has been written to the parent (within
+/// a bound); the connection to the broker ends with it.
+pub async fn serve<CO, CI, PI, PO>(
+    broker: WorkerBroker,
+    child_output: CO,
+    child_input: CI,
+    parent_input: PI,
+    parent_output: PO,
+) -> Result<(), String>
+where
+    CO: AsyncRead + Unpin + Send + 'static,
+    CI: AsyncWrite + Unpin + Send + 'static,
+    PI: AsyncRead + Unpin + Send + 'static,
+    PO: AsyncWrite + Unpin + Send + 'static,
+{
+    let network = checked_network(&broker.url)?;
+    let target = BrokerTarget {
+        url: broker.url,
+        token: broker.token,
+        network,
+        credential: broker.credential,
+    };
+    let mut pipes = Pipes::start(
+        target,
+        child_output,
+        child_input,
+        parent_input,
+        parent_output,
+    );
+    tokio::select! {
+        _ = &mut pipes.child_done => {}
+        _ = &mut pipes.parent_gone => {
+            let _ = tokio::time::timeout(CHILD_EXIT_WAIT, &mut pipes.forward).await;
+            if tokio::time::timeout(CHILD_EXIT_WAIT, &mut pipes.child_done).await.is_err() {
+                tracing::warn!(
+                    "the child did not close its output within {CHILD_EXIT_WAIT:?} after its \
+                     input closed; stopping"
+                );
+            }
+        }
+    }
+    pipes.drain().await;
+    Ok(())
+}
+
+/// The broker URL's scheme checked, and the roots and proxies to reach it with.
+fn checked_network(broker: &str) -> Result<crate::net::Network, String> {
+    if !(broker.starts_with("ws://") || broker.starts_with("wss://")) {
+        return Err(format!(
+            "unsupported --broker {broker:?}: use ws://HOST:PORT or wss://HOST:PORT"
+        ));
+    }
+    crate::net::Network::from_env().map_err(|e| e.to_string())
+}
+
+/// The worker's tasks between the child's pipes and the parent's, whatever they are.
+/// Dropping it stops whichever are still running, so a [`serve`] that is dropped leaves
+/// nothing behind.
+struct Pipes {
+    forward: JoinHandle<()>,
+    back: JoinHandle<()>,
+    child_reader: JoinHandle<()>,
+    parent_writer: JoinHandle<()>,
+    child_writer: JoinHandle<()>,
+    parent_reader: JoinHandle<()>,
+    /// Fires when the parent's input ends.
+    parent_gone: oneshot::Receiver<()>,
+    /// Fires when the child's output ends.
+    child_done: oneshot::Receiver<()>,
+}
+
+impl Pipes {
+    fn start<CO, CI, PI, PO>(
+        target: BrokerTarget,
+        child_output: CO,
+        child_input: CI,
+        parent_input: PI,
+        parent_output: PO,
+    ) -> Pipes
+    where
+        CO: AsyncRead + Unpin + Send + 'static,
+        CI: AsyncWrite + Unpin + Send + 'static,
+        PI: AsyncRead + Unpin + Send + 'static,
+        PO: AsyncWrite + Unpin + Send + 'static,
+    {
+        let broker = BrokerClient::start(target);
+        let (to_child, to_child_rx) = mpsc::channel(QUEUE);
+        let (to_child_own, to_child_own_rx) = mpsc::unbounded_channel();
+        let (to_parent, to_parent_rx) = mpsc::channel(QUEUE);
+        let (parent_lines, parent_lines_rx) = mpsc::channel(QUEUE);
+        let (child_lines, child_lines_rx) = mpsc::channel(QUEUE);
+
+        let child_writer =
+            tokio::spawn(write_lines(child_input, to_child_rx, Some(to_child_own_rx)));
+        let parent_writer = tokio::spawn(write_lines(parent_output, to_parent_rx, None));
+        let (parent_gone_tx, parent_gone) = oneshot::channel::<()>();
+        let parent_reader = tokio::spawn(async move {
+            read_lines(parent_input, parent_lines, "the parent").await;
+            let _ = parent_gone_tx.send(());
+        });
+        let (child_done_tx, child_done) = oneshot::channel::<()>();
+        let child_reader = tokio::spawn(async move {
+            read_lines(child_output, child_lines, "the child").await;
+            let _ = child_done_tx.send(());
+        });
+
+        let (shared, gate, login_rx) = proxy::Shared::new(broker, to_child_own);
+        let forward = tokio::spawn(proxy::parent_to_child(
+            shared.clone(),
+            parent_lines_rx,
+            to_child,
+            gate,
+        ));
+        let back = tokio::spawn(
+            proxy::ChildToParent::new(shared, to_parent, login_rx).run(child_lines_rx),
+        );
+        Pipes {
+            forward,
+            back,
+            child_reader,
+            parent_writer,
+            child_writer,
+            parent_reader,
+            parent_gone,
+            child_done,
+        }
+    }
+
+    /// What the child wrote before it exited still goes to the parent.
+    async fn drain(mut self) {
+        let _ = tokio::time::timeout(DRAIN_WAIT, async {
+            let _ = (&mut self.child_reader).await;
+            let _ = (&mut self.back).await;
+            let _ = (&mut self.parent_writer).await;
+        })
+        .await;
+    }
+}
+
+impl Drop for Pipes {
+    fn drop(&mut self) {
+        for task in [
+            &self.forward,
+            &self.back,
+            &self.child_reader,
+            &self.parent_writer,
+            &self.child_writer,
+            &self.parent_reader,
+        ] {
+            task.abort();
+        }
+    }
 }
 
 async fn wait_or_kill(

@@ -83,6 +83,8 @@ struct IssuerState {
     reused_answers: Mutex<usize>,
     /// `(refresh_reason, presented token)` of every grant, in order.
     refreshes: Mutex<Vec<(String, String)>>,
+    /// When the last grant that succeeded was answered.
+    granted_at: Mutex<Option<std::time::Instant>>,
     /// The issuer's own base URL.
     url: Mutex<String>,
 }
@@ -304,7 +306,9 @@ async fn token(
                 live.remove(i);
                 drop(live);
                 state.spent_refresh.lock().unwrap().push(presented);
-                return axum::Json(state.tokens_for(who)).into_response();
+                let tokens = state.tokens_for(who);
+                *state.granted_at.lock().unwrap() = Some(std::time::Instant::now());
+                return axum::Json(tokens).into_response();
             }
             drop(live);
             if state.spent_refresh.lock().unwrap().contains(&presented) {
@@ -533,6 +537,12 @@ impl MockIssuer {
     /// Grants take this long to answer.
     pub fn delay_refresh(&self, delay: std::time::Duration) {
         *self.state.refresh_delay.lock().unwrap() = delay;
+    }
+
+    /// When the last successful grant was answered: a rotation cannot be stored before it,
+    /// so times counted from it include the broker's store.
+    pub fn last_grant_at(&self) -> Option<std::time::Instant> {
+        *self.state.granted_at.lock().unwrap()
     }
 
     /// `(refresh_reason, refresh_token)` of every grant received.

@@ -30,6 +30,7 @@ pub mod raw;
 pub mod relay;
 pub mod responses;
 pub mod stand_in_broker;
+pub mod stand_in_child;
 pub mod tls_front;
 pub mod turns;
 pub mod wait;
