@@ -7,20 +7,23 @@
 //!
 //! The bench process and the server each hold one socket per session. The bench raises its
 //! soft open-file limit to the hard limit first; the server inherits it.
+//!
+//! Each session is the library's own JSON-RPC client (`authbridge::rpc_client`: ids, the
+//! pending requests, timeouts, the close handshake), as the worker and the broker bench
+//! use it, so the client side measured is the engine's.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
-use serde::Deserialize;
+use authbridge::rpc_client::{
+    self, CallError, Client, ClientOptions, ClientRequest, WsClientOptions, WsTarget,
+};
+use futures::StreamExt;
 use serde::de::IgnoredAny;
-use tokio::net::TcpStream;
+use serde_json::{Value, json};
 use tokio::sync::Barrier;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 #[path = "../tests/kit/mod.rs"]
 mod kit;
@@ -53,26 +56,31 @@ const FD_SPARE: u64 = 128;
 /// itself weigh over a GiB at 10,000 sessions.
 const CLIENT_READ_BUFFER: usize = 4096;
 
-const INITIALIZE: &str =
-    r#"{"id":0,"method":"initialize","params":{"clientInfo":{"name":"bench","version":"1.0"}}}"#;
-const INITIALIZED: &str = r#"{"method":"initialized"}"#;
+/// One session. Each is used by one task at a time; the engine's reader and writer tasks
+/// are part of what the bench process costs per session.
+type Ws = Client;
 
-/// One session, kept whole: each is used by one task at a time, so splitting it would only
-/// add a lock and an allocation per session.
-type Ws = WebSocketStream<TcpStream>;
+/// The answers are only timed, so neither result is decoded beyond being an object.
+struct Initialize;
+
+impl ClientRequest for Initialize {
+    const METHOD: &'static str = "initialize";
+    type Params = Value;
+    type Result = IgnoredAny;
+}
+
+struct AccountRead;
+
+impl ClientRequest for AccountRead {
+    const METHOD: &'static str = "account/read";
+    type Params = Value;
+    type Result = IgnoredAny;
+}
 
 struct Sizes {
     sessions: usize,
     warmup: usize,
     requests: usize,
-}
-
-/// What the bench needs from a message.
-#[derive(Deserialize)]
-struct Reply {
-    id: Option<u64>,
-    method: Option<IgnoredAny>,
-    error: Option<IgnoredAny>,
 }
 
 fn main() {
@@ -166,12 +174,10 @@ async fn run(sizes: Sizes, quick: bool, fd_limit: Option<u64>) {
     );
 
     // Latency with every session open, the requests spread over them.
-    let mut next_id = 1;
     for in_flight in [1, LOADED] {
         let cpu = Cpu::now(pid);
-        let run = latency_run(sessions, in_flight, &sizes, next_id).await;
+        let run = latency_run(sessions, in_flight, &sizes).await;
         let used = Cpu::now(pid);
-        next_id += (sizes.warmup + sizes.requests) as u64;
         sessions = run.sessions;
         let what = format!("account/read across {n} sessions, {in_flight} in flight");
         table.latency(&what, &run.samples);
@@ -274,15 +280,29 @@ impl Spawned {
 /// Opens `n` sessions, [`OPEN_CONCURRENCY`] at a time; each is initialized and then left
 /// idle. Returns the sessions and each one's time to its `initialize` result (ns).
 async fn open_sessions(addr: SocketAddr, n: usize) -> (Vec<Ws>, Vec<u64>) {
-    let url: Arc<str> = format!("ws://{addr}/").into();
+    let target = Arc::new(WsTarget {
+        url: format!("ws://{addr}/"),
+        bearer: None,
+    });
+    let network = authbridge::net::Network::from_env().expect("the network settings");
+    let options = Arc::new(WsClientOptions {
+        read_buffer_bytes: CLIENT_READ_BUFFER,
+        connect_timeout: STEP,
+        // Codex's dialect, as a Codex client would open the session.
+        client: ClientOptions {
+            jsonrpc: false,
+            ..ClientOptions::default()
+        },
+        ..WsClientOptions::new(network)
+    });
     let results: Vec<Result<(Ws, u64), String>> = within(
         PHASE,
         &format!("opening {n} sessions"),
         futures::stream::iter(0..n)
             .map(|_| {
-                let url = url.clone();
+                let (target, options) = (target.clone(), options.clone());
                 let open = tokio::spawn(async move {
-                    tokio::time::timeout(STEP, open_session(addr, &url))
+                    tokio::time::timeout(STEP, open_session(&target, &options))
                         .await
                         .unwrap_or_else(|_| Err(format!("no initialize result within {STEP:?}")))
                 });
@@ -314,55 +334,22 @@ async fn open_sessions(addr: SocketAddr, n: usize) -> (Vec<Ws>, Vec<u64>) {
     (sessions, samples)
 }
 
-async fn open_session(addr: SocketAddr, url: &str) -> Result<(Ws, u64), String> {
+/// Connects, upgrades and initializes one session; the time is to the `initialize` result.
+/// Notifications the server sends meanwhile are dropped by the client.
+async fn open_session(target: &WsTarget, options: &WsClientOptions) -> Result<(Ws, u64), String> {
     let started = Instant::now();
-    let tcp = TcpStream::connect(addr)
+    let ws = rpc_client::connect(target, options)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    tcp.set_nodelay(true)
-        .map_err(|e| format!("TCP_NODELAY: {e}"))?;
-    let config = WebSocketConfig::default()
-        .read_buffer_size(CLIENT_READ_BUFFER)
-        .write_buffer_size(0);
-    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, tcp, Some(config))
+    let params = json!({"clientInfo": {"name": "bench", "version": "1.0"}});
+    ws.request::<Initialize>(&params, STEP)
         .await
-        .map_err(|e| format!("upgrade: {e}"))?;
-    ws.send(Message::text(INITIALIZE))
-        .await
-        .map_err(|e| format!("sending initialize: {e}"))?;
-    reply(&mut ws, 0).await?;
+        .map_err(|e| format!("initialize: {e}"))?;
     let elapsed = started.elapsed().as_nanos() as u64;
-    ws.send(Message::text(INITIALIZED))
+    ws.notify::<()>("initialized", None, STEP)
         .await
         .map_err(|e| format!("sending initialized: {e}"))?;
     Ok((ws, elapsed))
-}
-
-/// Reads up to the response to `id`, skipping notifications; an error response fails.
-async fn reply(ws: &mut Ws, id: u64) -> Result<(), String> {
-    loop {
-        let text = match ws.next().await {
-            Some(Ok(Message::Text(text))) => text,
-            Some(Ok(Message::Close(frame))) => {
-                return Err(format!("the server closed the session: {frame:?}"));
-            }
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(format!("reading: {e}")),
-            None => return Err("the session ended".into()),
-        };
-        let reply: Reply = serde_json::from_str(&text)
-            .map_err(|e| format!("server sent {text:?}, not JSON-RPC: {e}"))?;
-        if reply.method.is_some() {
-            continue;
-        }
-        if reply.id != Some(id) {
-            return Err(format!("expected the response to {id}, got {text}"));
-        }
-        if reply.error.is_some() {
-            return Err(format!("request {id} failed: {text}"));
-        }
-        return Ok(());
-    }
 }
 
 /// Sends a Close on every session and reads to the end, [`CLOSE_CONCURRENCY`] at a time.
@@ -373,21 +360,8 @@ async fn close_sessions(sessions: Vec<Ws>) -> usize {
         PHASE,
         &format!("closing {n} sessions"),
         futures::stream::iter(sessions)
-            .map(|mut ws| {
-                let close = tokio::spawn(async move {
-                    tokio::time::timeout(STEP, async move {
-                        if ws.close(None).await.is_err() {
-                            return false;
-                        }
-                        let mut answered = false;
-                        while let Some(Ok(message)) = ws.next().await {
-                            answered |= message.is_close();
-                        }
-                        answered
-                    })
-                    .await
-                    .unwrap_or(false)
-                });
+            .map(|ws| {
+                let close = tokio::spawn(async move { ws.close_and_wait(STEP).await });
                 async move { close.await.unwrap_or(false) }
             })
             .buffer_unordered(CLOSE_CONCURRENCY)
@@ -408,12 +382,7 @@ struct LatencyRun {
 /// `account/read` round trips with `in_flight` requests outstanding: as many workers, each
 /// owning every `in_flight`-th session and taking its sessions in turn, one request at a
 /// time. A warm-up precedes the measured requests; both are split between the workers.
-async fn latency_run(
-    sessions: Vec<Ws>,
-    in_flight: usize,
-    sizes: &Sizes,
-    first_id: u64,
-) -> LatencyRun {
+async fn latency_run(sessions: Vec<Ws>, in_flight: usize, sizes: &Sizes) -> LatencyRun {
     let mut owned: Vec<Vec<Ws>> = (0..in_flight).map(|_| Vec::new()).collect();
     for (i, ws) in sessions.into_iter().enumerate() {
         owned[i % in_flight].push(ws);
@@ -424,36 +393,27 @@ async fn latency_run(
     let workers: Vec<_> = owned
         .into_iter()
         .enumerate()
-        .map(|(w, mut mine)| {
+        .map(|(w, mine)| {
             let barrier = barrier.clone();
             tokio::spawn(async move {
                 let mut samples = Vec::with_capacity(measured);
-                let mut turn = 0;
-                let mut id = first_id + w as u64;
+                let params = json!({});
                 for i in 0..warmup + measured {
                     if i == warmup {
                         barrier.wait().await;
                     }
-                    let owned = mine.len();
-                    let ws = &mut mine[turn];
-                    turn = (turn + 1) % owned;
-                    let request = format!(r#"{{"id":{id},"method":"account/read","params":{{}}}}"#);
+                    let ws = &mine[i % mine.len()];
                     let started = Instant::now();
-                    let exchange = async {
-                        ws.send(Message::text(request))
-                            .await
-                            .map_err(|e| format!("sending: {e}"))?;
-                        reply(ws, id).await
-                    };
-                    match tokio::time::timeout(STEP, exchange).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => panic!("account/read {id}: {e}"),
-                        Err(_) => panic!("account/read {id}: no response within {STEP:?}"),
+                    match ws.request::<AccountRead>(&params, STEP).await {
+                        Ok(_) => {}
+                        Err(CallError::Timeout(_)) => {
+                            panic!("account/read {i} of worker {w}: no response within {STEP:?}")
+                        }
+                        Err(e) => panic!("account/read {i} of worker {w}: {e}"),
                     }
                     if i >= warmup {
                         samples.push(started.elapsed().as_nanos() as u64);
                     }
-                    id += in_flight as u64;
                 }
                 (mine, samples)
             })

@@ -130,18 +130,11 @@ async fn the_broker_requires_its_capability_token() {
     let issuer = MockIssuer::start().await;
     let (_src_dir, src) = broker::signed_in_file(&issuer);
     let home = tempfile::tempdir().unwrap();
-    let token_file = home.path().join("broker-token");
-    std::fs::write(&token_file, "broker-secret-1\n").unwrap();
-    let b = broker::start(
+    let (b, _) = broker::start_with_token(
         &issuer,
         home.path(),
-        &[
-            "--import-auth-json",
-            src.as_str(),
-            "--ws-token-file",
-            token_file.to_str().unwrap(),
-        ],
-        &[],
+        "broker-secret-1",
+        &["--import-auth-json", &src],
     )
     .await;
     assert!(

@@ -6,7 +6,7 @@
 mod kit;
 
 use kit::MockIssuer;
-use kit::cli::{Ran, Run, finish, run, signed_in_home, start};
+use kit::cli::{Ran, Run, SignedIn, finish, run, signed_in_home, start};
 use kit::home::auth_json;
 use serde_json::Value;
 
@@ -32,29 +32,18 @@ fn reasons(issuer: &MockIssuer) -> Vec<String> {
 
 #[tokio::test]
 async fn status_json_is_one_object_with_every_member_and_exit_codes_as_the_line() {
-    let issuer = MockIssuer::start().await;
+    let ci = SignedIn::start().await;
     let empty = tempfile::tempdir().unwrap();
-    let out = run(
-        empty.path(),
-        &issuer,
-        &["login", "status", "--json"],
-        Run::default(),
-    )
-    .await;
+    let out = ci
+        .run_in(empty.path(), &["login", "status", "--json"])
+        .await;
     assert_eq!(out.code, 1, "{out:?}");
     let status = json_of(&out);
     assert_eq!(status["signedIn"], false);
     assert_eq!(status["state"], "signedOut");
     assert_eq!(status["authMode"], Value::Null);
 
-    let home = signed_in_home(&issuer);
-    let out = run(
-        home.path(),
-        &issuer,
-        &["login", "status", "--json"],
-        Run::default(),
-    )
-    .await;
+    let out = ci.run(&["login", "status", "--json"]).await;
     assert_eq!(out.code, 0, "{out:?}");
     let status = json_of(&out);
     let members: Vec<&str> = status
@@ -84,88 +73,70 @@ async fn status_json_is_one_object_with_every_member_and_exit_codes_as_the_line(
     let expires = status["accessTokenExpiresAt"].as_str().unwrap();
     assert!(humantime::parse_rfc3339(expires).is_ok(), "{expires}");
     for key in ["id_token", "access_token", "refresh_token"] {
-        assert!(!out.stdout.contains(&stored(&home, key)), "{key} shown");
+        assert!(!out.stdout.contains(&stored(&ci.home, key)), "{key} shown");
     }
 }
 
 #[tokio::test]
 async fn refresh_makes_no_grant_while_fresh_and_one_when_stale_or_asked() {
-    let issuer = MockIssuer::start().await;
-    let home = signed_in_home(&issuer);
-    let ran = run(
-        home.path(),
-        &issuer,
-        &["login", "refresh", "--if-stale"],
-        Run::default(),
-    )
-    .await;
+    let ci = SignedIn::start().await;
+    let ran = ci.run(&["login", "refresh", "--if-stale"]).await;
     assert_eq!(ran.code, 0, "{ran:?}");
     assert!(ran.stdout.starts_with("No refresh needed"), "{ran:?}");
-    assert_eq!(issuer.refreshes().len(), 0, "a fresh token costs no grant");
+    assert_eq!(
+        ci.issuer.refreshes().len(),
+        0,
+        "a fresh token costs no grant"
+    );
 
     // The token lives an hour: asking for two makes the grant.
-    let before = stored(&home, "refresh_token");
-    let ran = run(
-        home.path(),
-        &issuer,
-        &["login", "refresh", "--min-validity", "2h", "--json"],
-        Run::default(),
-    )
-    .await;
+    let before = stored(&ci.home, "refresh_token");
+    let ran = ci
+        .run(&["login", "refresh", "--min-validity", "2h", "--json"])
+        .await;
     assert_eq!(ran.code, 0, "{ran:?}");
     assert_eq!(json_of(&ran)["refreshed"], true, "{ran:?}");
-    assert_eq!(reasons(&issuer), ["proactive_expiry"]);
+    assert_eq!(reasons(&ci.issuer), ["proactive_expiry"]);
     assert_ne!(
-        stored(&home, "refresh_token"),
+        stored(&ci.home, "refresh_token"),
         before,
         "the rotation is stored"
     );
 
     // Without a flag: one grant now.
-    let ran = run(home.path(), &issuer, &["login", "refresh"], Run::default()).await;
+    let ran = ci.run(&["login", "refresh"]).await;
     assert_eq!(ran.code, 0, "{ran:?}");
     assert!(ran.stdout.starts_with("Refreshed"), "{ran:?}");
-    assert_eq!(reasons(&issuer), ["proactive_expiry", "forced"]);
+    assert_eq!(reasons(&ci.issuer), ["proactive_expiry", "forced"]);
 
     // A token inside the proactive window is stale by the usual rules.
-    issuer.access_lifetime(60);
-    let stale = signed_in_home(&issuer);
-    let ran = run(
-        stale.path(),
-        &issuer,
-        &["login", "refresh", "--if-stale"],
-        Run::default(),
-    )
-    .await;
+    ci.issuer.access_lifetime(60);
+    let stale = signed_in_home(&ci.issuer);
+    let ran = ci
+        .run_in(stale.path(), &["login", "refresh", "--if-stale"])
+        .await;
     assert_eq!(ran.code, 0, "{ran:?}");
-    assert_eq!(reasons(&issuer).len(), 3);
-    assert_eq!(issuer.reuses(), 0);
+    assert_eq!(reasons(&ci.issuer).len(), 3);
+    assert_eq!(ci.issuer.reuses(), 0);
 }
 
 #[tokio::test]
 async fn refresh_exit_codes_say_sign_in_again_try_later_or_failed() {
-    let issuer = MockIssuer::start().await;
-    let home = signed_in_home(&issuer);
-    let before = std::fs::read(home.path().join("auth.json")).unwrap();
+    let ci = SignedIn::start().await;
+    let before = std::fs::read(ci.home.path().join("auth.json")).unwrap();
 
-    issuer.fail_next_refresh(503, "temporarily_unavailable");
-    let ran = run(home.path(), &issuer, &["login", "refresh"], Run::default()).await;
+    ci.issuer.fail_next_refresh(503, "temporarily_unavailable");
+    let ran = ci.run(&["login", "refresh"]).await;
     assert_eq!(ran.code, 3, "{ran:?}");
     assert!(ran.stderr.contains("try again later"), "{ran:?}");
     assert_eq!(
-        std::fs::read(home.path().join("auth.json")).unwrap(),
+        std::fs::read(ci.home.path().join("auth.json")).unwrap(),
         before,
         "nothing lost"
     );
 
-    issuer.fail_next_refresh(401, "refresh_token_reused");
-    let ran = run(
-        home.path(),
-        &issuer,
-        &["login", "refresh", "--json"],
-        Run::default(),
-    )
-    .await;
+    ci.issuer.fail_next_refresh(401, "refresh_token_reused");
+    let ran = ci.run(&["login", "refresh", "--json"]).await;
     assert_eq!(ran.code, 2, "{ran:?}");
     let status = json_of(&ran);
     assert_eq!(status["state"], "loginRequired");
@@ -173,15 +144,10 @@ async fn refresh_exit_codes_say_sign_in_again_try_later_or_failed() {
     assert_eq!(status["refreshed"], false);
 
     let empty = tempfile::tempdir().unwrap();
-    let ran = run(empty.path(), &issuer, &["login", "refresh"], Run::default()).await;
+    let ran = ci.run_in(empty.path(), &["login", "refresh"]).await;
     assert_eq!(ran.code, 1, "not signed in: {ran:?}");
-    let ran = run(
-        empty.path(),
-        &issuer,
-        &["-c", "authbridge.refresh_timeout_ms=0", "login", "refresh"],
-        Run::default(),
-    )
-    .await;
+    let bad = ["-c", "authbridge.refresh_timeout_ms=0", "login", "refresh"];
+    let ran = ci.run_in(empty.path(), &bad).await;
     assert_eq!(ran.code, 1, "a bad configuration: {ran:?}");
     assert!(ran.stderr.contains("refresh_timeout_ms"), "{ran:?}");
 }
@@ -235,9 +201,8 @@ async fn eight_at_once(issuer: &MockIssuer, home: &tempfile::TempDir, args: &[&s
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn eight_forced_refreshes_started_at_once_on_one_home_make_one_grant() {
-    let issuer = MockIssuer::start().await;
-    let home = signed_in_home(&issuer);
-    eight_at_once(&issuer, &home, &["login", "refresh"]).await;
+    let ci = SignedIn::start().await;
+    eight_at_once(&ci.issuer, &ci.home, &["login", "refresh"]).await;
 }
 
 /// With `--if-stale` on a token inside the proactive window, the same.
@@ -252,75 +217,55 @@ async fn eight_stale_refreshes_started_at_once_on_one_home_make_one_grant() {
 
 #[tokio::test]
 async fn token_prints_the_access_token_alone_refreshing_it_first_when_needed() {
-    let issuer = MockIssuer::start().await;
-    let home = signed_in_home(&issuer);
-    let ran = run(home.path(), &issuer, &["token"], Run::default()).await;
+    let ci = SignedIn::start().await;
+    let ran = ci.run(&["token"]).await;
     assert_eq!(ran.code, 0, "{ran:?}");
-    assert_eq!(ran.stdout, format!("{}\n", stored(&home, "access_token")));
-    assert_eq!(issuer.refreshes().len(), 0);
+    assert_eq!(
+        ran.stdout,
+        format!("{}\n", stored(&ci.home, "access_token"))
+    );
+    assert_eq!(ci.issuer.refreshes().len(), 0);
 
-    let ran = run(
-        home.path(),
-        &issuer,
-        &["token", "--min-validity", "2h"],
-        Run::default(),
-    )
-    .await;
+    let ran = ci.run(&["token", "--min-validity", "2h"]).await;
     assert_eq!(ran.code, 0, "{ran:?}");
-    assert_eq!(issuer.refreshes().len(), 1);
-    assert_eq!(ran.stdout, format!("{}\n", stored(&home, "access_token")));
-    assert!(!ran.stdout.contains(&stored(&home, "refresh_token")));
+    assert_eq!(ci.issuer.refreshes().len(), 1);
+    assert_eq!(
+        ran.stdout,
+        format!("{}\n", stored(&ci.home, "access_token"))
+    );
+    assert!(!ran.stdout.contains(&stored(&ci.home, "refresh_token")));
 
-    issuer.fail_next_refresh(401, "refresh_token_invalidated");
-    let ran = run(
-        home.path(),
-        &issuer,
-        &["token", "--min-validity", "2h"],
-        Run::default(),
-    )
-    .await;
+    ci.issuer
+        .fail_next_refresh(401, "refresh_token_invalidated");
+    let ran = ci.run(&["token", "--min-validity", "2h"]).await;
     assert_eq!((ran.code, ran.stdout.as_str()), (2, ""), "{ran:?}");
-    issuer.fail_next_refresh(502, "bad_gateway");
-    let ran = run(
-        home.path(),
-        &issuer,
-        &["token", "--min-validity", "2h"],
-        Run::default(),
-    )
-    .await;
+    ci.issuer.fail_next_refresh(502, "bad_gateway");
+    let ran = ci.run(&["token", "--min-validity", "2h"]).await;
     assert_eq!((ran.code, ran.stdout.as_str()), (3, ""), "{ran:?}");
 }
 
 #[tokio::test]
 async fn token_from_a_broker_leaves_the_runner_without_any_refresh_token() {
-    let issuer = MockIssuer::start().await;
-    let broker_home = signed_in_home(&issuer);
-    let secret_dir = tempfile::tempdir().unwrap();
-    let token_file = secret_dir.path().join("broker.token");
-    std::fs::write(&token_file, "runner-capability\n").unwrap();
-    let token_path = token_file.to_str().unwrap();
-    let broker = kit::broker::start(
-        &issuer,
-        broker_home.path(),
-        &["--ws-token-file", token_path],
-        &[],
-    )
-    .await;
+    // The signed-in home is the broker's; the runner's starts empty.
+    let ci = SignedIn::start().await;
+    let (broker, token_path) =
+        kit::broker::start_with_token(&ci.issuer, ci.home.path(), "runner-capability", &[]).await;
     let url = format!("ws://{}", broker.addr);
+    let from_broker = [
+        "token",
+        "--broker",
+        &url,
+        "--broker-token-file",
+        &token_path,
+    ];
     let runner = tempfile::tempdir().unwrap();
-    let ran = run(
-        runner.path(),
-        &issuer,
-        &["token", "--broker", &url, "--broker-token-file", token_path],
-        Run::default(),
-    )
-    .await;
+    let ran = ci.run_in(runner.path(), &from_broker).await;
     assert_eq!(ran.code, 0, "{ran:?}");
     assert_eq!(
         ran.stdout,
-        format!("{}\n", stored(&broker_home, "access_token"))
+        format!("{}\n", stored(&ci.home, "access_token"))
     );
-    assert_eq!(issuer.refreshes().len(), 0);
+    assert_eq!(ci.issuer.refreshes().len(), 0);
     assert_eq!(
         std::fs::read_dir(runner.path()).unwrap().count(),
         0,
@@ -328,241 +273,160 @@ async fn token_from_a_broker_leaves_the_runner_without_any_refresh_token() {
     );
 
     // Asking for more validity than the token has makes the broker's one grant.
-    let ran = run(
-        runner.path(),
-        &issuer,
-        &[
-            "token",
-            "--broker",
-            &url,
-            "--broker-token-file",
-            token_path,
-            "--min-validity",
-            "2h",
-        ],
-        Run::default(),
-    )
-    .await;
+    let ran = ci
+        .run_in(
+            runner.path(),
+            &[&from_broker[..], &["--min-validity", "2h"]].concat(),
+        )
+        .await;
     assert_eq!(ran.code, 0, "{ran:?}");
-    assert_eq!(issuer.refreshes().len(), 1);
+    assert_eq!(ci.issuer.refreshes().len(), 1);
     kit::wait::until("the broker to store its rotation", || {
-        ran.stdout == format!("{}\n", stored(&broker_home, "access_token"))
+        ran.stdout == format!("{}\n", stored(&ci.home, "access_token"))
     })
     .await;
 
-    let ran = run(
-        runner.path(),
-        &issuer,
-        &[
-            "token",
-            "--broker",
-            &url,
-            "--broker-token-file",
-            token_path,
-            "--credential",
-            "other",
-        ],
-        Run::default(),
-    )
-    .await;
+    let ran = ci
+        .run_in(
+            runner.path(),
+            &[&from_broker[..], &["--credential", "other"]].concat(),
+        )
+        .await;
     assert_eq!(ran.code, 1, "{ran:?}");
     // Without the capability token the broker refuses the connection: try later.
-    let ran = run(
-        runner.path(),
-        &issuer,
-        &["token", "--broker", &url],
-        Run::default(),
-    )
-    .await;
+    let ran = ci.run_in(runner.path(), &["token", "--broker", &url]).await;
     assert_eq!((ran.code, ran.stdout.as_str()), (3, ""), "{ran:?}");
 }
 
 #[tokio::test]
 async fn an_import_of_an_older_copy_is_refused_and_changes_no_byte() {
-    let issuer = MockIssuer::start().await;
-    let home = signed_in_home(&issuer);
-    let exported = run(home.path(), &issuer, &["login", "export"], Run::default()).await;
+    let ci = SignedIn::start().await;
+    let home = ci.home.path();
+    let exported = ci.run(&["login", "export"]).await;
     assert_eq!(exported.code, 0, "{exported:?}");
     let copy: Value = serde_json::from_str(&exported.stdout).unwrap();
-    assert_eq!(Some(copy.clone()), auth_json(home.path()));
+    assert_eq!(Some(copy.clone()), auth_json(home));
 
     // The runner rotates; the secret manager still holds the copy from before.
-    let ran = run(home.path(), &issuer, &["login", "refresh"], Run::default()).await;
+    let ran = ci.run(&["login", "refresh"]).await;
     assert_eq!(ran.code, 0, "{ran:?}");
-    let rotated = std::fs::read(home.path().join("auth.json")).unwrap();
-    let how = Run {
-        stdin: exported.stdout.as_bytes(),
-        ..Run::default()
-    };
-    let ran = run(
-        home.path(),
-        &issuer,
-        &["login", "import", "--if-newer"],
-        how,
-    )
-    .await;
+    let rotated = std::fs::read(home.join("auth.json")).unwrap();
+    let if_newer = ["login", "import", "--if-newer"];
+    let ran = ci
+        .run_fed(home, &if_newer, exported.stdout.as_bytes())
+        .await;
     assert_eq!(ran.code, 4, "{ran:?}");
     assert!(ran.stderr.contains("nothing was written"), "{ran:?}");
-    assert_eq!(
-        std::fs::read(home.path().join("auth.json")).unwrap(),
-        rotated
-    );
+    assert_eq!(std::fs::read(home.join("auth.json")).unwrap(), rotated);
 
     // A fresh runner restores the newest copy; without --if-newer an old one is forced in.
-    let newest = run(home.path(), &issuer, &["login", "export"], Run::default()).await;
+    let newest = ci.run(&["login", "export"]).await;
     let fresh = tempfile::tempdir().unwrap();
-    let how = Run {
-        stdin: newest.stdout.as_bytes(),
-        ..Run::default()
-    };
-    let ran = run(
-        fresh.path(),
-        &issuer,
-        &["login", "import", "--if-newer"],
-        how,
-    )
-    .await;
+    let ran = ci
+        .run_fed(fresh.path(), &if_newer, newest.stdout.as_bytes())
+        .await;
     assert_eq!(ran.code, 0, "{ran:?}");
-    assert_eq!(auth_json(fresh.path()), auth_json(home.path()));
+    assert_eq!(auth_json(fresh.path()), auth_json(home));
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let meta = std::fs::metadata(fresh.path().join("auth.json")).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     }
-    let how = Run {
-        stdin: exported.stdout.as_bytes(),
-        ..Run::default()
-    };
-    let ran = run(home.path(), &issuer, &["login", "import"], how).await;
+    let import = ["login", "import"];
+    let ran = ci.run_fed(home, &import, exported.stdout.as_bytes()).await;
     assert_eq!(ran.code, 0, "{ran:?}");
-    assert_eq!(auth_json(home.path()), Some(copy));
+    assert_eq!(auth_json(home), Some(copy));
 
-    let how = Run {
-        stdin: b"{\"not\": \"a credential\"",
-        ..Run::default()
-    };
-    let ran = run(home.path(), &issuer, &["login", "import"], how).await;
+    let ran = ci
+        .run_fed(home, &import, b"{\"not\": \"a credential\"")
+        .await;
     assert_eq!(ran.code, 1, "{ran:?}");
     let empty = tempfile::tempdir().unwrap();
-    let ran = run(empty.path(), &issuer, &["login", "export"], Run::default()).await;
+    let ran = ci.run_in(empty.path(), &["login", "export"]).await;
     assert_eq!((ran.code, ran.stdout.as_str()), (1, ""), "{ran:?}");
 }
 
 #[tokio::test]
 async fn the_hook_receives_each_rotated_document_and_its_failure_loses_nothing() {
-    let issuer = MockIssuer::start().await;
-    let home = signed_in_home(&issuer);
+    let ci = SignedIn::start().await;
     let out = tempfile::tempdir().unwrap();
     let target = out.path().join("secret-manager.json");
     let hook = format!(
         "authbridge.on_credential_change=[\"sh\", \"-c\", \"cat > '{}'\"]",
         target.display()
     );
-    let ran = run(
-        home.path(),
-        &issuer,
-        &["-c", &hook, "login", "refresh"],
-        Run::default(),
-    )
-    .await;
+    let ran = ci.run(&["-c", &hook, "login", "refresh"]).await;
     assert_eq!(ran.code, 0, "{ran:?}");
     let received: Value = serde_json::from_slice(&std::fs::read(&target).unwrap()).unwrap();
-    assert_eq!(Some(received), auth_json(home.path()));
+    assert_eq!(Some(received), auth_json(ci.home.path()));
 
     // A fresh token is no rotation: the hook does not run.
     std::fs::remove_file(&target).unwrap();
-    let ran = run(
-        home.path(),
-        &issuer,
-        &["-c", &hook, "login", "refresh", "--if-stale"],
-        Run::default(),
-    )
-    .await;
+    let ran = ci
+        .run(&["-c", &hook, "login", "refresh", "--if-stale"])
+        .await;
     assert_eq!(ran.code, 0, "{ran:?}");
     assert!(!target.exists());
 
     let failing = "authbridge.on_credential_change=[\"sh\", \"-c\", \"exit 7\"]";
-    let before = stored(&home, "refresh_token");
-    let ran = run(
-        home.path(),
-        &issuer,
-        &["-c", failing, "login", "refresh"],
-        Run::default(),
-    )
-    .await;
+    let before = stored(&ci.home, "refresh_token");
+    let ran = ci.run(&["-c", failing, "login", "refresh"]).await;
     assert_eq!(ran.code, 0, "{ran:?}");
     assert!(
         ran.stderr.contains("on_credential_change failed"),
         "{ran:?}"
     );
     assert_ne!(
-        stored(&home, "refresh_token"),
+        stored(&ci.home, "refresh_token"),
         before,
         "the rotation is kept"
     );
-    let ran = run(
-        home.path(),
-        &issuer,
-        &[
-            "-c",
-            "authbridge.on_credential_change=[]",
-            "login",
-            "status",
-        ],
-        Run::default(),
-    )
-    .await;
+    let empty_hook = [
+        "-c",
+        "authbridge.on_credential_change=[]",
+        "login",
+        "status",
+    ];
+    let ran = ci.run(&empty_hook).await;
     assert_eq!(ran.code, 1, "an empty hook is refused: {ran:?}");
 }
 
 #[tokio::test]
 async fn revocation_happens_only_where_it_was_chosen() {
-    let issuer = MockIssuer::start().await;
-    let home = signed_in_home(&issuer);
-    let ran = run(
-        home.path(),
-        &issuer,
-        &["logout", "--no-revoke"],
-        Run::default(),
-    )
-    .await;
+    let ci = SignedIn::start().await;
+    let issuer = &ci.issuer;
+    let ran = ci.run(&["logout", "--no-revoke"]).await;
     assert_eq!(ran.code, 0, "{ran:?}");
-    assert_eq!(auth_json(home.path()), None);
+    assert_eq!(auth_json(ci.home.path()), None);
     assert_eq!(issuer.revoked().len(), 0);
 
-    let home = signed_in_home(&issuer);
+    let home = signed_in_home(issuer);
     let off = ["-c", "authbridge.revoke_on_logout=false", "logout"];
-    let ran = run(home.path(), &issuer, &off, Run::default()).await;
+    let ran = ci.run_in(home.path(), &off).await;
     assert_eq!(ran.code, 0, "{ran:?}");
     assert_eq!(issuer.revoked().len(), 0);
 
     // The app-server's `account/logout` follows the same key.
     let options = kit::Options::default()
-        .home(signed_in_home(&issuer))
-        .issuer(&issuer)
+        .home(signed_in_home(issuer))
+        .issuer(issuer)
         .config("authbridge.revoke_on_logout=false");
     let (p, mut c) = kit::Proc::initialized(options, "ci", false).await;
     c.logout().await;
     assert_eq!(auth_json(p.home.path()), None);
     assert_eq!(issuer.revoked().len(), 0);
 
-    let home = signed_in_home(&issuer);
+    let home = signed_in_home(issuer);
     let spent = stored(&home, "refresh_token");
-    let ran = run(home.path(), &issuer, &["logout"], Run::default()).await;
+    let ran = ci.run_in(home.path(), &["logout"]).await;
     assert_eq!(ran.code, 0, "{ran:?}");
     assert_eq!(issuer.revoked(), [spent]);
 
     // A new sign-in replaces the credential without revoking it, unless asked to.
-    let home = signed_in_home(&issuer);
+    let home = signed_in_home(issuer);
     issuer.approve_device();
-    let ran = run(
-        home.path(),
-        &issuer,
-        &["login", "--device-auth"],
-        Run::default(),
-    )
-    .await;
+    let ran = ci.run_in(home.path(), &["login", "--device-auth"]).await;
     assert_eq!(ran.code, 0, "{ran:?}");
     assert_eq!(issuer.revoked().len(), 1, "the replaced token stays valid");
     let replaced = stored(&home, "refresh_token");
@@ -573,7 +437,7 @@ async fn revocation_happens_only_where_it_was_chosen() {
         "login",
         "--device-auth",
     ];
-    let ran = run(home.path(), &issuer, &on, Run::default()).await;
+    let ran = ci.run_in(home.path(), &on).await;
     assert_eq!(ran.code, 0, "{ran:?}");
     kit::wait::until("the replaced token to be revoked", || {
         issuer.revoked().last() == Some(&replaced)

@@ -14,39 +14,23 @@
 mod kit;
 
 use kit::broker;
-use kit::client::{ACCOUNT_UPDATED, LOGIN_COMPLETED, REFRESH};
+use kit::client::RATE_LIMITS;
 use kit::codex::{Codex, CodexHome, HttpsBackend, installed};
-use kit::jwt::token;
 use kit::stand_in_broker::StandInBroker;
-use kit::wait::{QUIET, poll};
-use kit::{Client, MockBackend, MockIssuer, Options, Proc, RESPONSES_PATH, USAGE_PATH};
-use serde_json::{Value, json};
-
-const RATE_LIMITS: &str = "account/rateLimits/read";
-
-fn ws1(nonce: &str) -> String {
-    token("ws-1", "plus", "a@example.com", nonce)
-}
+use kit::wait::poll;
+use kit::worker::{assert_hidden, ws1};
+use kit::{Client, MockIssuer, Options, Proc, RESPONSES_PATH, USAGE_PATH};
+use serde_json::json;
 
 /// `authbridge worker --broker URL -- codex app-server` in `home`; initialized by a parent
 /// that did not ask for the experimental API.
 async fn worker(url: &str, home: &CodexHome, codex: &Codex) -> (Proc, Client) {
     let child = home.command(codex);
-    let mut args = vec!["worker", "--broker", url, "--"];
-    args.extend(child.iter().map(String::as_str));
-    let mut p = Proc::spawn(
-        &args,
-        Options::default().log("warn,authbridge::worker=info"),
-    );
-    let (stdin, stdout) = p.pipes();
-    let mut c = Client::over_io(stdout, stdin);
+    let child: Vec<&str> = child.iter().map(String::as_str).collect();
+    let options = Options::default().log("warn,authbridge::worker=info");
+    let (p, mut c) = kit::worker::spawn(url, &[], &child, options);
     c.initialize("parent", false).await;
     (p, c)
-}
-
-fn accept_only(backend: &MockBackend, only: &str) {
-    let only = only.to_owned();
-    backend.validate_with(std::sync::Arc::new(move |t: &str| t == only));
 }
 
 async fn rate_limits_ok(c: &mut Client, p: &Proc) {
@@ -69,33 +53,13 @@ async fn turn(c: &mut Client, home: &CodexHome) {
     assert_eq!(done["params"]["turn"]["status"], "completed", "{done}");
 }
 
-fn is_wrapper_traffic(v: &Value) -> bool {
-    v["method"] == LOGIN_COMPLETED
-        || v["method"] == ACCOUNT_UPDATED
-        || v["method"] == REFRESH
-        || v["id"]
-            .as_str()
-            .is_some_and(|id| id.starts_with("authbridge-worker:"))
-}
-
-async fn assert_hidden(c: &mut Client) {
-    c.assert_no("the worker's own traffic", QUIET, is_wrapper_traffic)
-        .await;
-    let seen: Vec<&Value> = c
-        .received
-        .iter()
-        .filter(|v| is_wrapper_traffic(v))
-        .collect();
-    assert!(seen.is_empty(), "the parent saw {seen:?}");
-}
-
 #[tokio::test]
 async fn a_codex_child_takes_a_pushed_token_before_its_next_backend_call() {
     for codex in installed("a_codex_child_takes_a_pushed_token_before_its_next_backend_call") {
         let https = HttpsBackend::start().await;
         let backend = &https.backend;
         let (old, new) = (ws1("old"), ws1("new"));
-        accept_only(backend, &old);
+        backend.accept_only(&old);
         let broker = StandInBroker::start(&old, "ws-1", "plus").await;
         let home = https.home();
         let (p, mut c) = worker(&broker.url(), &home, &codex).await;
@@ -107,7 +71,7 @@ async fn a_codex_child_takes_a_pushed_token_before_its_next_backend_call() {
         rate_limits_ok(&mut c, &p).await;
 
         // Rotated elsewhere: announced, and the old token is dead at once.
-        accept_only(backend, &new);
+        backend.accept_only(&new);
         broker.set_token(&new);
         poll("the worker's read after the notice", || {
             (broker.reads() == 2).then_some(())
@@ -134,14 +98,14 @@ async fn a_codex_rate_limits_401_is_sent_again_once_with_the_new_token() {
         let https = HttpsBackend::start().await;
         let backend = &https.backend;
         let (old, new) = (ws1("old"), ws1("new"));
-        accept_only(backend, &old);
+        backend.accept_only(&old);
         let broker = StandInBroker::start(&old, "ws-1", "plus").await;
         let home = https.home();
         let (p, mut c) = worker(&broker.url(), &home, &codex).await;
         rate_limits_ok(&mut c, &p).await;
 
         // The token stops working before its exp: only a 401 can tell.
-        accept_only(backend, &new);
+        backend.accept_only(&new);
         broker.grant_next(&new);
         rate_limits_ok(&mut c, &p).await;
         assert_eq!(broker.previous_tokens(), std::slice::from_ref(&old));
@@ -150,7 +114,7 @@ async fn a_codex_rate_limits_401_is_sent_again_once_with_the_new_token() {
 
         // A 401 the broker has no newer token for reaches the parent as Codex said it,
         // after one report and without a second sending.
-        accept_only(backend, "nothing");
+        backend.accept_only("nothing");
         let r = c.call(RATE_LIMITS, None).await;
         let message = r["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains("401 Unauthorized"), "{codex:?}: {r}");

@@ -8,7 +8,7 @@
 
 mod kit;
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use kit::broker::{self, BrokerProc, PrincipalSpec, write_principals};
@@ -69,38 +69,55 @@ async fn read(c: &mut Client, name: &str) -> Value {
         .await
 }
 
-/// A broker on the file store of `home` with the principals file `file`.
-async fn file_broker(issuer: &MockIssuer, home: &Path, file: &Path) -> BrokerProc {
-    broker::start(issuer, home, &["--principals", file.to_str().unwrap()], &[]).await
+/// A broker on the file store of a fresh home, serving the principals written to a file
+/// there, against a stand-in issuer of its own: where every file-store case starts.
+struct FileBroker {
+    issuer: MockIssuer,
+    home: tempfile::TempDir,
+    /// The principals file, for a case that rewrites it while the broker runs.
+    file: PathBuf,
+    b: BrokerProc,
+}
+
+impl FileBroker {
+    async fn start(principals: &[PrincipalSpec<'_>]) -> FileBroker {
+        Self::start_with(principals, false).await
+    }
+
+    /// With `--audit-log` to `audit.log` in the home when `audited`.
+    async fn start_with(principals: &[PrincipalSpec<'_>], audited: bool) -> FileBroker {
+        let issuer = MockIssuer::start().await;
+        let home = tempfile::tempdir().unwrap();
+        let file = home.path().join("principals.toml");
+        write_principals(&file, principals);
+        let audit = home.path().join("audit.log");
+        let mut args = vec!["--principals", file.to_str().unwrap()];
+        if audited {
+            args.extend(["--audit-log", audit.to_str().unwrap()]);
+        }
+        let b = broker::start(&issuer, home.path(), &args, &[]).await;
+        FileBroker {
+            issuer,
+            home,
+            file,
+            b,
+        }
+    }
 }
 
 #[tokio::test]
 async fn each_principal_reads_only_its_own_credentials_each_with_its_own_grant() {
-    let issuer = MockIssuer::start().await;
-    let home = tempfile::tempdir().unwrap();
-    let file = home.path().join("principals.toml");
-    write_principals(&file, &two_teams());
+    let fixture = FileBroker::start_with(&two_teams(), true).await;
+    let (issuer, home, b) = (&fixture.issuer, &fixture.home, &fixture.b);
     let audit = home.path().join("audit.log");
-    let b = broker::start(
-        &issuer,
-        home.path(),
-        &[
-            "--principals",
-            file.to_str().unwrap(),
-            "--audit-log",
-            audit.to_str().unwrap(),
-        ],
-        &[],
-    )
-    .await;
     let mut admin = b.client_as(ADMIN).await;
     let mut a = b.client_as(TEAM_A).await;
     let mut other = b.client_as(TEAM_B).await;
 
     // Before team-b exists, ci-a asking for it gets the unknown-name answer...
     let unknown = read(&mut a, "team-b").await;
-    let doc_a = sign_in(&issuer, "ws-a");
-    let doc_b = sign_in(&issuer, "ws-b");
+    let doc_a = sign_in(issuer, "ws-a");
+    let doc_b = sign_in(issuer, "ws-b");
     assert_eq!(import(&mut admin, "team-a", &doc_a).await, 1);
     assert_eq!(import(&mut admin, "team-b", &doc_b).await, 1);
     // ...and exactly the same answer once it exists: no way to learn which names exist.
@@ -190,9 +207,6 @@ async fn each_principal_reads_only_its_own_credentials_each_with_its_own_grant()
 
 #[tokio::test]
 async fn a_removed_token_closes_its_connection_and_rotation_takes_two() {
-    let issuer = MockIssuer::start().await;
-    let home = tempfile::tempdir().unwrap();
-    let file = home.path().join("principals.toml");
     let rotating = |tokens: &'static [&'static str]| {
         vec![
             PrincipalSpec {
@@ -209,10 +223,10 @@ async fn a_removed_token_closes_its_connection_and_rotation_takes_two() {
             },
         ]
     };
-    write_principals(&file, &rotating(&["old-token", "new-token"]));
-    let b = file_broker(&issuer, home.path(), &file).await;
+    let fixture = FileBroker::start(&rotating(&["old-token", "new-token"])).await;
+    let (issuer, file, b) = (&fixture.issuer, &fixture.file, &fixture.b);
     let mut admin = b.client_as(ADMIN).await;
-    import(&mut admin, "team-a", &sign_in(&issuer, "ws-a")).await;
+    import(&mut admin, "team-a", &sign_in(issuer, "ws-a")).await;
 
     // During the rotation both tokens are the same principal.
     let mut old = b.client_as("old-token").await;
@@ -222,7 +236,7 @@ async fn a_removed_token_closes_its_connection_and_rotation_takes_two() {
     assert!(b.refuses("no-such-token").await);
 
     // The old token leaves the file: its connection is closed, the new one stays.
-    write_principals(&file, &rotating(&["new-token"]));
+    write_principals(file, &rotating(&["new-token"]));
     assert!(
         old.next_within(Duration::from_secs(10)).await.is_none(),
         "the old token's connection is closed"
@@ -231,7 +245,7 @@ async fn a_removed_token_closes_its_connection_and_rotation_takes_two() {
     assert!(read(&mut new, "team-a").await.get("result").is_some());
 
     // A broken file keeps the last good set, with a warning.
-    broker::write_atomically(&file, "[[principal]]\nname = \"x\"\ntoken_sha256 = 7\n");
+    broker::write_atomically(file, "[[principal]]\nname = \"x\"\ntoken_sha256 = 7\n");
     b.proc
         .wait_stderr("the principals read before stay in effect")
         .await;
@@ -267,11 +281,8 @@ async fn a_broken_principals_file_stops_start_up() {
 
 #[tokio::test]
 async fn admin_methods_list_import_delete_and_tell_the_workers() {
-    let issuer = MockIssuer::start().await;
-    let home = tempfile::tempdir().unwrap();
-    let file = home.path().join("principals.toml");
-    write_principals(&file, &two_teams());
-    let b = file_broker(&issuer, home.path(), &file).await;
+    let fixture = FileBroker::start(&two_teams()).await;
+    let (issuer, b) = (&fixture.issuer, &fixture.b);
     let mut admin = b.client_as(ADMIN).await;
     let mut a = b.client_as(TEAM_A).await;
     let mut other = b.client_as(TEAM_B).await;
@@ -285,7 +296,7 @@ async fn admin_methods_list_import_delete_and_tell_the_workers() {
     let refused = a
         .err(
             "credential/import",
-            json!({"credential": "team-a", "authJson": sign_in(&issuer, "ws-x")}),
+            json!({"credential": "team-a", "authJson": sign_in(issuer, "ws-x")}),
         )
         .await;
     assert!(
@@ -293,8 +304,8 @@ async fn admin_methods_list_import_delete_and_tell_the_workers() {
         "{refused}"
     );
 
-    let doc_a = sign_in(&issuer, "ws-a");
-    let doc_b = sign_in(&issuer, "ws-b");
+    let doc_a = sign_in(issuer, "ws-a");
+    let doc_b = sign_in(issuer, "ws-b");
     import(&mut admin, "team-a", &doc_a).await;
     import(&mut admin, "team-b", &doc_b).await;
     let bad = admin
@@ -346,7 +357,7 @@ async fn admin_methods_list_import_delete_and_tell_the_workers() {
     // A connection that read team-a hears of its import; team-b's reader does not.
     let before = read(&mut a, "team-a").await["result"].clone();
     read(&mut other, "team-b").await;
-    let generation = import(&mut admin, "team-a", &sign_in(&issuer, "ws-a")).await;
+    let generation = import(&mut admin, "team-a", &sign_in(issuer, "ws-a")).await;
     assert_eq!(generation, 2);
     let changed = a.notification("credential/changed").await;
     assert_eq!(
@@ -391,7 +402,7 @@ async fn admin_methods_list_import_delete_and_tell_the_workers() {
         .await;
     assert_eq!(again["data"]["authError"], "unknownCredential");
     // Imported again, it counts on from where it was.
-    let back = import(&mut admin, "team-b", &sign_in(&issuer, "ws-b")).await;
+    let back = import(&mut admin, "team-b", &sign_in(issuer, "ws-b")).await;
     assert!(
         back > changed["params"]["generation"].as_u64().unwrap(),
         "{back}"
@@ -400,14 +411,11 @@ async fn admin_methods_list_import_delete_and_tell_the_workers() {
 
 #[tokio::test]
 async fn the_broker_signs_a_name_in_with_the_device_code() {
-    let issuer = MockIssuer::start().await;
-    let home = tempfile::tempdir().unwrap();
-    let file = home.path().join("principals.toml");
-    write_principals(&file, &two_teams());
-    let b = file_broker(&issuer, home.path(), &file).await;
+    let fixture = FileBroker::start(&two_teams()).await;
+    let (issuer, b) = (&fixture.issuer, &fixture.b);
     let mut admin = b.client_as(ADMIN).await;
     let mut a = b.client_as(TEAM_A).await;
-    import(&mut admin, "team-a", &sign_in(&issuer, "ws-old")).await;
+    import(&mut admin, "team-a", &sign_in(issuer, "ws-old")).await;
     assert_eq!(
         read(&mut a, "team-a").await["result"]["accountId"],
         "ws-old"
@@ -510,18 +518,11 @@ async fn without_principals_the_token_is_one_admin_over_default() {
     let issuer = MockIssuer::start().await;
     let (_src_dir, src) = broker::signed_in_file(&issuer);
     let home = tempfile::tempdir().unwrap();
-    let token_file = home.path().join("broker-token");
-    std::fs::write(&token_file, "only-token\n").unwrap();
-    let b = broker::start(
+    let (b, _) = broker::start_with_token(
         &issuer,
         home.path(),
-        &[
-            "--import-auth-json",
-            src.as_str(),
-            "--ws-token-file",
-            token_file.to_str().unwrap(),
-        ],
-        &[],
+        "only-token",
+        &["--import-auth-json", &src],
     )
     .await;
     let mut c = b.client_as("only-token").await;
@@ -659,11 +660,8 @@ async fn broker_admin(b: &BrokerProc, token_file: &str, args: &[&str]) -> (i32, 
 async fn broker_admin_lists_imports_signs_in_and_deletes_from_the_command_line() {
     use tokio::io::AsyncBufReadExt;
 
-    let issuer = MockIssuer::start().await;
-    let home = tempfile::tempdir().unwrap();
-    let file = home.path().join("principals.toml");
-    write_principals(&file, &two_teams());
-    let b = file_broker(&issuer, home.path(), &file).await;
+    let fixture = FileBroker::start(&two_teams()).await;
+    let (issuer, b) = (&fixture.issuer, &fixture.b);
     let laptop = tempfile::tempdir().unwrap();
     let admin_token = laptop.path().join("admin-token");
     std::fs::write(&admin_token, format!("{ADMIN}\n")).unwrap();
@@ -673,11 +671,11 @@ async fn broker_admin_lists_imports_signs_in_and_deletes_from_the_command_line()
     let team_token = team_token.to_str().unwrap();
 
     // import: the sign-in moves to the broker; the laptop's file keeps no refresh token.
-    let doc = sign_in(&issuer, "ws-a");
+    let doc = sign_in(issuer, "ws-a");
     let source = laptop.path().join("auth.json");
     std::fs::write(&source, doc.to_string()).unwrap();
     let (code, out, err) = broker_admin(
-        &b,
+        b,
         admin_token,
         &["import", "team-a", source.to_str().unwrap()],
     )
@@ -697,7 +695,7 @@ async fn broker_admin_lists_imports_signs_in_and_deletes_from_the_command_line()
     );
 
     // list: a table without a secret; --json is the broker's answer.
-    let (code, out, err) = broker_admin(&b, admin_token, &["list"]).await;
+    let (code, out, err) = broker_admin(b, admin_token, &["list"]).await;
     assert_eq!(code, 0, "{err}");
     let row = out.lines().find(|l| l.starts_with("team-a")).expect(&out);
     assert!(
@@ -707,13 +705,13 @@ async fn broker_admin_lists_imports_signs_in_and_deletes_from_the_command_line()
     for token in ["id_token", "access_token", "refresh_token"] {
         assert!(!out.contains(doc["tokens"][token].as_str().unwrap()));
     }
-    let (code, out, _) = broker_admin(&b, admin_token, &["list", "--json"]).await;
+    let (code, out, _) = broker_admin(b, admin_token, &["list", "--json"]).await;
     assert_eq!(code, 0);
     let list: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(list["credentials"][0]["accountId"], "ws-a");
 
     // login: the URL and the code, then the outcome once the user entered it.
-    let all = admin_args(&b, admin_token, &["login", "team-b"]);
+    let all = admin_args(b, admin_token, &["login", "team-b"]);
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
     let mut login = kit::Proc::spawn(&all, kit::Options::default());
     let (_stdin, stdout) = login.pipes();
@@ -741,7 +739,7 @@ async fn broker_admin_lists_imports_signs_in_and_deletes_from_the_command_line()
     );
 
     // delete, and what fails: exit 1 with the reason, 3 when the broker is not there.
-    let (code, out, _) = broker_admin(&b, admin_token, &["delete", "team-a", "--revoke"]).await;
+    let (code, out, _) = broker_admin(b, admin_token, &["delete", "team-a", "--revoke"]).await;
     assert_eq!(
         (code, out.trim()),
         (0, "deleted team-a (refresh token revoked)")
@@ -750,10 +748,10 @@ async fn broker_admin_lists_imports_signs_in_and_deletes_from_the_command_line()
         issuer.revoked(),
         [doc["tokens"]["refresh_token"].as_str().unwrap()]
     );
-    let (code, _, err) = broker_admin(&b, admin_token, &["delete", "team-a"]).await;
+    let (code, _, err) = broker_admin(b, admin_token, &["delete", "team-a"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("no credential named \"team-a\""), "{err}");
-    let (code, _, err) = broker_admin(&b, team_token, &["list"]).await;
+    let (code, _, err) = broker_admin(b, team_token, &["list"]).await;
     assert_eq!(code, 1);
     assert!(
         err.contains("credential/list is for admin principals only"),
@@ -761,7 +759,7 @@ async fn broker_admin_lists_imports_signs_in_and_deletes_from_the_command_line()
     );
     let wrong = laptop.path().join("wrong-token");
     std::fs::write(&wrong, "not-a-principal").unwrap();
-    let (code, _, err) = broker_admin(&b, wrong.to_str().unwrap(), &["list"]).await;
+    let (code, _, err) = broker_admin(b, wrong.to_str().unwrap(), &["list"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("refused the token"), "{err}");
     assert!(!err.contains("not-a-principal"), "{err}");

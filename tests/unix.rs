@@ -43,6 +43,29 @@ async fn refused_at_start_up(socket: &Path) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The binary on `server`'s `CODEX_HOME`, as a proxy started beside that server would run.
+fn proxy_command(server: &Proc) -> tokio::process::Command {
+    tokio::process::Command::from(process::command(server.home.path()))
+}
+
+/// `app-server proxy --socket SOCKET` from `command`, its stdin and stdout piped to the
+/// test; killed when dropped.
+fn spawn_proxy(
+    mut command: tokio::process::Command,
+    socket: &Path,
+    stderr: Stdio,
+) -> tokio::process::Child {
+    command
+        .args(["app-server", "proxy", "--socket"])
+        .arg(socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn two_socket_clients_and_a_websocket_client_share_the_sign_in() {
     let backend = MockBackend::start().await;
@@ -144,17 +167,9 @@ async fn a_peer_of_another_uid_is_closed_unanswered() {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).unwrap();
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
 
-    let mut command = tokio::process::Command::from(process::command(p.home.path()));
+    let mut command = proxy_command(&p);
     std::os::unix::process::CommandExt::uid(command.as_std_mut(), 65534);
-    let mut proxy = command
-        .args(["app-server", "proxy", "--socket"])
-        .arg(&socket)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut proxy = spawn_proxy(command, &socket, Stdio::null());
     let mut stdin = proxy.stdin.take().unwrap();
     let initialize = json!({"id": 1, "method": "initialize", "params": {"clientInfo": {"name": "nobody", "version": "1"}}});
     // The server may already have closed: a failed write is part of the outcome.
@@ -175,15 +190,7 @@ async fn a_peer_of_another_uid_is_closed_unanswered() {
 #[tokio::test]
 async fn the_proxy_carries_a_session_through_the_socket() {
     let (p, socket) = Proc::unix(Options::default()).await;
-    let mut proxy = tokio::process::Command::from(process::command(p.home.path()))
-        .args(["app-server", "proxy", "--socket"])
-        .arg(&socket)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut proxy = spawn_proxy(proxy_command(&p), &socket, Stdio::piped());
     let (stdin, stdout) = (proxy.stdin.take().unwrap(), proxy.stdout.take().unwrap());
     let mut c = Client::over_io(stdout, stdin);
     c.initialize("through-proxy", false).await;
@@ -212,14 +219,7 @@ async fn the_proxy_says_when_nobody_listens() {
 #[tokio::test]
 async fn the_proxy_passes_bytes_unchanged() {
     let (p, socket) = Proc::unix(Options::default()).await;
-    let mut proxy = tokio::process::Command::from(process::command(p.home.path()))
-        .args(["app-server", "proxy", "--socket"])
-        .arg(&socket)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut proxy = spawn_proxy(proxy_command(&p), &socket, Stdio::inherit());
     let mut stdin = proxy.stdin.take().unwrap();
     let mut lines = BufReader::new(proxy.stdout.take().unwrap()).lines();
     // Not JSON: the server's own parse error comes back, so the proxy did not frame it.

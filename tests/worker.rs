@@ -7,56 +7,17 @@ mod kit;
 
 use std::time::{Duration, Instant};
 
-use kit::client::{ACCOUNT_UPDATED, LOGIN_COMPLETED, REFRESH};
-use kit::jwt::token;
+use kit::client::{ACCOUNT_UPDATED, LOGIN_COMPLETED, RATE_LIMITS};
 use kit::stand_in_broker::{Failure, StandInBroker};
-use kit::wait::QUIET;
-use kit::{Client, MockBackend, Options, Proc, USAGE_PATH, binary};
+use kit::worker::{assert_hidden, ws1};
+use kit::{Client, MockBackend, Options, Proc, USAGE_PATH};
 use serde_json::{Value, json};
-
-const RATE_LIMITS: &str = "account/rateLimits/read";
-
-/// A token for ws-1 on the plus plan; `nonce` tells tokens apart.
-fn ws1(nonce: &str) -> String {
-    token("ws-1", "plus", "a@example.com", nonce)
-}
 
 /// `authbridge worker --broker URL [extra] -- authbridge app-server -c <backend>`; the
 /// kit's safe defaults go to the child too (they come last). Returns the worker and a
 /// parent client on its stdio, not yet initialized.
 fn worker(broker: &StandInBroker, backend: &MockBackend, extra: &[&str]) -> (Proc, Client) {
-    let child = binary().unwrap();
-    let child = child.to_str().unwrap();
-    let url = broker.url();
-    let backend_setting = backend.config_arg();
-    let mut args = vec!["worker", "--broker", &url];
-    args.extend_from_slice(extra);
-    args.extend(["--", child, "app-server", "-c", &backend_setting]);
-    let mut p = Proc::spawn(&args, Options::default());
-    let (stdin, stdout) = p.pipes();
-    (p, Client::over_io(stdout, stdin))
-}
-
-/// Anything of the worker's own that must never reach the parent.
-fn is_wrapper_traffic(v: &Value) -> bool {
-    v["method"] == LOGIN_COMPLETED
-        || v["method"] == ACCOUNT_UPDATED
-        || v["method"] == REFRESH
-        || v["id"]
-            .as_str()
-            .is_some_and(|id| id.starts_with("authbridge-worker:"))
-}
-
-/// Asserts the parent saw none of the worker's exchanges, now or for a short while.
-async fn assert_hidden(c: &mut Client) {
-    c.assert_no("the worker's own traffic", QUIET, is_wrapper_traffic)
-        .await;
-    let seen: Vec<&Value> = c
-        .received
-        .iter()
-        .filter(|v| is_wrapper_traffic(v))
-        .collect();
-    assert!(seen.is_empty(), "the parent saw {seen:?}");
+    kit::fleet::spawn_worker_with(&broker.url(), backend, Options::default(), extra)
 }
 
 fn auth_error(response: &Value) -> &str {

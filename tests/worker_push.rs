@@ -10,50 +10,22 @@
 
 mod kit;
 
-use kit::jwt::token;
+use kit::client::RATE_LIMITS;
 use kit::stand_in_broker::{Failure, StandInBroker};
 use kit::wait::poll;
-use kit::{Client, MockBackend, Options, Proc, USAGE_PATH, binary};
+use kit::worker::ws1;
+use kit::{Client, MockBackend, Options, Proc, USAGE_PATH};
 use serde_json::Value;
-
-const RATE_LIMITS: &str = "account/rateLimits/read";
 /// What the worker logs once the child answered its login.
 const HOLDS: &str = "the child holds the broker's access token";
-
-fn ws1(nonce: &str) -> String {
-    token("ws-1", "plus", "a@example.com", nonce)
-}
 
 /// A worker around an authbridge app-server on `backend`, served by `broker`, logging
 /// its logins; initialized as an ordinary parent would.
 async fn worker(broker: &StandInBroker, backend: &MockBackend) -> (Proc, Client) {
-    let child = binary().unwrap();
-    let url = broker.url();
-    let backend_setting = backend.config_arg();
-    let args = [
-        "worker",
-        "--broker",
-        &url,
-        "--",
-        child.to_str().unwrap(),
-        "app-server",
-        "-c",
-        &backend_setting,
-    ];
-    let mut p = Proc::spawn(
-        &args,
-        Options::default().log("warn,authbridge::worker=info"),
-    );
-    let (stdin, stdout) = p.pipes();
-    let mut c = Client::over_io(stdout, stdin);
+    let options = Options::default().log("warn,authbridge::worker=info");
+    let (p, mut c) = kit::fleet::spawn_worker(&broker.url(), backend, options);
     c.initialize("parent", false).await;
     (p, c)
-}
-
-/// The backend accepts `only` from now on: an older token gets 401 at once.
-fn accept_only(backend: &MockBackend, only: &str) {
-    let only = only.to_owned();
-    backend.validate_with(std::sync::Arc::new(move |t: &str| t == only));
 }
 
 async fn rate_limits_ok(c: &mut Client) {
@@ -70,14 +42,14 @@ fn logins(p: &Proc) -> usize {
 async fn a_pushed_generation_reaches_the_child_before_the_parent_s_next_request() {
     let (old, new) = (ws1("old"), ws1("new"));
     let backend = MockBackend::start().await;
-    accept_only(&backend, &old);
+    backend.accept_only(&old);
     let broker = StandInBroker::start(&old, "ws-1", "plus").await;
     let (_p, mut c) = worker(&broker, &backend).await;
     rate_limits_ok(&mut c).await;
     assert_eq!(broker.reads(), 1);
 
     // Another worker's refresh, as the broker sees it: a new generation, announced.
-    accept_only(&backend, &new);
+    backend.accept_only(&new);
     broker.set_token(&new);
     // The worker's read of the new generation is under way: from here on the parent's
     // requests wait for the child to hold it.
@@ -100,7 +72,7 @@ async fn a_pushed_generation_reaches_the_child_before_the_parent_s_next_request(
 async fn a_rotation_one_worker_caused_costs_the_other_no_401() {
     let (old, new) = (ws1("old"), ws1("new"));
     let backend = MockBackend::start().await;
-    accept_only(&backend, &old);
+    backend.accept_only(&old);
     let broker = StandInBroker::start(&old, "ws-1", "plus").await;
     let (_pa, mut a) = worker(&broker, &backend).await;
     let (pb, mut b) = worker(&broker, &backend).await;
@@ -110,7 +82,7 @@ async fn a_rotation_one_worker_caused_costs_the_other_no_401() {
     assert_eq!(b_logins, 1);
 
     // The token expires; A meets the 401 and its refresh makes the one grant.
-    accept_only(&backend, &new);
+    backend.accept_only(&new);
     broker.grant_next(&new);
     rate_limits_ok(&mut a).await;
     assert_eq!(broker.refreshes(), 1);
@@ -133,7 +105,7 @@ async fn a_rotation_one_worker_caused_costs_the_other_no_401() {
 async fn a_notice_missed_while_disconnected_is_made_up_by_a_read_after_the_reconnect() {
     let (old, new) = (ws1("old"), ws1("new"));
     let backend = MockBackend::start().await;
-    accept_only(&backend, &old);
+    backend.accept_only(&old);
     let broker = StandInBroker::start(&old, "ws-1", "plus").await;
     let (p, mut c) = worker(&broker, &backend).await;
     rate_limits_ok(&mut c).await;
@@ -141,7 +113,7 @@ async fn a_notice_missed_while_disconnected_is_made_up_by_a_read_after_the_recon
     // The change happens with no notice reaching the worker.
     broker.announce(false);
     broker.drop_connections();
-    accept_only(&backend, &new);
+    backend.accept_only(&new);
     broker.set_token(&new);
     poll("the worker's login after its reconnect", || {
         (broker.connections() == 2 && logins(&p) == 2).then_some(())
@@ -162,7 +134,7 @@ async fn a_notice_missed_while_disconnected_is_made_up_by_a_read_after_the_recon
 async fn a_reconnect_without_a_change_costs_a_read_and_no_login() {
     let access = ws1("same");
     let backend = MockBackend::start().await;
-    accept_only(&backend, &access);
+    backend.accept_only(&access);
     let broker = StandInBroker::start(&access, "ws-1", "plus").await;
     let (p, mut c) = worker(&broker, &backend).await;
     rate_limits_ok(&mut c).await;
@@ -190,7 +162,7 @@ async fn a_pushed_sign_in_after_a_permanent_failure_is_used_at_once() {
     );
     // Someone signs in again at the broker, which announces it.
     let fresh = ws1("after-sign-in");
-    accept_only(&backend, &fresh);
+    backend.accept_only(&fresh);
     broker.fail_refreshes(None);
     broker.set_token(&fresh);
     poll("the login with the new sign-in", || {
@@ -200,7 +172,7 @@ async fn a_pushed_sign_in_after_a_permanent_failure_is_used_at_once() {
     rate_limits_ok(&mut c).await;
     // The fresh token expires too: its refresh is asked for, not refused from the latch.
     let next = ws1("next");
-    accept_only(&backend, &next);
+    backend.accept_only(&next);
     broker.grant_next(&next);
     rate_limits_ok(&mut c).await;
     assert_eq!(broker.previous_tokens(), [expired, fresh]);

@@ -15,12 +15,16 @@
 //! for. The connection ends when its input ends, its output fails, or the last [`Client`]
 //! handle is dropped (or [`Client::close`] is called); then the pending requests fail, the
 //! handlers get `shutdown_grace`, and the writer gets as long to flush.
+//! [`Client::close_and_wait`] ends the output first and reads on until the server ends its
+//! side, for a caller that must know the server saw the end (a WebSocket's closing
+//! handshake).
 //!
 //! [`PendingRequests`]: super::pending::PendingRequests
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -140,7 +144,11 @@ impl Default for ClientOptions {
 struct Handle {
     peer: Peer,
     stop: CancellationToken,
+    /// Ends the output but not the input ([`Client::close_and_wait`]).
+    finish: CancellationToken,
     ended: CancellationToken,
+    /// Whether the input ended of itself (the server's close) rather than being cut.
+    ended_by_server: Arc<AtomicBool>,
 }
 
 impl Drop for Handle {
@@ -183,7 +191,9 @@ impl Client {
         let handle = Handle {
             peer: peer.clone(),
             stop: CancellationToken::new(),
+            finish: CancellationToken::new(),
             ended: CancellationToken::new(),
+            ended_by_server: Arc::new(AtomicBool::new(false)),
         };
         let writer = tokio::spawn(write_loop(peer.clone(), output));
         tokio::spawn(read_loop(
@@ -197,8 +207,12 @@ impl Client {
             input,
             writer,
             options.shutdown_grace,
-            handle.stop.clone(),
-            handle.ended.clone(),
+            Ends {
+                stop: handle.stop.clone(),
+                finish: handle.finish.clone(),
+                ended: handle.ended.clone(),
+                ended_by_server: handle.ended_by_server.clone(),
+            },
         ));
         Client {
             handle: Arc::new(handle),
@@ -261,6 +275,19 @@ impl Client {
         self.handle.stop.cancel();
     }
 
+    /// Ends the connection as [`close`](Self::close) does, except that the input is read on
+    /// after the output ended (over WebSocket, after the close frame went out) until the
+    /// server ends its side too, for at most `within`; then it is cut. Returns whether the
+    /// server ended it: over WebSocket, whether it answered the close frame with its own.
+    pub async fn close_and_wait(&self, within: Duration) -> bool {
+        self.handle.finish.cancel();
+        if tokio::time::timeout(within, self.closed()).await.is_err() {
+            self.close();
+            self.closed().await;
+        }
+        self.handle.ended_by_server.load(Ordering::Acquire)
+    }
+
     /// Requests still waiting for the server.
     #[cfg(test)]
     fn outstanding(&self) -> usize {
@@ -277,25 +304,50 @@ struct Reader {
     max_in_flight: usize,
 }
 
+/// How the reader is told to stop, and how it says it did.
+struct Ends {
+    stop: CancellationToken,
+    finish: CancellationToken,
+    ended: CancellationToken,
+    ended_by_server: Arc<AtomicBool>,
+}
+
 async fn read_loop(
     reader: Reader,
     mut input: Input,
     mut writer: tokio::task::JoinHandle<()>,
     grace: Duration,
-    stop: CancellationToken,
-    ended: CancellationToken,
+    ends: Ends,
 ) {
+    let Ends {
+        stop,
+        finish,
+        ended,
+        ended_by_server,
+    } = ends;
     let peer = reader.peer.clone();
     let aborted = peer.lifecycle().aborted().clone();
+    let mut finishing = false;
     loop {
         let frame = tokio::select! {
             biased;
             _ = stop.cancelled() => break,
             _ = aborted.cancelled() => break,
+            _ = finish.cancelled(), if !finishing => {
+                // As at the end below, but the input stays: nobody waits for an answer,
+                // and the writer ends the output once what is queued is written.
+                finishing = true;
+                peer.close();
+                peer.outbox().close();
+                continue;
+            }
             frame = input.next() => frame,
         };
         match frame {
-            None => break,
+            None => {
+                ended_by_server.store(true, Ordering::Release);
+                break;
+            }
             Some(Err(e)) => {
                 tracing::debug!(connection = peer.id().0, error = %e, "input from the server failed");
                 break;

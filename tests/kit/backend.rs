@@ -209,14 +209,21 @@ impl MockBackend {
             .insert(token.to_owned(), None);
     }
 
-    /// Accepts `token` for its next `uses` calls; after that it gets 401 like an expired
-    /// token.
     /// Accepts exactly the tokens `valid` accepts (for example, the stand-in issuer's
     /// current access tokens).
     pub fn validate_with(&self, valid: Validator) {
         *self.state.validator.lock().unwrap() = Some(valid);
     }
 
+    /// Accepts `only` from now on: any other token, an older one included, gets 401 at
+    /// once, as after a rotation the backend was told of.
+    pub fn accept_only(&self, only: &str) {
+        let only = only.to_owned();
+        self.validate_with(Arc::new(move |t: &str| t == only));
+    }
+
+    /// Accepts `token` for its next `uses` calls; after that it gets 401 like an expired
+    /// token.
     pub fn allow_uses(&self, token: &str, uses: usize) {
         self.state
             .allowed

@@ -49,6 +49,23 @@ pub async fn start_listening(
     BrokerProc { proc, addr }
 }
 
+/// [`start`] admitting only `token`: it is written to `broker-token` in `home` and named by
+/// `--ws-token-file`. Returns the broker and that file's path, which a runner's
+/// `--broker-token-file` can name too.
+pub async fn start_with_token(
+    issuer: &MockIssuer,
+    home: &Path,
+    token: &str,
+    args: &[&str],
+) -> (BrokerProc, String) {
+    let file = home.join("broker-token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let file = file.to_str().unwrap().to_owned();
+    let mut all = vec!["--ws-token-file", file.as_str()];
+    all.extend_from_slice(args);
+    (start(issuer, home, &all, &[]).await, file)
+}
+
 impl BrokerProc {
     pub async fn client(&self) -> Client {
         Client::connect(&self.addr, &[]).await

@@ -82,3 +82,37 @@ pub fn signed_in_home(issuer: &MockIssuer) -> tempfile::TempDir {
     .unwrap();
     home
 }
+
+/// A stand-in issuer and a home holding its sign-in: where most command cases start. Its
+/// commands run on that home unless a case names another (an empty one, a runner's).
+pub struct SignedIn {
+    pub issuer: MockIssuer,
+    pub home: tempfile::TempDir,
+}
+
+impl SignedIn {
+    pub async fn start() -> SignedIn {
+        let issuer = MockIssuer::start().await;
+        let home = signed_in_home(&issuer);
+        SignedIn { issuer, home }
+    }
+
+    /// `authbridge ARGS` on the home, nothing on stdin.
+    pub async fn run(&self, args: &[&str]) -> Ran {
+        self.run_in(self.home.path(), args).await
+    }
+
+    /// `authbridge ARGS` on `home`, against the same issuer, nothing on stdin.
+    pub async fn run_in(&self, home: &Path, args: &[&str]) -> Ran {
+        run(home, &self.issuer, args, Run::default()).await
+    }
+
+    /// `authbridge ARGS` on `home` with `stdin` written to it.
+    pub async fn run_fed(&self, home: &Path, args: &[&str], stdin: &[u8]) -> Ran {
+        let how = Run {
+            stdin,
+            ..Run::default()
+        };
+        run(home, &self.issuer, args, how).await
+    }
+}

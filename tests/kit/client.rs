@@ -18,6 +18,7 @@ use super::wait::{QUIET, WAIT, within};
 pub const LOGIN_COMPLETED: &str = "account/login/completed";
 pub const ACCOUNT_UPDATED: &str = "account/updated";
 pub const REFRESH: &str = "account/chatgptAuthTokens/refresh";
+pub const RATE_LIMITS: &str = "account/rateLimits/read";
 
 /// `account/login/start` params for external tokens in the current shape.
 pub fn tokens_params(access: &str, account: &str) -> Value {

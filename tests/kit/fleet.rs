@@ -47,19 +47,13 @@ pub fn spawn_worker_with(
 ) -> (Proc, Client) {
     let child = binary().unwrap();
     let backend_setting = backend.config_arg();
-    let mut args = vec!["worker", "--broker", url];
-    args.extend_from_slice(worker_args);
-    args.extend([
-        "--",
+    let child = [
         child.to_str().unwrap(),
         "app-server",
         "-c",
         &backend_setting,
-    ]);
-    let mut p = Proc::spawn(&args, options);
-    let (stdin, stdout) = p.pipes();
-    let c = Client::over_io(stdout, stdin);
-    (p, c)
+    ];
+    super::worker::spawn(url, worker_args, &child, options)
 }
 
 /// Runs `workers` workers spread over `brokers` for `run`, expiring the access token

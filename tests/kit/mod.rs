@@ -1,8 +1,8 @@
 //! The one kit shared by the tests, the benches and the example: the built binary as a
 //! child process, a JSON-RPC client over pipes, in-memory streams or WebSocket, a mock
 //! ChatGPT backend and a stand-in OAuth issuer on 127.0.0.1, unsigned JWTs, a private
-//! PostgreSQL, bounded waits, the conformance check against the reference schema, and
-//! headless Chromium through WebDriver.
+//! PostgreSQL, bounded waits, the conformance check against the reference schema, the
+//! worker wrapper as its parent sees it, and headless Chromium through WebDriver.
 //!
 //! Integration tests include it with `mod kit;`; benches and examples with
 //! `#[path = "../tests/kit/mod.rs"] mod kit;`. Each uses part of it.
@@ -35,6 +35,7 @@ pub mod tls_front;
 pub mod turns;
 pub mod wait;
 pub mod webdriver;
+pub mod worker;
 
 // The names most users want; not every includer uses each.
 #[allow(unused_imports)]

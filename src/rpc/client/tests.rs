@@ -287,3 +287,34 @@ async fn a_server_that_does_not_read_bounds_the_wait_of_a_notification() {
     }
     assert_eq!(outcome, Err(CallError::Timeout(short)));
 }
+
+#[tokio::test]
+async fn close_and_wait_ends_the_output_then_reads_until_the_server_ends_its_side() {
+    let (client, mut server) = pair(Arc::new(Ignore));
+    let asked = spawn_ask(&client, json!({}), WAIT);
+    server.heard().await;
+    let closing = {
+        let client = client.clone();
+        tokio::spawn(async move { client.close_and_wait(WAIT).await })
+    };
+    let end = tokio::time::timeout(WAIT, server.from_client.next()).await;
+    assert_eq!(end.unwrap(), None, "the output was closed first");
+    assert_eq!(
+        asked.await.unwrap(),
+        Err(CallError::Disconnected),
+        "nobody waits for an answer once closing"
+    );
+    assert!(!closing.is_finished(), "the input is still read");
+    server.hang_up();
+    assert!(closing.await.unwrap(), "the server ended its side");
+    assert!(client.is_closed());
+}
+
+#[tokio::test]
+async fn close_and_wait_cuts_a_server_that_never_ends_its_side() {
+    let (client, _server) = pair(Arc::new(Ignore));
+    let short = Duration::from_millis(100);
+    let answered = tokio::time::timeout(WAIT, client.close_and_wait(short)).await;
+    assert_eq!(answered, Ok(false));
+    assert!(client.is_closed());
+}
