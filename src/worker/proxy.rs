@@ -61,13 +61,6 @@ const LOGIN_COMPLETED_TIMEOUT: Duration = Duration::from_secs(5);
 pub const LATCH_RECHECK: Duration = Duration::from_secs(5);
 /// The JSON-RPC error code of the worker's refusals to the child.
 const BROKER_ERROR_CODE: i32 = -32000;
-/// How long after the child was given a new token its refresh requests still report the
-/// token that one replaced. A call the child started before the change meets its 401 after
-/// it, and Codex's refresh request does not say which token failed: reported as the new
-/// one, the broker would take that for dead and grant again (the fleet bench with Codex
-/// children saw 1.2-1.6 grants per expiry). The backend answers 401 at a call's start, well
-/// within this; a new token revoked within it costs a call, not a grant.
-const REPLACED_GRACE: Duration = Duration::from_secs(5);
 /// The child speaks the Codex dialect, without `"jsonrpc":"2.0"`.
 const CHILD_JSONRPC: bool = false;
 
@@ -172,32 +165,7 @@ struct Tokens {
     account: Option<String>,
     /// The broker's generation of `access`.
     generation: Option<u64>,
-    /// The token `access` replaced, and when.
-    replaced: Option<(SecretString, Instant)>,
     latch: Option<Latch>,
-}
-
-impl Tokens {
-    fn hold(&mut self, access: SecretString, account: &str, generation: u64) {
-        if let Some(old) = self.access.take()
-            && old.expose_secret() != access.expose_secret()
-        {
-            self.replaced = Some((old, Instant::now()));
-        }
-        self.access = Some(access);
-        self.account = Some(account.to_owned());
-        self.generation = Some(generation);
-    }
-
-    /// The token a refresh request of the child is taken to report as failed: the one it
-    /// held until a moment ago while a call started with it may still be meeting its 401
-    /// (see [`REPLACED_GRACE`]), else the one it holds.
-    fn failed(&self) -> Option<SecretString> {
-        match &self.replaced {
-            Some((old, at)) if at.elapsed() < REPLACED_GRACE => Some(old.clone()),
-            _ => self.access.clone(),
-        }
-    }
 }
 
 struct Latch {
@@ -236,11 +204,10 @@ impl Shared {
     }
 
     fn install(&self, credential: &Credential, account: &str) {
-        self.tokens.lock().unwrap().hold(
-            credential.access_token.clone(),
-            account,
-            credential.generation,
-        );
+        let mut tokens = self.tokens.lock().unwrap();
+        tokens.access = Some(credential.access_token.clone());
+        tokens.account = Some(account.to_owned());
+        tokens.generation = Some(credential.generation);
     }
 
     /// Whether the child holds `generation` or newer once the refreshes being answered
@@ -963,10 +930,9 @@ async fn refresh(
     shared: &Shared,
     previous_account: Option<&str>,
 ) -> Result<(Credential, String), BrokerError> {
-    let (previous, held, recheck) = {
+    let (previous, recheck) = {
         let mut tokens = shared.tokens.lock().unwrap();
-        let previous = tokens.failed();
-        let held = tokens.access.clone();
+        let previous = tokens.access.clone();
         let recheck = match &mut tokens.latch {
             Some(latch) if latch.checked.elapsed() < LATCH_RECHECK => {
                 return Err(latch.error.clone());
@@ -977,7 +943,7 @@ async fn refresh(
             }
             None => None,
         };
-        (previous, held, recheck)
+        (previous, recheck)
     };
     let accept = |credential: Credential| -> Result<(Credential, String), BrokerError> {
         let account =
@@ -1013,7 +979,7 @@ async fn refresh(
                 );
                 shared.tokens.lock().unwrap().latch = Some(Latch {
                     error: e.clone(),
-                    token: held.unwrap_or_else(|| SecretString::from("")),
+                    token: previous.unwrap_or_else(|| SecretString::from("")),
                     checked: Instant::now(),
                 });
             }
@@ -1025,28 +991,6 @@ async fn refresh(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_refresh_just_after_a_new_token_reports_the_one_it_replaced() {
-        let mut tokens = Tokens::default();
-        tokens.hold(SecretString::from("first"), "ws-1", 1);
-        assert_eq!(tokens.failed().unwrap().expose_secret(), "first");
-        tokens.hold(SecretString::from("second"), "ws-1", 2);
-        assert_eq!(
-            tokens.failed().unwrap().expose_secret(),
-            "first",
-            "a call started with the first token may be meeting its 401 now"
-        );
-        // The same token again (a read that found nothing new) replaces nothing.
-        tokens.replaced = None;
-        tokens.hold(SecretString::from("second"), "ws-1", 2);
-        assert_eq!(tokens.failed().unwrap().expose_secret(), "second");
-        // Past the grace, the token held is the one that failed.
-        tokens.hold(SecretString::from("third"), "ws-1", 3);
-        let (old, _) = tokens.replaced.take().unwrap();
-        tokens.replaced = Some((old, Instant::now() - REPLACED_GRACE));
-        assert_eq!(tokens.failed().unwrap().expose_secret(), "third");
-    }
 
     #[test]
     fn initialize_gets_experimental_api_whatever_the_parent_said() {
