@@ -33,21 +33,29 @@ const CODEX_START: Duration = Duration::from_secs(60);
 /// then counts as failed.
 const CODEX_CALL: Duration = Duration::from_secs(30);
 
-fn rows(label: &str, r: &FleetReport) -> Vec<Vec<String>> {
+/// The rows every fleet phase prints about its expiries, in this order.
+fn expiry_rows(
+    label: &str,
+    expiries: usize,
+    grants: usize,
+    unauthorized: usize,
+    reused: usize,
+) -> Vec<Vec<String>> {
+    let per_expiry = |n: usize| format!("{:.2}", n as f64 / expiries.max(1) as f64);
     vec![
-        vec![format!("{label}: expiries"), r.expiries.to_string()],
-        vec![
-            format!("{label}: grants per expiry"),
-            format!("{:.2}", r.grants as f64 / r.expiries.max(1) as f64),
-        ],
+        vec![format!("{label}: expiries"), expiries.to_string()],
+        vec![format!("{label}: grants per expiry"), per_expiry(grants)],
         vec![
             format!("{label}: backend 401s per expiry"),
-            format!("{:.2}", r.unauthorized as f64 / r.expiries.max(1) as f64),
+            per_expiry(unauthorized),
         ],
-        vec![
-            format!("{label}: refresh_token_reused"),
-            r.reused.to_string(),
-        ],
+        vec![format!("{label}: refresh_token_reused"), reused.to_string()],
+    ]
+}
+
+fn rows(label: &str, r: &FleetReport) -> Vec<Vec<String>> {
+    let mut rows = expiry_rows(label, r.expiries, r.grants, r.unauthorized, r.reused);
+    rows.extend([
         vec![
             format!("{label}: worker calls failed"),
             format!("{} of {}", r.failed, r.calls),
@@ -56,7 +64,8 @@ fn rows(label: &str, r: &FleetReport) -> Vec<Vec<String>> {
             format!("{label}: calls per second"),
             format!("{:.0}", r.calls as f64 / r.elapsed.as_secs_f64()),
         ],
-    ]
+    ]);
+    rows
 }
 
 fn main() {
@@ -148,20 +157,8 @@ struct CodexReport {
 }
 
 fn codex_rows(label: &str, r: &CodexReport) -> Vec<Vec<String>> {
-    vec![
-        vec![format!("{label}: expiries"), r.expiries.to_string()],
-        vec![
-            format!("{label}: grants per expiry"),
-            format!("{:.2}", r.grants as f64 / r.expiries.max(1) as f64),
-        ],
-        vec![
-            format!("{label}: backend 401s per expiry"),
-            format!("{:.2}", r.unauthorized as f64 / r.expiries.max(1) as f64),
-        ],
-        vec![
-            format!("{label}: refresh_token_reused"),
-            r.reused.to_string(),
-        ],
+    let mut rows = expiry_rows(label, r.expiries, r.grants, r.unauthorized, r.reused);
+    rows.extend([
         vec![
             format!("{label}: turns failed"),
             format!("{} of {}", r.turns_failed, r.turns),
@@ -170,7 +167,8 @@ fn codex_rows(label: &str, r: &CodexReport) -> Vec<Vec<String>> {
             format!("{label}: rate-limit reads failed"),
             format!("{} of {}", r.reads_failed, r.reads),
         ],
-    ]
+    ]);
+    rows
 }
 
 /// The version in the installed path (`codex-<version>`), else the binary's position.
