@@ -126,7 +126,8 @@ pub(super) async fn read(
     // Another process may have signed in, out, or rotated since: read as the store is.
     api.auth.notice_store_change(Look::Recent).await;
     if p.refresh_token == Some(true) {
-        match api.auth.refresh_forced().await {
+        // Boxed: this rare path's grant would otherwise size every read's future.
+        match Box::pin(api.auth.refresh_forced()).await {
             Ok(()) | Err(AuthError::LoginRequired(_)) => {}
             Err(error) => {
                 return Err(ApiError::Backend {

@@ -164,14 +164,20 @@ impl<S: Send + Sync + 'static> Table<S> {
         Fut: Future<Output = Result<M::Result, ApiError>> + Send + 'static,
     {
         let state = self.state.clone();
+        let handler = Arc::new(handler);
         self.dispatcher
             .add(M::NAME, M::KIND, move |ctx: RequestContext, raw| {
                 let parsed = params::<M::Params>(raw.as_deref());
                 drop(raw);
-                let call = parsed.map(|p| handler(state.clone(), ctx.clone(), p));
+                let (state, handler) = (state.clone(), handler.clone());
+                // The handler's future is made where it is awaited: each layer that took it
+                // by value would copy it.
                 async move {
-                    let outcome = match call {
-                        Ok(call) => events::in_request(ctx.after.clone(), call).await,
+                    let outcome = match parsed {
+                        Ok(p) => {
+                            let after = ctx.after.clone();
+                            events::in_request(after, handler(state, ctx, p)).await
+                        }
                         Err(e) => Err(e),
                     };
                     outcome.map_err(ApiError::into_rpc)

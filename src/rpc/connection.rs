@@ -209,6 +209,9 @@ pub(super) async fn write_loop(peer: Peer, mut output: Outgoing) {
     let aborted = peer.lifecycle().aborted().clone();
     let result: std::io::Result<()> = async {
         while let Some(batch) = peer.outbox().next_batch().await {
+            if aborted.is_cancelled() {
+                return Ok(());
+            }
             let bytes: usize = batch.iter().map(String::len).sum();
             let write = async {
                 for line in batch {
@@ -216,10 +219,13 @@ pub(super) async fn write_loop(peer: Peer, mut output: Outgoing) {
                 }
                 output.flush().await
             };
+            // Biased toward the write: one that completes at once (most do) never
+            // registers a waiter on the abort token. An abort during a write that waits
+            // still ends it at once.
             tokio::select! {
                 biased;
-                _ = aborted.cancelled() => return Ok(()),
                 written = write => written?,
+                _ = aborted.cancelled() => return Ok(()),
             }
             peer.outbox().written(bytes);
         }

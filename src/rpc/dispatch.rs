@@ -9,7 +9,6 @@
 //! with the client's own id, since jsonrpsee's ids are unsigned and ours need not be).
 //! No slot is shared beside the call.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
@@ -20,6 +19,7 @@ use jsonrpsee::types::{Id, Params};
 use jsonrpsee::{
     ConnectionId as RpseeConnectionId, Extensions, MethodCallback, MethodResponse, Methods,
 };
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use super::envelope::{RequestId, SecretJson, encode};
@@ -93,7 +93,7 @@ pub(crate) struct Outcome {
 #[derive(Default)]
 pub(crate) struct Dispatcher {
     methods: Methods,
-    kinds: HashMap<&'static str, MethodKind>,
+    kinds: FxHashMap<&'static str, MethodKind>,
 }
 
 impl Dispatcher {
@@ -105,20 +105,21 @@ impl Dispatcher {
         Fut: Future<Output = Result<R, RpcError>> + Send + 'static,
         R: Serialize,
     {
+        // The handler is called inside the boxed future, not before it: its future is then
+        // built in place rather than moved into the box.
+        let handler = Arc::new(handler);
         let callback = move |_: Id<'static>,
                              _: Params<'static>,
                              _: RpseeConnectionId,
                              _: usize,
                              mut extensions: Extensions| {
             let call = extensions.remove::<Call>();
-            let work = call.map(|Call { ctx, params }| {
-                let fut = handler(ctx.clone(), params);
-                (ctx, fut)
-            });
+            let handler = handler.clone();
             async move {
                 let mut returned = Extensions::new();
-                if let Some((ctx, fut)) = work {
-                    returned.insert(ctx.respond(fut.await));
+                if let Some(Call { ctx, params }) = call {
+                    let outcome = handler(ctx.clone(), params).await;
+                    returned.insert(ctx.respond(outcome));
                 }
                 MethodResponse::notification().with_extensions(returned)
             }

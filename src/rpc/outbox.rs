@@ -56,6 +56,12 @@ impl Outbox {
     /// queued, so no single message can wedge the connection.
     pub async fn push(&self, line: String) -> Result<(), Gone> {
         let mut line = Some(line);
+        // Most lines fit at once: no waiter is registered for them.
+        match self.try_push_inner(&mut line) {
+            Ok(()) => return Ok(()),
+            Err(Full::Closed) => return Err(Gone),
+            Err(Full::Wait) => {}
+        }
         loop {
             let room = self.room.notified();
             tokio::pin!(room);
@@ -114,21 +120,27 @@ impl Outbox {
 
     /// Everything queued, once there is something (or `None` once closed and drained).
     pub async fn next_batch(&self) -> Option<Vec<String>> {
+        // `ready` is only ever woken with `notify_one`, which leaves a permit when nobody
+        // waits: a line queued between the look and the wait is not missed, and a writer
+        // that finds lines queued never registers as a waiter.
         loop {
-            let ready = self.ready.notified();
-            tokio::pin!(ready);
-            ready.as_mut().enable();
-            {
-                let mut queue = self.lock();
-                if !queue.lines.is_empty() {
-                    return Some(queue.lines.drain(..).collect());
-                }
-                if queue.closed || self.abort.is_cancelled() {
-                    return None;
-                }
+            if let Some(taken) = self.take() {
+                return taken;
             }
-            ready.await;
+            self.ready.notified().await;
         }
+    }
+
+    /// What [`Self::next_batch`] returns, if it can return now.
+    fn take(&self) -> Option<Option<Vec<String>>> {
+        let mut queue = self.lock();
+        if !queue.lines.is_empty() {
+            return Some(Some(queue.lines.drain(..).collect()));
+        }
+        if queue.closed || self.abort.is_cancelled() {
+            return Some(None);
+        }
+        None
     }
 
     /// Waits until the queue is at most half full (or gone). The reader waits here before
