@@ -694,10 +694,19 @@ fn bind_listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 /// Logs go to stderr, filtered by `RUST_LOG`. Dependencies never log below `info`,
 /// whatever `RUST_LOG` says: at `trace` the WebSocket stack prints every frame it receives,
 /// tokens included, and no setting may put a token in a log.
+///
+/// `RUST_LOG` is a list of `target=level` and a bare default level (`Targets`), not
+/// `EnvFilter`'s span and field filters: those compile regular expressions at every start
+/// and bring two regex crates into the binary. A value that does not parse, or none, means
+/// `warn`.
 fn init_logging() {
+    use tracing_subscriber::filter::Targets;
     use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| v.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::WARN));
     let own_or_quiet = tracing_subscriber::filter::filter_fn(|meta| {
         *meta.level() <= tracing::Level::INFO || meta.target().starts_with("authbridge")
     });

@@ -196,8 +196,9 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// How many certificate sections a PEM file has, without decoding them.
 fn count_pem_certificates(path: &Path) -> Result<usize, String> {
     let bytes = read_file(path)?;
-    let marker = b"-----BEGIN CERTIFICATE-----";
-    let count = bytes.windows(marker.len()).filter(|w| w == marker).count();
+    // memchr's substring search: comparing every window of a system bundle (200 KB) was
+    // three quarters of the instructions from exec to the `initialize` answer.
+    let count = memchr::memmem::find_iter(&bytes, b"-----BEGIN CERTIFICATE-----").count();
     if count == 0 {
         return Err("it holds no certificate".into());
     }
