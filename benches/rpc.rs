@@ -212,6 +212,14 @@ async fn stdio(sizes: &Sizes, table: &mut Table) {
     let peak = proc_status_kib(pid, "VmHWM");
     table.memory("stdio RSS after the pipelined runs", after, Some(12.0));
     table.memory("stdio peak RSS (VmHWM)", peak, None);
+    // The writer gives freed memory back after a quiet spell that follows a burst.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let settled = proc_status_kib(pid, "VmRSS");
+    table.memory(
+        "stdio RSS 200 ms after the pipelined runs",
+        settled,
+        Some(12.0),
+    );
     // Closing stdin ends the server.
     drop(result);
     p.exit_code().await;

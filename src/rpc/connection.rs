@@ -21,6 +21,7 @@ use zeroize::Zeroize;
 use super::dispatch::{AfterResponse, Dispatcher, MethodKind};
 use super::envelope::{self, Incoming, Parsed, RequestId, SecretJson, encode};
 use super::error::RpcError;
+use super::heap;
 use super::peer::{ConnectionId, Peer};
 use crate::transport::{Frame, Link, Outgoing};
 
@@ -208,7 +209,22 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 pub(super) async fn write_loop(peer: Peer, mut output: Outgoing) {
     let aborted = peer.lifecycle().aborted().clone();
     let result: std::io::Result<()> = async {
-        while let Some(batch) = peer.outbox().next_batch().await {
+        let mut since_trim = 0usize;
+        loop {
+            let batch = if since_trim < heap::TRIM_AFTER_BYTES {
+                peer.outbox().next_batch().await
+            } else {
+                // After a burst: a quiet spell gives the freed memory back.
+                match tokio::time::timeout(heap::QUIET, peer.outbox().next_batch()).await {
+                    Ok(batch) => batch,
+                    Err(_) => {
+                        heap::return_freed_memory();
+                        since_trim = 0;
+                        continue;
+                    }
+                }
+            };
+            let Some(batch) = batch else { break };
             if aborted.is_cancelled() {
                 return Ok(());
             }
@@ -228,6 +244,7 @@ pub(super) async fn write_loop(peer: Peer, mut output: Outgoing) {
                 _ = aborted.cancelled() => return Ok(()),
             }
             peer.outbox().written(bytes);
+            since_trim += bytes;
         }
         Ok(())
     }

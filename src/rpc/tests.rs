@@ -534,3 +534,28 @@ async fn a_client_that_stops_reading_gets_backpressure_not_overload() {
     assert_eq!(overloaded, 0, "requests refused as overloaded");
     let _write = writer.await.unwrap();
 }
+
+/// After a burst the writer waits for the next line with a deadline, and gives freed memory
+/// back when it passes: the wait it abandons then must lose nothing that comes after.
+#[tokio::test]
+async fn after_a_burst_and_a_quiet_spell_the_connection_still_delivers_everything() {
+    let mut c =
+        TestClient::start_with(Duration::from_secs(5), Backpressure::Wait, 1 << 20, 512).await;
+    for round in 0..2u64 {
+        let id = 10 + round;
+        c.send(json!({"id": id, "method": "flood", "params": {"n": 2000}}))
+            .await;
+        let mut floods = 0;
+        loop {
+            let v = c.recv().await;
+            if v["id"] == id {
+                assert_eq!(v["result"], 2000);
+                break;
+            }
+            floods += 1;
+        }
+        assert_eq!(floods, 2000, "round {round}");
+        // Longer than the quiet spell: the writer's wait times out and the heap is trimmed.
+        tokio::time::sleep(super::heap::QUIET * 3).await;
+    }
+}
