@@ -27,6 +27,8 @@ mod credential_hook;
 /// which see the public API alone, can reach the parsers.
 #[doc(hidden)]
 pub mod fuzzing;
+/// glibc's allocator: thresholds fixed at start, freed memory given back after a burst.
+pub mod heap;
 mod login;
 pub mod net;
 #[cfg(test)]

@@ -451,24 +451,6 @@ mod signals {
     }
 }
 
-/// glibc raises its mmap threshold each time a large block is freed, so that after one
-/// burst (pipelined requests, a fleet's answers queued at once) buffers of that size come
-/// from the heap and stay resident when freed: the rpc bench's RSS after its pipelined
-/// runs varied from 9.7 to 16.6 MiB between runs of one build. Fixed thresholds keep large
-/// blocks in their own mappings, returned on free, and trim the heap's top like the default.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-mod allocator {
-    const LARGE: libc::c_int = 128 * 1024;
-
-    pub fn return_large_blocks() {
-        // SAFETY: mallopt only changes allocator tuning; called before any thread exists.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, LARGE);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, LARGE);
-        }
-    }
-}
-
 fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
     #[cfg(unix)]
@@ -853,8 +835,7 @@ fn overrides_in_order(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<Str
 }
 
 fn main() -> ExitCode {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    allocator::return_large_blocks();
+    authbridge::heap::fix_thresholds();
     #[cfg(unix)]
     signals::block();
     let mut cli = Cli::parse();

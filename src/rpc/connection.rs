@@ -21,8 +21,8 @@ use zeroize::Zeroize;
 use super::dispatch::{AfterResponse, Dispatcher, MethodKind};
 use super::envelope::{self, Incoming, Parsed, RequestId, SecretJson, encode};
 use super::error::RpcError;
-use super::heap;
 use super::peer::{ConnectionId, Peer};
+use crate::heap;
 use crate::transport::{Frame, Link, Outgoing};
 
 pub(crate) const OVERLOADED: i32 = -32001;

@@ -11,7 +11,6 @@ pub(crate) mod envelope;
 mod envelope_props;
 pub(crate) mod error;
 mod exchange;
-mod heap;
 pub(crate) mod method_name;
 pub(crate) mod outbox;
 pub(crate) mod peer;

@@ -556,6 +556,6 @@ async fn after_a_burst_and_a_quiet_spell_the_connection_still_delivers_everythin
         }
         assert_eq!(floods, 2000, "round {round}");
         // Longer than the quiet spell: the writer's wait times out and the heap is trimmed.
-        tokio::time::sleep(super::heap::QUIET * 3).await;
+        tokio::time::sleep(crate::heap::QUIET * 3).await;
     }
 }
